@@ -1,0 +1,1 @@
+"""Subcommands of the `voiced` CLI, one module each."""

@@ -1,0 +1,282 @@
+"""voiced.yaml: pydantic models and `load_config()`.
+
+Every model forbids unknown keys. Errors name the file, the line, the key path and what
+was expected, so `voiced check-config` can print all of them at once.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from voiced.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(Strict):
+    """Connection to the MQTT broker."""
+
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password_env: str | None = None
+    """Name of the environment variable that holds the password (never the password)."""
+    client_id: str = "voiced"
+    keepalive_s: int = Field(30, ge=5)
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    def password(self) -> str | None:
+        """The password from the environment, if configured."""
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class BrokerConfig(Strict):
+    """The embedded amqtt broker (zero-setup first run; use mosquitto in production)."""
+
+    embedded: bool = False
+    host: str = "127.0.0.1"
+
+
+class SiteMode(StrEnum):
+    """How a satellite's audio becomes commands."""
+
+    ALWAYS = "always"
+    """Every utterance the VAD finds is a command."""
+    WAKE = "wake"
+    """Only audio after hotword/detected or asr/startListening is a command."""
+
+
+class SiteConfig(Strict):
+    """Per-satellite settings."""
+
+    mode: SiteMode | None = None
+    area: str | None = None
+
+
+class SitesConfig(Strict):
+    """Which satellites are served and how."""
+
+    allow: list[str] = Field(default_factory=list)
+    """Site ids allowed to stream audio; empty: every site (as Rhasspy does)."""
+    default_mode: SiteMode = SiteMode.ALWAYS
+    overrides: dict[str, SiteConfig] = Field(default_factory=dict)
+    queue_chunks: int = Field(500, ge=10)
+    """Bounded per-site ingest queue, in chunks."""
+
+    def mode_for(self, site: str) -> SiteMode:
+        """The listening mode of `site`."""
+        override = self.overrides.get(site)
+        return override.mode if override and override.mode else self.default_mode
+
+    def area_for(self, site: str) -> str | None:
+        """The area (room) of `site`, if configured."""
+        override = self.overrides.get(site)
+        return override.area if override else None
+
+    def allowed(self, site: str) -> bool:
+        """True when `site` may stream audio."""
+        return not self.allow or site in self.allow
+
+
+VAD_PRESETS: dict[str, int] = {"fast": 300, "normal": 500, "patient": 900}
+"""End-of-speech silence (ms) for each endpointing preset."""
+
+
+class VadConfig(Strict):
+    """Voice activity detection and endpointing."""
+
+    aggressiveness: int = Field(2, ge=0, le=3)
+    preset: Literal["fast", "normal", "patient"] = "normal"
+    end_silence_ms: int | None = Field(None, ge=100, le=5000)
+    """Silence that ends an utterance; default from `preset`."""
+    pre_roll_ms: int = Field(300, ge=0, le=2000)
+    min_speech_ms: int = Field(200, ge=0)
+    start_speech_ms: int = Field(60, ge=20)
+    """Speech needed within the start window to declare a start."""
+    max_utterance_ms: int = Field(10_000, ge=1000)
+    wake_timeout_s: float = Field(8.0, gt=0)
+    """Wake-gated sessions end with `timeout` when no speech starts within this."""
+
+    @property
+    def silence_ms(self) -> int:
+        """The effective end-of-speech silence."""
+        return self.end_silence_ms if self.end_silence_ms is not None else VAD_PRESETS[self.preset]
+
+
+class AsrConfig(Strict):
+    """Speech recognition."""
+
+    backend: Literal["pocketsphinx", "whisper"] = "pocketsphinx"
+    mode: Literal["grammar", "open"] = "grammar"
+    """pocketsphinx: decode constrained by the intents' grammar, or open vocabulary."""
+    language: str = "en"
+    min_confidence: float = Field(0.0, ge=0, le=1)
+    """Transcripts below this are treated as not recognized."""
+    model: str | None = None
+    """whisper: a model name (downloaded into the state folder) or a checkpoint path."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    compute: Literal["fp16", "fp32"] = "fp16"
+    batch_window_ms: float = Field(30.0, ge=0, le=1000)
+    """Utterances ending within this window on different sites decode as one batch."""
+    max_batch: int = Field(16, ge=1)
+
+
+class SpeakersConfig(Strict):
+    """Speaker identification, and per-person variables for handler templates.
+
+    Keys whose value is a mapping (other than the settings below) are people:
+    `speakers: {alice: {playlist: "Alice's mix"}}` is the same as
+    `speakers: {people: {alice: {playlist: "Alice's mix"}}}`.
+    """
+
+    backend: Literal["none", "resemblyzer", "speechbrain"] = "none"
+    model: str | None = None
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    threshold: float | None = Field(None, ge=-1, le=1)
+    margin: float = Field(0.05, ge=0, le=1)
+    people: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_people(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields)
+        people = dict(data.get("people") or {})
+        rest = {}
+        for key, value in data.items():
+            if key not in known and isinstance(value, dict):
+                people[key] = value
+            else:
+                rest[key] = value
+        rest["people"] = people
+        return rest
+
+
+class IntentsConfig(Strict):
+    """Where intents come from."""
+
+    paths: list[Path] = Field(default_factory=lambda: [Path("config/intents")])
+    language: str = "en"
+
+
+class HandlerConfig(Strict):
+    """Maps an intent to a plugin with templated options."""
+
+    intent: str
+    plugin: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class HistoryConfig(Strict):
+    """SQLite utterance history in the state folder."""
+
+    enabled: bool = True
+    keep_audio: bool = False
+
+
+class Config(Strict):
+    """The whole of voiced.yaml."""
+
+    mqtt: MqttConfig = MqttConfig()
+    broker: BrokerConfig = BrokerConfig()
+    state_dir: Path = Path("state")
+    sites: SitesConfig = SitesConfig()
+    vad: VadConfig = VadConfig()
+    asr: AsrConfig = AsrConfig()
+    speakers: SpeakersConfig = SpeakersConfig()
+    intents: IntentsConfig = IntentsConfig()
+    handlers: list[HandlerConfig] = Field(default_factory=list)
+    history: HistoryConfig = HistoryConfig()
+    shutdown_grace_s: float = Field(5.0, ge=0)
+    """On SIGTERM, utterances in flight get this long to finish."""
+    error_rate_limit_s: float = Field(2.0, ge=0)
+    """At most one hermes/error message per site and reason in this interval."""
+
+
+def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map each key path in a YAML document to its 1-based line."""
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def config_errors(data: Any, source: str, text: str = "") -> list[str]:
+    """Validate `data`; return one human-readable line per problem (empty when valid)."""
+    try:
+        Config.model_validate(data)
+    except ValidationError as exc:
+        lines = _key_lines(text) if text else {}
+        out = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            # the longest prefix of the path that exists in the file gives the line
+            line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), 0)
+            where = f"{source}:{line}" if line else source
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            got = err.get("input")
+            got_s = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            out.append(f"{where}: {key}: {err['msg']}{got_s}")
+        return out
+    return []
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate voiced.yaml; `None` gives the defaults.
+
+    Raises ConfigError listing every problem with file, line and key.
+    """
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("config_unreadable", f"{path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError("config_syntax", f"{where}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("config_syntax", f"{path}: expected a mapping at the top level")
+    problems = config_errors(data, str(path), text)
+    if problems:
+        raise ConfigError("config_invalid", "\n".join(problems))
+    config = Config.model_validate(data)
+    # relative paths in the file are relative to the file, not the working directory
+    base = path.parent
+    paths = [p if p.is_absolute() else base / p for p in config.intents.paths]
+    state = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
+    return config.model_copy(
+        update={
+            "intents": config.intents.model_copy(update={"paths": paths}),
+            "state_dir": state,
+        }
+    )

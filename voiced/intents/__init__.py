@@ -1,0 +1,1 @@
+"""Intent recognition (hassil), the handler router and the plugin API."""

@@ -1,0 +1,116 @@
+"""The plugin API: the one module plugin authors import.
+
+A plugin is a class registered under the entry-point group ``voiced.plugins``::
+
+    [project.entry-points."voiced.plugins"]
+    my_plugin = "my_package.module:MyPlugin"
+
+It has a ``name``, a pydantic ``Options`` model (validated at start-up, with template
+strings such as ``"light.{area}"`` left in place), async ``start``/``stop`` and
+``async handle(request) -> Response``. The router renders the templates for each request
+and passes the rendered, validated options in ``request.options``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from voiced.models import IntentResult, SpeakerMatch
+
+__all__ = [
+    "ContinueSession",
+    "Plugin",
+    "PluginContext",
+    "PluginOptions",
+    "Request",
+    "Response",
+]
+
+
+class PluginOptions(BaseModel):
+    """Base for a plugin's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One recognized intent handed to a plugin."""
+
+    intent: IntentResult
+    site: str
+    session_id: str
+    options: Any
+    """The plugin's Options instance, templates rendered for this request."""
+    speaker: SpeakerMatch
+    area: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    """Everything templates can use: slots, site, area, speaker, intent, text."""
+    language: str = "en"
+
+    @property
+    def slots(self) -> dict[str, Any]:
+        """Slot values by name."""
+        return self.intent.slot_values()
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueSession:
+    """Ask a follow-up question and hear the next utterance without a wake word."""
+
+    text: str
+    intent_filter: tuple[str, ...] = ()
+    custom_data: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What a plugin did."""
+
+    text: str | None = None
+    """Something to say to the person (sent to TTS on their satellite)."""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """Extra details, recorded in history and events."""
+    continue_session: ContinueSession | None = None
+
+
+Publish = Callable[[str, bytes | str | Mapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What the daemon offers a plugin."""
+
+    publish: Publish
+    """`await publish(topic, payload)`: payload is bytes, text, or a JSON-able mapping."""
+    state_dir: Path
+    say: Callable[[str, str], Awaitable[None]] | None = None
+    """`await say(site, text)`: speak on a satellite through the configured TTS."""
+    people: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-speaker variables from voiced.yaml."""
+
+
+class Plugin(ABC):
+    """Base class of intent plugins."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = PluginOptions
+
+    def __init__(self, context: PluginContext) -> None:
+        self.context = context
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Acquire resources (connections, timers); called once before serving."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; called once at shutdown."""
+
+    @abstractmethod
+    async def handle(self, request: Request) -> Response:
+        """Act on one intent."""

@@ -1,0 +1,190 @@
+"""Value objects that cross stage boundaries.
+
+Data flows forward only: transport → session/VAD → ASR + speaker → intents → handlers.
+Every object here is frozen; audio is always internal format (see `voiced.const`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    """Pipeline stages, used for timings, errors and events."""
+
+    INGEST = "ingest"
+    VAD = "vad"
+    ASR = "asr"
+    SPEAKER = "speaker"
+    NLU = "nlu"
+    HANDLER = "handler"
+
+
+class EndReason(StrEnum):
+    """Why an utterance ended."""
+
+    SILENCE = "silence"
+    MAX_LENGTH = "max_length"
+    STOP_LISTENING = "stop_listening"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+
+
+class Termination(StrEnum):
+    """Hermes `sessionEnded` termination reasons."""
+
+    NOMINAL = "nominal"
+    ABORTED_BY_USER = "abortedByUser"
+    INTENT_NOT_RECOGNIZED = "intentNotRecognized"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class EventType(StrEnum):
+    """Native events published under `voiced/events/<site>`."""
+
+    SESSION_STARTED = "session_started"
+    SPEECH_STARTED = "speech_started"
+    SPEECH_ENDED = "speech_ended"
+    TRANSCRIPT = "transcript"
+    SPEAKER = "speaker"
+    INTENT = "intent"
+    NOT_RECOGNIZED = "not_recognized"
+    HANDLED = "handled"
+    ERROR = "error"
+    SESSION_ENDED = "session_ended"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of satellite audio after conversion to the internal format."""
+
+    site: str
+    """Satellite (Hermes siteId)."""
+    pcm: bytes
+    """16 kHz, 16-bit little-endian, mono samples."""
+    received: float
+    """`time.monotonic()` seconds when the message arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One endpointed stretch of speech from a satellite."""
+
+    site: str
+    session_id: str
+    pcm: bytes
+    """16 kHz, 16-bit mono, including the pre-roll before the detected start."""
+    end_reason: EndReason
+    speech_ms: float
+    """Milliseconds of frames the VAD judged to be speech."""
+    last_speech_at: float
+    """Monotonic seconds when the last speech frame arrived."""
+    endpoint_at: float
+    """Monotonic seconds when the endpoint was decided."""
+    started_wall: float
+    """Wall-clock (epoch) seconds of the first audio in `pcm`."""
+    wakeword_id: str | None = None
+    custom_data: str | None = None
+    intent_filter: tuple[str, ...] = ()
+    """Only these intents may match (empty: any)."""
+
+    @property
+    def duration_s(self) -> float:
+        """Length of `pcm` in seconds."""
+        from voiced.const import BYTES_PER_SECOND
+
+        return len(self.pcm) / BYTES_PER_SECOND
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What the recognizer heard."""
+
+    text: str
+    confidence: float
+    """0..1."""
+    language: str = "en"
+    tokens: tuple[str, ...] = ()
+    no_speech_prob: float = 0.0
+    """0..1; high values mean the audio was probably not speech."""
+    is_speech: bool = True
+    """False when the recognizer rejected the audio as not speech."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerMatch:
+    """Who spoke."""
+
+    name: str
+    """Enrolled name, or "unknown"."""
+    confidence: float
+    """Cosine score of the best match (0..1 after clipping)."""
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def known(self) -> bool:
+        """True when a person was identified."""
+        return self.name != UNKNOWN_SPEAKER
+
+
+UNKNOWN_SPEAKER = "unknown"
+NO_SPEAKER = SpeakerMatch(name=UNKNOWN_SPEAKER, confidence=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A matched slot, with character offsets of its raw value in the input text."""
+
+    name: str
+    value: Any
+    raw_value: str
+    entity: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class IntentResult:
+    """The outcome of intent recognition for one transcript."""
+
+    text: str
+    name: str | None
+    """Intent name, or None when nothing matched."""
+    slots: tuple[Slot, ...] = ()
+    confidence: float = 0.0
+    matched_by: str = "template"
+    """"template" or "fuzzy"."""
+
+    @property
+    def recognized(self) -> bool:
+        """True when an intent matched."""
+        return self.name is not None
+
+    def slot_values(self) -> dict[str, Any]:
+        """Slots as a plain {name: value} mapping."""
+        return {s.name: s.value for s in self.slots}
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineEvent:
+    """A native event, published as JSON on `voiced/events/<site>`."""
+
+    type: EventType
+    site: str
+    session_id: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "type": str(self.type),
+            "site": self.site,
+            "sessionId": self.session_id,
+            **dict(self.data),
+            "timings": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
