@@ -178,6 +178,8 @@ class HandlerConfig(Strict):
     plugin: str
     options: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = Field(5.0, gt=0)
+    min_speaker_confidence: float | None = Field(None, ge=0, le=1)
+    """Run only when the speaker was identified with at least this confidence."""
 
 
 class HistoryConfig(Strict):
