@@ -1,0 +1,278 @@
+"""The handler router: intent → plugin, with templated options, gating and timeouts.
+
+Plugins are found through the entry-point group `voiced.plugins`, first-party ones
+included. One instance per plugin serves every handler that names it; each handler's
+options are validated at start-up (template fields left in place) and rendered for each
+request. A plugin that fails to load, start or handle becomes a status and a log line:
+the other handlers keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import ValidationError
+
+from voiced.config import HandlerConfig
+from voiced.errors import PluginError
+from voiced.intents import templates
+from voiced.intents.api import Plugin, PluginContext, Request, Response
+from voiced.models import IntentResult, SpeakerMatch
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "voiced.plugins"
+START_TIMEOUT_S = 10.0
+
+
+def discover_plugins() -> dict[str, Callable[[], type[Plugin]]]:
+    """Installed plugins by name (loaded lazily)."""
+    return {ep.name: ep.load for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@dataclass(slots=True)
+class HandlerStatus:
+    """State of one configured handler, as shown by /api/status and the log."""
+
+    intent: str
+    plugin: str
+    ok: bool = True
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"intent": self.intent, "plugin": self.plugin, "ok": self.ok, "error": self.error}
+
+
+class Outcome:
+    """Handler outcomes recorded in history (plain strings)."""
+
+    HANDLED = "handled"
+    NO_HANDLER = "no_handler"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerOutcome:
+    """What happened when an intent was handed to its handlers."""
+
+    outcome: str
+    plugin: str | None = None
+    response: Response | None = None
+    error: str | None = None
+    code: str | None = None
+    duration_ms: float = 0.0
+    details: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+@dataclass(slots=True)
+class _Handler:
+    config: HandlerConfig
+    status: HandlerStatus
+    plugin: Plugin | None = None
+
+
+class Router:
+    """Routes recognized intents to plugins."""
+
+    def __init__(
+        self,
+        handlers: list[HandlerConfig],
+        context: PluginContext,
+        slot_names: Callable[[str], set[str] | None],
+        plugins: Mapping[str, Callable[[], type[Plugin]]] | None = None,
+    ) -> None:
+        self._context = context
+        self._slot_names = slot_names
+        self._available = dict(plugins) if plugins is not None else discover_plugins()
+        self._handlers = [_Handler(h, HandlerStatus(h.intent, h.plugin)) for h in handlers]
+        self._instances: dict[str, Plugin] = {}
+
+    @property
+    def statuses(self) -> list[HandlerStatus]:
+        """Every handler's state."""
+        return [h.status for h in self._handlers]
+
+    def _fail(self, handler: _Handler, message: str) -> None:
+        handler.status.ok = False
+        handler.status.error = message
+        log.error("handler %s → %s disabled: %s", handler.config.intent, handler.config.plugin,
+                  message)
+
+    async def start(self) -> None:
+        """Load, validate and start every handler's plugin; failures become statuses."""
+        classes: dict[str, type[Plugin]] = {}
+        for handler in self._handlers:
+            cfg = handler.config
+            loader = self._available.get(cfg.plugin)
+            if loader is None:
+                known = ", ".join(sorted(self._available)) or "none"
+                self._fail(handler, f"unknown plugin {cfg.plugin!r} (installed: {known})")
+                continue
+            try:
+                classes[cfg.plugin] = classes.get(cfg.plugin) or loader()
+            except Exception as exc:
+                self._fail(handler, f"plugin {cfg.plugin!r} failed to load: {exc}")
+                continue
+            problem = self._check(cfg, classes[cfg.plugin])
+            if problem:
+                self._fail(handler, problem)
+        for name, cls in classes.items():
+            users = [h for h in self._handlers if h.config.plugin == name and h.status.ok]
+            if not users:
+                continue
+            try:
+                instance = cls(self._context)
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    await instance.start()
+            except Exception as exc:
+                for h in users:
+                    self._fail(h, f"plugin {name!r} failed to start: {exc}")
+                continue
+            self._instances[name] = instance
+            for h in users:
+                h.plugin = instance
+        ok = sum(h.status.ok for h in self._handlers)
+        log.info("%d of %d handlers ready", ok, len(self._handlers))
+
+    def _check(self, cfg: HandlerConfig, cls: type[Plugin]) -> str | None:
+        """Start-up validation of one handler's options; a message or None."""
+        where = f"handlers[{cfg.intent} → {cfg.plugin}]"
+        bad = templates.syntax_errors(cfg.options)
+        if bad:
+            return f"{where}: malformed template: {'; '.join(bad)}"
+        slots = self._slot_names(cfg.intent)
+        if slots is None:
+            return f"{where}: intent {cfg.intent!r} is not defined in the loaded intents"
+        unknown = templates.fields(cfg.options) - slots - templates.BUILTIN_FIELDS
+        if unknown:
+            names = ", ".join(f"{{{u}}}" for u in sorted(unknown))
+            return (f"{where}: options use {names}, which is neither a slot of {cfg.intent} "
+                    f"(slots: {', '.join(sorted(slots)) or 'none'}) nor one of "
+                    f"{', '.join(sorted(templates.BUILTIN_FIELDS))}")
+        try:
+            cls.Options.model_validate(cfg.options)
+        except ValidationError as exc:
+            real = [e for e in exc.errors() if not _templated_at(cfg.options, e["loc"])]
+            if real:
+                msgs = "; ".join(
+                    f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in real
+                )
+                return f"{where}: {msgs}"
+        return None
+
+    async def handle(
+        self,
+        intent: IntentResult,
+        *,
+        site: str,
+        session_id: str,
+        speaker: SpeakerMatch,
+        area: str | None,
+        language: str,
+    ) -> HandlerOutcome:
+        """Run every handler configured for the intent, in order."""
+        matching = [h for h in self._handlers if h.config.intent == intent.name]
+        if not matching:
+            return HandlerOutcome(Outcome.NO_HANDLER)
+        started = time.monotonic()
+        people = self._context.people
+        variables: dict[str, Any] = {
+            **intent.slot_values(),
+            "site": site,
+            "area": intent.slot_values().get("area", area),
+            "speaker": templates.SpeakerVars(speaker.name, people.get(speaker.name, {})),
+            "intent": intent.name,
+            "text": intent.text,
+            "session_id": session_id,
+            "lang": language,
+        }
+        texts: list[str] = []
+        details: list[dict[str, Any]] = []
+        last: Response | None = None
+        for handler in matching:
+            cfg = handler.config
+            if handler.plugin is None:
+                return self._outcome(Outcome.ERROR, cfg, started, details, error=handler.status.error,
+                                     code="handler_unavailable")
+            need = cfg.min_speaker_confidence
+            if need is not None and (not speaker.known or speaker.confidence < need):
+                msg = (f"{cfg.intent} needs a speaker identified with confidence >= {need}; "
+                       f"got {speaker.name} ({speaker.confidence:.2f})")
+                return self._outcome(Outcome.REFUSED, cfg, started, details, error=msg,
+                                     code="speaker_not_allowed")
+            try:
+                options = handler.plugin.Options.model_validate(
+                    templates.render(cfg.options, variables))
+                request = Request(intent=intent, site=site, session_id=session_id,
+                                  options=options, speaker=speaker, area=variables["area"],
+                                  variables=variables, language=language)
+                async with asyncio.timeout(cfg.timeout_s):
+                    response = await handler.plugin.handle(request)
+            except TimeoutError:
+                msg = f"{cfg.plugin} did not answer {cfg.intent} within {cfg.timeout_s:g} s"
+                log.warning("%s", msg)
+                return self._outcome(Outcome.TIMEOUT, cfg, started, details, error=msg,
+                                     code="handler_timeout")
+            except PluginError as exc:
+                log.warning("handler %s → %s failed: %s", cfg.intent, cfg.plugin, exc)
+                return self._outcome(Outcome.ERROR, cfg, started, details, error=exc.message,
+                                     code=exc.code)
+            except ValidationError as exc:
+                msg = f"{cfg.plugin} options after rendering are invalid: {exc.errors()[0]['msg']}"
+                log.warning("handler %s: %s", cfg.intent, msg)
+                return self._outcome(Outcome.ERROR, cfg, started, details, error=msg,
+                                     code="options_invalid")
+            except Exception as exc:
+                log.exception("handler %s → %s crashed", cfg.intent, cfg.plugin)
+                return self._outcome(Outcome.ERROR, cfg, started, details, error=repr(exc),
+                                     code="handler_crashed")
+            last = response
+            details.append({"plugin": cfg.plugin, **dict(response.data)})
+            if response.text:
+                texts.append(response.text)
+        final = last if len(matching) == 1 else Response(
+            text=" ".join(texts) or None,
+            continue_session=last.continue_session if last else None,
+        )
+        return HandlerOutcome(Outcome.HANDLED, plugin=",".join(h.config.plugin for h in matching),
+                              response=final, duration_ms=(time.monotonic() - started) * 1000,
+                              details=tuple(details))
+
+    @staticmethod
+    def _outcome(outcome: str, cfg: HandlerConfig, started: float, details: list[dict[str, Any]],
+                 *, error: str | None, code: str) -> HandlerOutcome:
+        return HandlerOutcome(outcome, plugin=cfg.plugin, error=error, code=code,
+                              duration_ms=(time.monotonic() - started) * 1000,
+                              details=tuple(details))
+
+    async def stop(self) -> None:
+        """Stop every started plugin (errors are logged, not raised)."""
+        for name, instance in self._instances.items():
+            try:
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    await instance.stop()
+            except Exception:
+                log.exception("plugin %s failed to stop", name)
+        self._instances.clear()
+
+
+def _templated_at(options: Any, loc: tuple[Any, ...]) -> bool:
+    """True when the value at `loc` (or above it) is a template, checked at run time."""
+    value = options
+    for part in loc:
+        if templates.is_template(value):
+            return True
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return templates.is_template(value)

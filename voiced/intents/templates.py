@@ -1,0 +1,121 @@
+"""Templated handler options: `{slot}`, `{site}`, `{area}`, `{speaker}`, `{speaker.var}`.
+
+A string that is exactly one field (`"{brightness}"`) renders to the value itself, so a
+number stays a number in a JSON payload; any other string renders to text. `{{` and `}}`
+become literal braces (for templates that a plugin fills itself later). Attribute names
+starting with `_` are refused so a value can never reach into Python objects.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from typing import Any
+
+from voiced.errors import PluginError
+
+BUILTIN_FIELDS = frozenset({"site", "area", "speaker", "intent", "text", "session_id", "lang"})
+"""Names every template may use besides the intent's slots."""
+
+_SINGLE_FIELD = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*)\}$")
+
+
+class SpeakerVars:
+    """`{speaker}` renders the name; `{speaker.playlist}` a per-person variable."""
+
+    __slots__ = ("_name", "_vars")
+
+    def __init__(self, name: str, variables: Mapping[str, Any]) -> None:
+        self._name = name
+        self._vars = dict(variables)
+
+    def __str__(self) -> str:
+        return self._name
+
+    def __format__(self, spec: str) -> str:
+        return format(self._name, spec)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._vars[key]
+        except KeyError:
+            raise PluginError(
+                "template_missing",
+                f"speaker {self._name!r} has no variable {key!r} in voiced.yaml "
+                f"(has: {', '.join(sorted(self._vars)) or 'none'})",
+            ) from None
+
+
+class _Formatter(string.Formatter):
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        if any(part.startswith("_") for part in re.split(r"[.\[\]]", field_name) if part):
+            raise PluginError("template_invalid", f"template field {{{field_name}}} is not allowed")
+        return super().get_field(field_name, args, kwargs)
+
+    def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
+        if isinstance(key, int) or key not in kwargs:
+            raise PluginError("template_missing", f"template needs {{{key}}}, which has no value here")
+        value = kwargs[key]
+        if value is None:
+            raise PluginError("template_missing", f"template needs {{{key}}}, which is empty here")
+        return value
+
+
+_FORMATTER = _Formatter()
+
+
+def fields(value: Any) -> set[str]:
+    """Root names of every template field in a (nested) option value."""
+    found: set[str] = set()
+    if isinstance(value, str):
+        try:
+            for _, name, _, _ in _FORMATTER.parse(value):
+                if name:
+                    found.add(re.split(r"[.\[]", name, maxsplit=1)[0])
+        except ValueError:
+            pass  # reported by check()
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            found |= fields(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            found |= fields(v)
+    return found
+
+
+def syntax_errors(value: Any, path: str = "") -> list[str]:
+    """Malformed templates (unbalanced braces) in a nested option value."""
+    if isinstance(value, str):
+        try:
+            list(_FORMATTER.parse(value))
+        except ValueError as exc:
+            return [f"{path or 'value'}: {exc} in {value!r}"]
+        return []
+    if isinstance(value, Mapping):
+        return [e for k, v in value.items() for e in syntax_errors(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list | tuple):
+        return [e for i, v in enumerate(value) for e in syntax_errors(v, f"{path}[{i}]")]
+    return []
+
+
+def is_template(value: Any) -> bool:
+    """True for a string containing at least one template field."""
+    return isinstance(value, str) and bool(fields(value))
+
+
+def render(value: Any, variables: Mapping[str, Any]) -> Any:
+    """Render every template in a nested option value."""
+    if isinstance(value, str):
+        single = _SINGLE_FIELD.match(value)
+        if single:
+            obj, _ = _FORMATTER.get_field(single.group(1), (), variables)
+            return str(obj) if isinstance(obj, SpeakerVars) else obj
+        return _FORMATTER.vformat(value, (), variables)
+    if isinstance(value, Mapping):
+        return {k: render(v, variables) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(v, variables) for v in value]
+    return value

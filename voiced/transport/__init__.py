@@ -1,0 +1,1 @@
+"""MQTT transport: client loop, Hermes and native topics, embedded broker."""
