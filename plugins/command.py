@@ -1,0 +1,185 @@
+"""The ``command`` plugin: run a program with a templated argv list, never through a shell.
+
+```yaml
+handlers:
+  - intent: PlayRadio
+    plugin: command
+    options:
+      argv: ["mpc", "play", "{station}"]
+      timeout_s: 5
+      env: [XDG_RUNTIME_DIR]
+```
+
+Each argv element is rendered on its own by the router and passed to ``exec`` as one
+argument, so a slot value such as ``"; rm -rf /"`` reaches the program as that literal
+text; no shell ever parses it. The program runs in its own process group; on timeout the
+whole group is killed. Its environment holds only ``PATH`` and the variables named in
+``env`` (plus ``set_env``), never the daemon's secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from voiced.errors import PluginError
+from voiced.intents.api import Plugin, PluginOptions, Request, Response
+
+from ._render import render_answer
+
+__all__ = ["CommandOptions", "CommandPlugin", "run_command"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_MAX_OUTPUT = 64 * 1024
+"""Bytes of stdout/stderr kept."""
+_KILL_GRACE_S = 1.0
+"""After SIGTERM, how long the process group gets before SIGKILL."""
+
+
+class CommandOptions(PluginOptions):
+    """Options of the ``command`` plugin."""
+
+    argv: list[str] = Field(min_length=1)
+    """Program and arguments; each element templated on its own."""
+    timeout_s: float = Field(10.0, gt=0, le=3600)
+    env: list[str] = Field(default_factory=list)
+    """Names of the daemon's environment variables passed through (PATH always is)."""
+    set_env: dict[str, str] = Field(default_factory=dict)
+    """Extra variables set for the program; templated."""
+    cwd: Path | None = None
+    answer: str | None = None
+    """Spoken answer; ``{{stdout}}``, ``{{stderr}}``, ``{{returncode}}`` are filled in."""
+    speak_stdout: bool = False
+    """Speak the program's standard output (stripped) when no `answer` is given."""
+    check: bool = True
+    """A non-zero exit status is an error (``command_failed``)."""
+
+    @field_validator("argv")
+    @classmethod
+    def _program(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError("argv[0] (the program) is empty")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name or "=" in name:
+                raise ValueError(f"env lists variable names, not assignments (got {name!r})")
+        return value
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL it after a grace period, reap the leader."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(_KILL_GRACE_S):
+            await proc.wait()
+    except TimeoutError:
+        pass
+    # children that ignored SIGTERM, or outlived the leader, go too
+    _kill_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def run_command(
+    argv: list[str],
+    *,
+    timeout_s: float,
+    env: dict[str, str],
+    cwd: Path | None = None,
+) -> tuple[int, str, str]:
+    """Run `argv` without a shell in a new process group; return (status, stdout, stderr).
+
+    Raise PluginError ``command_not_found``, ``command_timeout`` (the group is killed).
+    Cancellation (the router's handler timeout) kills the group too.
+    """
+    program = argv[0]
+    resolved = shutil.which(program, path=env.get("PATH", _DEFAULT_PATH))
+    if resolved is None:
+        raise PluginError(
+            "command_not_found", f"{program!r} is not an executable file (PATH={env.get('PATH')})"
+        )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            resolved,
+            *argv[1:],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise PluginError("command_not_found", f"cannot run {program!r}: {exc}") from exc
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    except TimeoutError as exc:
+        log.warning("command %r ran past %.3g s; killing its process group", program, timeout_s)
+        await _terminate(proc)
+        raise PluginError(
+            "command_timeout", f"{program!r} did not finish within {timeout_s:g} s and was killed"
+        ) from exc
+    finally:
+        if proc.returncode is None:  # cancelled from outside
+            await asyncio.shield(_terminate(proc))
+    assert proc.returncode is not None
+    return (
+        proc.returncode,
+        out[:_MAX_OUTPUT].decode(errors="replace"),
+        err[:_MAX_OUTPUT].decode(errors="replace"),
+    )
+
+
+class CommandPlugin(Plugin):
+    """Run one program per intent."""
+
+    name: ClassVar[str] = "command"
+    Options: ClassVar[type[CommandOptions]] = CommandOptions
+
+    async def handle(self, request: Request) -> Response:
+        """Run the program; raise PluginError on a missing program, timeout or failure."""
+        opts: CommandOptions = request.options
+        env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH)}
+        env.update({name: os.environ[name] for name in opts.env if name in os.environ})
+        env.update(opts.set_env)
+        log.debug("command plugin: %r", opts.argv)
+        status, stdout, stderr = await run_command(
+            opts.argv, timeout_s=opts.timeout_s, env=env, cwd=opts.cwd
+        )
+        if opts.check and status != 0:
+            tail = stderr.strip()[-300:] or stdout.strip()[-300:]
+            raise PluginError(
+                "command_failed", f"{opts.argv[0]!r} exited with status {status}: {tail!r}"
+            )
+        text: str | None = None
+        if opts.answer is not None:
+            values: dict[str, Any] = {
+                **request.variables,
+                "stdout": stdout.strip(),
+                "stderr": stderr.strip(),
+                "returncode": status,
+            }
+            text = render_answer(opts.answer, values)
+        elif opts.speak_stdout:
+            text = stdout.strip() or None
+        return Response(text=text, data={"argv": list(opts.argv), "returncode": status})

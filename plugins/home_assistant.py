@@ -1,0 +1,369 @@
+"""The ``home_assistant`` plugin: call a Home Assistant service over its REST API.
+
+```yaml
+handlers:
+  - intent: HassTurnOn
+    plugin: home_assistant
+    options:
+      url: "http://homeassistant.local:8123"
+      service: "light.turn_on"
+      entity_id: "light.{area}"
+      data: {brightness_pct: 80}
+      answer: "Lights on in the {area}."
+```
+
+Each request becomes ``POST {url}/api/services/<domain>/<service>`` with a JSON body of
+``data`` plus ``entity_id`` and an ``Authorization: Bearer <token>`` header. The long-lived
+token never lives in voiced.yaml: it is read from an environment variable (``token_env``,
+default ``HA_TOKEN``) or from a systemd credential file
+(``$CREDENTIALS_DIRECTORY/<token_credential>``, see ``LoadCredential=`` in systemd.exec).
+
+`import_home_assistant()` reads areas and entity names from Home Assistant, to fill the
+intent lists (``area``, ``name``) at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+from pydantic import Field, field_validator, model_validator
+
+from voiced.errors import PluginError
+from voiced.intents.api import Plugin, PluginOptions, Request, Response
+
+from ._render import render_answer
+
+__all__ = [
+    "AREAS_TEMPLATE",
+    "HomeAssistantImport",
+    "HomeAssistantOptions",
+    "HomeAssistantPlugin",
+    "ListValue",
+    "import_home_assistant",
+    "read_token",
+]
+
+log = logging.getLogger(__name__)
+
+_SERVICE = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
+_SECRET_KEYS = ("token", "access_token", "api_key", "password")
+_MAX_ERROR_BODY = 200
+
+AREAS_TEMPLATE = (
+    "[{% for a in areas() %}"
+    '{{ {"id": a, "name": area_name(a)} | tojson }}{{ "," if not loop.last }}'
+    "{% endfor %}]"
+)
+"""Rendered by Home Assistant's template API: a JSON list of ``{id, name}`` areas."""
+
+
+def read_token(token_env: str = "HA_TOKEN", token_credential: str | None = None) -> str:
+    """The Home Assistant token from a systemd credential or the environment.
+
+    A credential, when named, wins; raise PluginError("ha_no_token") when neither has one.
+    """
+    if token_credential is not None:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise PluginError(
+                "ha_no_token",
+                f"token_credential {token_credential!r} needs $CREDENTIALS_DIRECTORY, which "
+                "systemd sets for a unit with LoadCredential=; it is not set",
+            )
+        path = Path(directory) / token_credential
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise PluginError(
+                "ha_no_token", f"cannot read the Home Assistant token from {path}: {exc.strerror}"
+            ) from exc
+        if not token:
+            raise PluginError("ha_no_token", f"the credential file {path} is empty")
+        return token
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise PluginError(
+            "ha_no_token",
+            f"the environment variable {token_env} holds no Home Assistant token "
+            "(create a long-lived token in your Home Assistant profile)",
+        )
+    return token
+
+
+class HomeAssistantOptions(PluginOptions):
+    """Options of the ``home_assistant`` plugin."""
+
+    url: str = "http://homeassistant.local:8123"
+    """Base URL of Home Assistant, without ``/api``."""
+    service: str
+    """``domain.service``, e.g. ``light.turn_on``; templated."""
+    entity_id: str | list[str] | None = None
+    """Target entity or entities, e.g. ``light.{area}``; templated."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """Extra service data; templated."""
+    token_env: str = "HA_TOKEN"
+    """Environment variable holding the long-lived access token."""
+    token_credential: str | None = None
+    """systemd credential name holding the token (read from $CREDENTIALS_DIRECTORY)."""
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    answer: str | None = None
+    """Spoken answer; ``{{service}}``, ``{{entity_id}}``, ``{{changed}}`` are filled in."""
+    verify_tls: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_in_yaml(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in _SECRET_KEYS:
+                if key in data:
+                    raise ValueError(
+                        f"'{key}' is not allowed: never put the Home Assistant token in "
+                        "voiced.yaml; set token_env (an environment variable name, default "
+                        "HA_TOKEN) or token_credential (a systemd credential name)"
+                    )
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        # a templated service ("light.turn_{state}") is checked once rendered
+        if "{" not in value and not _SERVICE.match(value):
+            raise ValueError(f"service must look like 'domain.service' (got {value!r})")
+        return value
+
+    @field_validator("token_credential")
+    @classmethod
+    def _credential_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value in (".", "..")):
+            raise ValueError(f"token_credential must be a plain file name (got {value!r})")
+        return value
+
+
+def _unreachable(url: str, exc: BaseException) -> PluginError:
+    return PluginError("ha_unreachable", f"Home Assistant at {url} is unreachable: {exc}")
+
+
+async def _call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    path: str,
+    token: str,
+    *,
+    body: Any = None,
+    timeout_s: float,
+    verify_tls: bool = True,
+) -> tuple[int, str]:
+    """One authorized request; map network failures and bad statuses to PluginError."""
+    try:
+        async with session.request(
+            method,
+            url + path,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ssl=verify_tls,
+        ) as resp:
+            text = await resp.text(errors="replace")
+            status = resp.status
+    except TimeoutError as exc:
+        raise PluginError(
+            "ha_unreachable", f"Home Assistant at {url} did not answer within {timeout_s:g} s"
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise _unreachable(url, exc) from exc
+    if status == 401:
+        raise PluginError(
+            "ha_unauthorized", f"Home Assistant at {url} rejected the access token (401)"
+        )
+    if not 200 <= status < 300:
+        raise PluginError(
+            "ha_error", f"{method} {path} answered {status}: {text[:_MAX_ERROR_BODY]!r}"
+        )
+    return status, text
+
+
+class HomeAssistantPlugin(Plugin):
+    """Call one Home Assistant service per intent."""
+
+    name: ClassVar[str] = "home_assistant"
+    Options: ClassVar[type[HomeAssistantOptions]] = HomeAssistantOptions
+
+    _session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the HTTP client session."""
+        self._session = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        """Close the HTTP client session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def handle(self, request: Request) -> Response:
+        """POST the service call; raise PluginError("ha_unreachable", ...) and friends."""
+        opts: HomeAssistantOptions = request.options
+        if not _SERVICE.match(opts.service):
+            raise PluginError(
+                "ha_bad_service", f"service {opts.service!r} is not of the form 'domain.service'"
+            )
+        domain, service = opts.service.split(".", 1)
+        token = read_token(opts.token_env, opts.token_credential)
+        body: dict[str, Any] = dict(opts.data)
+        if opts.entity_id is not None:
+            body["entity_id"] = opts.entity_id
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        log.debug("home_assistant: %s %s", opts.service, opts.entity_id)
+        _, text = await _call(
+            self._session,
+            "POST",
+            opts.url,
+            f"/api/services/{domain}/{service}",
+            token,
+            body=body,
+            timeout_s=opts.timeout_s,
+            verify_tls=opts.verify_tls,
+        )
+        try:
+            states = json.loads(text)
+        except ValueError:
+            states = []
+        changed = [s.get("entity_id") for s in states if isinstance(s, dict)]
+        answer = None
+        if opts.answer is not None:
+            values = {
+                **request.variables,
+                "service": opts.service,
+                "entity_id": opts.entity_id,
+                "changed": len(changed),
+            }
+            answer = render_answer(opts.answer, values)
+        return Response(
+            text=answer,
+            data={"service": opts.service, "entity_id": opts.entity_id, "changed": changed},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ListValue:
+    """One value of an intent slot list: what people say, and what the slot becomes."""
+
+    spoken: str
+    """The name as spoken ("Living Room", "Kitchen Light")."""
+    value: str
+    """The slot value: an area id ("living_room") or an entity id ("light.kitchen")."""
+
+    def to_hassil(self) -> dict[str, str]:
+        """hassil's ``{in, out}`` form."""
+        return {"in": self.spoken, "out": self.value}
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAssistantImport:
+    """Areas and entity names read from Home Assistant."""
+
+    areas: tuple[ListValue, ...]
+    entities: tuple[ListValue, ...]
+
+    def to_hassil_lists(self) -> dict[str, dict[str, list[dict[str, str]]]]:
+        """The ``lists:`` section hassil (and the official sentences) expect.
+
+        ``area`` maps area names to area ids, so ``light.{area}`` gives ``light.kitchen``;
+        ``name`` maps friendly names to entity ids, so ``entity_id: "{name}"`` works as is.
+        """
+        return {
+            "area": {"values": [v.to_hassil() for v in self.areas]},
+            "name": {"values": [v.to_hassil() for v in self.entities]},
+        }
+
+
+def _entity_name(state: dict[str, Any]) -> str:
+    attrs = state.get("attributes") or {}
+    name = attrs.get("friendly_name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    return str(state["entity_id"]).split(".", 1)[-1].replace("_", " ")
+
+
+async def import_home_assistant(
+    url: str,
+    *,
+    token: str | None = None,
+    token_env: str = "HA_TOKEN",
+    token_credential: str | None = None,
+    domains: Collection[str] | None = None,
+    timeout_s: float = 10.0,
+    session: aiohttp.ClientSession | None = None,
+) -> HomeAssistantImport:
+    """Read areas and entity names from Home Assistant for the intent lists.
+
+    Entities come from ``GET /api/states`` (their ``friendly_name``, else the object id
+    with spaces), restricted to `domains` (e.g. ``{"light", "switch"}``) when given.
+    Areas come from the template API (``POST /api/template`` rendering
+    `AREAS_TEMPLATE`: ``areas()`` and ``area_name``). The token is `token`, else read
+    like the plugin reads it (`read_token`). Raises PluginError (``ha_unreachable``,
+    ``ha_unauthorized``, ``ha_error``, ``ha_no_token``); callers at start-up should log
+    it and carry on with the lists from voiced.yaml.
+    """
+    url = url.rstrip("/")
+    token = token or read_token(token_env, token_credential)
+    own = session is None
+    client = session or aiohttp.ClientSession()
+    try:
+        _, states_text = await _call(client, "GET", url, "/api/states", token, timeout_s=timeout_s)
+        _, areas_text = await _call(
+            client,
+            "POST",
+            url,
+            "/api/template",
+            token,
+            body={"template": AREAS_TEMPLATE},
+            timeout_s=timeout_s,
+        )
+    finally:
+        if own:
+            await client.close()
+    try:
+        states = json.loads(states_text)
+        raw_areas = json.loads(areas_text)
+    except ValueError as exc:
+        raise PluginError("ha_error", f"Home Assistant at {url} sent invalid JSON: {exc}") from exc
+    if not isinstance(states, list) or not isinstance(raw_areas, list):
+        raise PluginError("ha_error", f"Home Assistant at {url} sent an unexpected answer")
+    entities = []
+    for state in states:
+        if not isinstance(state, dict) or not isinstance(state.get("entity_id"), str):
+            continue
+        if domains is not None and state["entity_id"].split(".", 1)[0] not in domains:
+            continue
+        entities.append(ListValue(_entity_name(state), state["entity_id"]))
+    areas = [
+        ListValue(str(a.get("name") or a["id"]), str(a["id"]))
+        for a in raw_areas
+        if isinstance(a, dict) and a.get("id")
+    ]
+    log.info(
+        "imported %d areas and %d entities from Home Assistant at %s",
+        len(areas),
+        len(entities),
+        url,
+    )
+    return HomeAssistantImport(areas=tuple(areas), entities=tuple(entities))
