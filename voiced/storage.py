@@ -1,0 +1,217 @@
+"""SQLite storage in the state folder: utterance history (and, later, more tables).
+
+One file, WAL mode (readers never block the writer), a busy timeout, and a schema
+versioned with `PRAGMA user_version`. `MIGRATIONS` is an append-only list: step N takes
+the schema from version N to N+1. To add a table, append a step; never edit a shipped one.
+
+`History` is synchronous and thread-safe, so the daemon can call it through the
+inference engine's worker threads without blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+"""How long a write waits for another connection's lock before failing."""
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: utterance history
+    """
+    CREATE TABLE utterances (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        site TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        text TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        language TEXT NOT NULL,
+        intent TEXT,
+        slots TEXT NOT NULL,
+        speaker TEXT,
+        speaker_confidence REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        outcome_detail TEXT,
+        timings_ms TEXT NOT NULL,
+        end_reason TEXT NOT NULL
+    );
+    CREATE INDEX utterances_site_started ON utterances (site, started_at);
+    CREATE INDEX utterances_started ON utterances (started_at);
+    """,
+]
+"""Schema steps; `PRAGMA user_version` is the number of steps applied."""
+
+
+class Outcome:
+    """Common values of `UtteranceRecord.outcome` (free text is allowed too)."""
+
+    HANDLED = "handled"
+    NOT_RECOGNIZED = "not_recognized"
+    ERROR = "error"
+    REFUSED = "refused"
+    NO_HANDLER = "no_handler"
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceRecord:
+    """One utterance as it went through the pipeline, for the history."""
+
+    site: str
+    session_id: str
+    started_at: float
+    """Epoch seconds of the first audio."""
+    ended_at: float
+    """Epoch seconds when the pipeline finished with it."""
+    text: str
+    confidence: float
+    """ASR confidence, 0..1."""
+    language: str
+    intent: str | None
+    """Recognized intent name, or None."""
+    slots: Mapping[str, Any]
+    """Slot name -> value; stored as JSON."""
+    speaker: str | None
+    speaker_confidence: float
+    """0..1."""
+    outcome: str
+    """See `Outcome`: handled, not_recognized, error, refused, no_handler."""
+    outcome_detail: str | None
+    timings_ms: Mapping[str, float]
+    """Stage -> milliseconds; stored as JSON."""
+    end_reason: str
+    """`EndReason` value of the utterance."""
+    id: int | None = field(default=None)
+    """Row id; None before insertion."""
+
+
+_COLUMNS = (
+    "site",
+    "session_id",
+    "started_at",
+    "ended_at",
+    "text",
+    "confidence",
+    "language",
+    "intent",
+    "slots",
+    "speaker",
+    "speaker_confidence",
+    "outcome",
+    "outcome_detail",
+    "timings_ms",
+    "end_reason",
+)
+_JSON_COLUMNS = frozenset({"slots", "timings_ms"})
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating it and its folder) the database at `path`, migrated to the latest.
+
+    The connection may be used from any thread; callers serialize access.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        log.warning("%s: SQLite refused WAL mode (journal_mode=%s)", path, mode)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, steps: list[str] | None = None) -> int:
+    """Apply the steps after the database's `user_version`; return the new version.
+
+    Each step and its version bump commit together, so a crash leaves a valid version.
+    """
+    steps = MIGRATIONS if steps is None else steps
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(steps):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this voiced ({len(steps)})"
+        )
+    for number in range(version, len(steps)):
+        # executescript commits first, so wrap the step in an explicit transaction
+        try:
+            conn.executescript(
+                f"BEGIN;\n{steps[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
+            )
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info("database migrated to schema version %d", number + 1)
+    return len(steps)
+
+
+class History:
+    """The utterance history table."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = connect(path)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"history {self.path} is closed")
+        return self._conn
+
+    def add_utterance(self, record: UtteranceRecord) -> int:
+        """Store `record` (its id is ignored); return the new row id."""
+        values = [
+            json.dumps(dict(getattr(record, c)), default=str)
+            if c in _JSON_COLUMNS
+            else getattr(record, c)
+            for c in _COLUMNS
+        ]
+        sql = (
+            f"INSERT INTO utterances ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_COLUMNS))})"
+        )
+        with self._lock:
+            cursor = self._db().execute(sql, values)
+        return int(cursor.lastrowid or 0)
+
+    def recent(self, limit: int = 50, site: str | None = None) -> list[UtteranceRecord]:
+        """The newest utterances first, optionally only from `site`."""
+        where, args = ("WHERE site = ?", [site]) if site is not None else ("", [])
+        sql = f"SELECT * FROM utterances {where} ORDER BY started_at DESC, id DESC LIMIT ?"
+        with self._lock:
+            rows = self._db().execute(sql, [*args, limit]).fetchall()
+        return [_record(row) for row in rows]
+
+    def get(self, record_id: int) -> UtteranceRecord | None:
+        """The utterance with this id, or None."""
+        with self._lock:
+            row = (
+                self._db().execute("SELECT * FROM utterances WHERE id = ?", (record_id,)).fetchone()
+            )
+        return _record(row) if row is not None else None
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _record(row: sqlite3.Row) -> UtteranceRecord:
+    values = {c: json.loads(row[c]) if c in _JSON_COLUMNS else row[c] for c in _COLUMNS}
+    return UtteranceRecord(**values, id=row["id"])
