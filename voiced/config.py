@@ -182,6 +182,15 @@ class HandlerConfig(Strict):
     """Run only when the speaker was identified with at least this confidence."""
 
 
+class TtsConfig(Strict):
+    """How spoken answers reach a satellite."""
+
+    mode: Literal["auto", "builtin", "hermes"] = "auto"
+    """builtin: synthesize here (espeak-ng or piper) and send playBytes; hermes: publish
+    hermes/tts/say for an external TTS; auto: builtin when a TTS program is installed."""
+    voice: str | None = None
+
+
 class HistoryConfig(Strict):
     """SQLite utterance history in the state folder."""
 
@@ -201,6 +210,7 @@ class Config(Strict):
     speakers: SpeakersConfig = SpeakersConfig()
     intents: IntentsConfig = IntentsConfig()
     handlers: list[HandlerConfig] = Field(default_factory=list)
+    tts: TtsConfig = TtsConfig()
     history: HistoryConfig = HistoryConfig()
     shutdown_grace_s: float = Field(5.0, ge=0)
     """On SIGTERM, utterances in flight get this long to finish."""

@@ -49,6 +49,7 @@ class EventType(StrEnum):
     SESSION_STARTED = "session_started"
     SPEECH_STARTED = "speech_started"
     SPEECH_ENDED = "speech_ended"
+    PARTIAL = "partial"
     TRANSCRIPT = "transcript"
     SPEAKER = "speaker"
     INTENT = "intent"

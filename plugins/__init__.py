@@ -1,0 +1,1 @@
+"""First-party intent plugins, installed as the package `voiced_plugins`."""

@@ -1,0 +1,100 @@
+"""Test support: a real mosquitto on a free port, test configs, an in-process daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from voiced.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+class Mosquitto:
+    """A real mosquitto broker that a test can stop and restart on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(exe):
+            raise RuntimeError("mosquitto is not installed (make test installs it)")
+        self.exe = exe
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             "persistence false\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def make_config(tmp_path: Path, port: int, **sections: Any) -> Config:
+    """A Config for tests: example intents, state in tmp_path, fast error interval."""
+    data: dict[str, Any] = {
+        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": f"voiced-test-{port}",
+                 "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
+        "state_dir": str(tmp_path / "state"),
+        "intents": {"paths": [str(REPO / "config" / "intents")]},
+        "tts": {"mode": "hermes"},
+        "error_rate_limit_s": 0.0,
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Config.model_validate(data)
+
+
+@asynccontextmanager
+async def running_daemon(config: Config) -> AsyncIterator[Any]:
+    """Start a daemon in this event loop, wait until MQTT is connected, stop it after."""
+    from voiced.daemon import Daemon
+
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        assert daemon.link is not None
+        async with asyncio.timeout(30):
+            await daemon.link.connected.wait()
+        yield daemon
+    finally:
+        await daemon.stop()

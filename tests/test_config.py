@@ -1,0 +1,59 @@
+"""Config loading and check-config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voiced.cli import main
+from voiced.config import SiteMode, load_config
+from voiced.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_is_valid_and_documents_people() -> None:
+    config = load_config(REPO / "config" / "voiced.yaml")
+    assert config.speakers.people["alice"]["playlist"] == "Alice's mix"
+    assert config.sites.mode_for("bedroom") == SiteMode.WAKE
+    assert config.sites.area_for("kitchen") == "kitchen"
+    assert config.intents.paths == [REPO / "config" / "intents"]
+
+
+def test_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "voiced.yaml"
+    bad.write_text("mqtt:\n  port: high\nvad:\n  preset: sleepy\nsurprise: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    lines = info.value.message.splitlines()
+    assert f"{bad}:2: mqtt.port:" in lines[0]
+    assert any(line.startswith(f"{bad}:4: vad.preset:") and "'fast'" in line for line in lines)
+    assert any(line.startswith(f"{bad}:5: surprise:") for line in lines)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    bad = tmp_path / "voiced.yaml"
+    bad.write_text("mqtt:\n  port: [1883\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert info.value.code == "config_syntax"
+    assert str(bad) in info.value.message
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("vad: {preset: fast}\n")
+    assert main(["check-config", str(good)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("asr:\n  backend: kaldi\n")
+    assert main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2: asr.backend:" in err and "pocketsphinx" in err
+
+
+def test_vad_preset_and_override() -> None:
+    from voiced.config import VadConfig
+
+    assert VadConfig(preset="fast").silence_ms == 300
+    assert VadConfig(preset="fast", end_silence_ms=700).silence_ms == 700

@@ -1,0 +1,36 @@
+"""`voiced check-config FILE`: print every problem in a voiced.yaml."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from voiced.config import load_config
+from voiced.errors import VoicedError
+
+
+def register(sub: Any) -> None:
+    """Add `voiced check-config`."""
+    p: argparse.ArgumentParser = sub.add_parser("check-config", help="validate a voiced.yaml")
+    p.add_argument("file", type=Path)
+    p.add_argument("--intents", action="store_true",
+                   help="also load the intents the config points at")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print each error with file, line, key path and what was expected."""
+    try:
+        config = load_config(args.file)
+        if args.intents:
+            from voiced.intents.recognizer import IntentRecognizer
+
+            IntentRecognizer.load(config.intents.paths, config.intents.language)
+    except VoicedError as exc:
+        for line in exc.message.splitlines():
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK")
+    return 0

@@ -1,0 +1,94 @@
+"""`voiced serve`: run the daemon (flags override the config file)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from voiced.config import Config, load_config
+from voiced.errors import VoicedError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add `voiced serve`."""
+    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the voice server")
+    p.add_argument("--config", type=Path, help="voiced.yaml (default: built-in defaults)")
+    p.add_argument("--intents", type=Path, action="append", metavar="PATH",
+                   help="intent file or folder (repeatable; replaces intents.paths)")
+    p.add_argument("--mqtt-host", help="MQTT broker host")
+    p.add_argument("--mqtt-port", type=int, help="MQTT broker port")
+    p.add_argument("--state-dir", type=Path, help="folder for history, models, enrollments")
+    p.add_argument("--embedded-broker", action="store_true",
+                   help="run an embedded MQTT broker (amqtt) on the MQTT port")
+    p.add_argument("--asr", choices=["pocketsphinx", "whisper"], help="speech recognizer")
+    p.add_argument("--demo", nargs="?", const=Path("config/samples"), type=Path, metavar="DIR",
+                   help="once ready, play the sample commands in DIR through a simulated "
+                        "satellite and print what voiced understood (default config/samples)")
+    p.set_defaults(func=run)
+
+
+def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
+    """Command-line flags over the config file."""
+    mqtt: dict[str, Any] = {}
+    if args.mqtt_host:
+        mqtt["host"] = args.mqtt_host
+    if args.mqtt_port:
+        mqtt["port"] = args.mqtt_port
+    update: dict[str, Any] = {}
+    if mqtt:
+        update["mqtt"] = config.mqtt.model_copy(update=mqtt)
+    if args.intents:
+        update["intents"] = config.intents.model_copy(update={"paths": list(args.intents)})
+    if args.state_dir:
+        update["state_dir"] = args.state_dir
+    if args.embedded_broker:
+        update["broker"] = config.broker.model_copy(update={"embedded": True})
+    if getattr(args, "asr", None):
+        update["asr"] = config.asr.model_copy(update={"backend": args.asr})
+    return config.model_copy(update=update)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of `voiced serve`."""
+    try:
+        config = apply_overrides(load_config(args.config), args)
+    except VoicedError as exc:
+        print(f"voiced: {exc.message}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(config, demo=args.demo))
+
+
+async def serve(config: Config, demo: Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when start-up failed."""
+    from voiced.daemon import Daemon
+
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except VoicedError as exc:
+        print(f"voiced: cannot start: {exc.message}", file=sys.stderr)
+        await daemon.stop()
+        return 1
+    demo_task = None
+    if demo is not None:
+        from voiced.commands.satellite import play_demo
+
+        demo_task = asyncio.create_task(play_demo(config, demo), name="demo")
+    await stop.wait()
+    log.info("stopping")
+    if demo_task is not None:
+        demo_task.cancel()
+        await asyncio.gather(demo_task, return_exceptions=True)
+    await daemon.stop()
+    return 0

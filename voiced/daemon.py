@@ -1,0 +1,290 @@
+"""`voiced serve`: owns every task, wires the stages, starts and stops them in order.
+
+Start: intents → models (loaded and warmed up) → history → plugins → broker → MQTT →
+ready (sd_notify, retained `voiced/status`). Stop (SIGTERM): stop taking audio, let
+utterances in flight finish within `shutdown_grace_s`, flush outgoing messages, stop
+plugins, close everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from voiced import __version__, systemd
+from voiced.asr.base import Transcriber, create_transcriber
+from voiced.audio.wav import parse_wav
+from voiced.config import Config
+from voiced.const import MAX_AUDIO_PAYLOAD
+from voiced.errors import VoicedError
+from voiced.inference import InferenceEngine
+from voiced.intents.api import PluginContext
+from voiced.intents.recognizer import IntentRecognizer
+from voiced.intents.router import Router
+from voiced.models import Utterance
+from voiced.pipeline import Pipeline
+from voiced.sessions import Audio, Control, SiteWorker, StreamingDecode
+from voiced.storage import History
+from voiced.transport import hermes, native
+from voiced.transport.broker import EmbeddedBroker
+from voiced.transport.mqtt import MqttLink
+from voiced.transport.native import PcmFormat
+from voiced.transport.outputs import Outputs
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """The running server. `await start()`, then `await stop()`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engine = InferenceEngine(workers=2)
+        self.recognizer: IntentRecognizer | None = None
+        self.transcriber: Transcriber | None = None
+        self.speakers: Any = None
+        self.history: History | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.link: MqttLink | None = None
+        self.outputs: Outputs | None = None
+        self.router: Router | None = None
+        self.pipeline: Pipeline | None = None
+        self.sites: dict[str, SiteWorker] = {}
+        self._site_tasks: dict[str, asyncio.Task[None]] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._link_task: asyncio.Task[None] | None = None
+        self._tts: Any = None
+        self.started_at = 0.0
+        self.ready = asyncio.Event()
+
+    # ---- start -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load everything and connect; raises VoicedError when start-up cannot succeed."""
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        systemd.status("loading intents")
+        self.recognizer = await self.engine.run(IntentRecognizer.load, cfg.intents.paths,
+                                                cfg.intents.language)
+        log.info("loaded %d intents from %s", len(self.recognizer.intent_names()),
+                 ", ".join(str(p) for p in cfg.intents.paths))
+        systemd.status("loading speech recognition")
+        self.transcriber = create_transcriber(cfg.asr, self.recognizer, cfg.state_dir)
+        await self.engine.run(self.transcriber.load)
+        if cfg.speakers.backend != "none":
+            from voiced.speakers.service import create_speaker_service
+
+            systemd.status("loading speaker identification")
+            self.speakers = create_speaker_service(cfg.speakers, cfg.state_dir, self.engine)
+            if self.speakers is not None:
+                await self.engine.run(self.speakers.load)
+        if cfg.history.enabled:
+            self.history = await self.engine.run(History, cfg.state_dir / "voiced.db")
+        self._tts = _find_tts(cfg)
+        if cfg.broker.embedded:
+            self.broker = EmbeddedBroker(cfg.broker.host, cfg.mqtt.port)
+            await self.broker.start()
+        offline = json.dumps({"state": "offline"}).encode()
+        self.link = MqttLink(cfg.mqtt, hermes.SUBSCRIPTIONS + native.SUBSCRIPTIONS,
+                             self._on_message, will=(native.STATUS_TOPIC, offline),
+                             on_connect=self._on_connect)
+        self.outputs = Outputs(self.link, cfg.error_rate_limit_s)
+        context = PluginContext(publish=self.outputs.publish, state_dir=cfg.state_dir,
+                                say=self._say_simple, people=cfg.speakers.people)
+        self.router = Router(cfg.handlers, context, self._slot_names)
+        await self.router.start()
+        self.pipeline = Pipeline(cfg, self.engine, self.transcriber, self.recognizer, self.router,
+                                 self.outputs, self.history, self.speakers, say=self.say,
+                                 continue_session=self._continue_session)
+        self._link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
+        self.started_at = time.time()
+        self.ready.set()
+        systemd.ready()
+        systemd.status("serving")
+        log.info("voiced %s ready (asr: %s, speakers: %s, mqtt: %s:%d)", __version__,
+                 cfg.asr.backend, cfg.speakers.backend, cfg.mqtt.host, cfg.mqtt.port)
+
+    def _slot_names(self, intent: str) -> set[str] | None:
+        assert self.recognizer is not None
+        if intent not in self.recognizer.intent_names():
+            return None
+        return self.recognizer.slot_names(intent)
+
+    def _on_connect(self) -> None:
+        assert self.link is not None
+        status = {"state": "ready", "version": __version__, "asr": self.config.asr.backend}
+        self._spawn(self.link.publish(native.STATUS_TOPIC, status, qos=1, retain=True))
+
+    # ---- ingest (synchronous, on the loop) -------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _error(self, component: str, code: str, message: str, site: str | None) -> None:
+        log.warning("%s", message)
+        assert self.outputs is not None
+        self._spawn(self.outputs.error(component, code, message, site))
+
+    def _worker(self, site: str) -> SiteWorker | None:
+        worker = self.sites.get(site)
+        if worker is not None:
+            return worker
+        cfg = self.config
+        if not cfg.sites.allowed(site):
+            self._error("audioServer", "site_not_allowed",
+                        f"site {site!r} is not in sites.allow; its audio is ignored", site)
+            return None
+        assert self.transcriber and self.outputs
+        worker = SiteWorker(site, cfg.sites.mode_for(site), cfg.vad, cfg.sites.queue_chunks,
+                            self.engine, self.transcriber, self.outputs, self._utterance,
+                            streaming=self.transcriber.supports_streaming)
+        self.sites[site] = worker
+        self._site_tasks[site] = asyncio.create_task(worker.run(), name=f"site-{site}")
+        log.info("site %s connected (%s)", site, worker.mode)
+        return worker
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if len(payload) > MAX_AUDIO_PAYLOAD:
+            site = topic.split("/")[2] if topic.count("/") >= 3 else None
+            self._error("audioServer", "payload_too_large",
+                        f"{topic}: {len(payload)} bytes is over the {MAX_AUDIO_PAYLOAD}-byte limit",
+                        site)
+            return
+        nat = native.parse_topic(topic)
+        if nat is not None:
+            site, kind = nat
+            worker = self._worker(site)
+            if worker is None:
+                return
+            if kind == "format":
+                try:
+                    worker.pcm_format = native.parse_format(topic, payload)
+                except VoicedError as exc:
+                    self._error("audioServer", exc.code, exc.message, site)
+            else:
+                fmt = worker.pcm_format
+                if len(payload) % (fmt.width * fmt.channels):
+                    self._error("audioServer", "pcm_partial_frame",
+                                f"{topic}: {len(payload)} bytes is not a whole number of "
+                                f"{fmt.width * fmt.channels}-byte frames", site)
+                    return
+                worker.offer(Audio(payload, fmt, False))
+            return
+        try:
+            msg = hermes.parse_topic(topic, payload)
+        except VoicedError as exc:
+            self._error("transport", exc.code, exc.message, None)
+            return
+        if msg is None:
+            return
+        worker = self._worker(msg.site)
+        if worker is None:
+            return
+        if msg.kind == hermes.Inbound.AUDIO_FRAME:
+            try:
+                wav = parse_wav(payload)
+            except VoicedError as exc:
+                self._error("audioServer", exc.code, f"{topic}: {exc.message}", msg.site)
+                return
+            worker.offer(Audio(wav.pcm, PcmFormat(wav.rate, wav.width, wav.channels),
+                               wav.float_format))
+        elif msg.kind in (hermes.Inbound.HOTWORD, hermes.Inbound.START_LISTENING):
+            worker.offer(Control("listen", session_id=msg.data.get("sessionId"),
+                                 wakeword_id=msg.wakeword_id or msg.data.get("wakewordId"),
+                                 custom_data=msg.data.get("customData")))
+        elif msg.kind == hermes.Inbound.STOP_LISTENING:
+            worker.offer(Control("stop"))
+
+    # ---- pipeline hooks ----------------------------------------------------------------
+    async def _utterance(self, utt: Utterance, decode: StreamingDecode | None) -> None:
+        assert self.pipeline is not None
+        task = asyncio.create_task(self.pipeline.process(utt, decode), name=f"utt-{utt.site}")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    def _continue_session(self, site: str, session_id: str, intent_filter: tuple[str, ...],
+                          custom_data: str | None) -> None:
+        worker = self.sites.get(site)
+        if worker is not None:
+            worker.offer(Control("continue", session_id=session_id, custom_data=custom_data,
+                                 intent_filter=intent_filter))
+
+    async def say(self, site: str, text: str, session_id: str | None, lang: str | None) -> None:
+        """Speak on a satellite: built-in TTS as playBytes, or hermes/tts/say."""
+        assert self.outputs is not None
+        if self._tts is not None:
+            try:
+                wav = await self._tts.synthesize(text, self.config.tts.voice)
+            except VoicedError as exc:
+                log.warning("built-in TTS failed (%s); falling back to hermes/tts/say", exc)
+            else:
+                await self.outputs.play_bytes(site, str(uuid.uuid4()), wav)
+                await self.outputs.say(site, text, session_id, lang)
+                return
+        await self.outputs.say(site, text, session_id, lang)
+
+    async def _say_simple(self, site: str, text: str) -> None:
+        await self.say(site, text, None, self.config.intents.language)
+
+    # ---- stop --------------------------------------------------------------------------
+    async def stop(self) -> None:
+        """Stop taking audio, finish what is in flight (bounded), close everything."""
+        cfg = self.config
+        systemd.stopping()
+        if self.link is not None:
+            self.link.pause_ingest()
+        for worker in self.sites.values():
+            try:
+                await worker.shutdown()
+            except Exception:
+                log.exception("site %s: could not end its utterance", worker.site)
+        if self._inflight:
+            log.info("waiting up to %.1f s for %d utterances in flight", cfg.shutdown_grace_s,
+                     len(self._inflight))
+            _, pending = await asyncio.wait(set(self._inflight), timeout=cfg.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in self._site_tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._site_tasks.values(), return_exceptions=True)
+        if self.link is not None and self._link_task is not None:
+            await self.link.publish(native.STATUS_TOPIC, {"state": "offline"}, qos=1, retain=True)
+            await self.link.drain(2.0)
+            self._link_task.cancel()
+            await asyncio.gather(self._link_task, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.router is not None:
+            await self.router.stop()
+        if self.pipeline is not None:
+            await self.pipeline.close()
+        if self.speakers is not None:
+            await self.speakers.close()
+        if self.history is not None:
+            self.history.close()
+        if self.broker is not None:
+            await self.broker.stop()
+        self.engine.close()
+        log.info("voiced stopped")
+
+
+def _find_tts(config: Config) -> Any:
+    """The built-in TTS module when configured and available, else None."""
+    if config.tts.mode == "hermes":
+        return None
+    try:
+        from voiced import tts  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if tts.find_tts() is None:
+        if config.tts.mode == "builtin":
+            log.warning("tts.mode is builtin but no TTS program (espeak-ng, piper) is installed; "
+                        "answers go to hermes/tts/say")
+        return None
+    return tts

@@ -1,0 +1,320 @@
+"""Per-satellite state: ingest queue, re-framing, VAD, endpointing, listening sessions.
+
+Each site has one `SiteWorker` with a bounded queue and one task. The MQTT callback only
+classifies messages and enqueues them; the worker converts audio to the internal format,
+re-frames it for the VAD, runs the segmenter and feeds the recognizer while the person is
+still speaking. A finished utterance goes to the pipeline callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from voiced.asr.base import AsrStream, Transcriber
+from voiced.audio.buffers import FrameBuffer
+from voiced.audio.wav import StreamConverter
+from voiced.config import SiteMode, VadConfig
+from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES
+from voiced.inference import InferenceEngine
+from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utterance
+from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
+from voiced.transport.outputs import Outputs
+from voiced.vad.segmenter import (
+    Segmenter,
+    SegmenterSettings,
+    SpeechAudio,
+    SpeechDiscarded,
+    SpeechEnded,
+    SpeechStarted,
+)
+from voiced.vad.webrtc import WebrtcVad
+
+log = logging.getLogger(__name__)
+
+IDLE_CHECK_S = 0.25
+"""How often an idle worker checks its wake-session timeout."""
+
+
+class StreamingDecode:
+    """Feeds one utterance to the recognizer as it arrives, in order, off the loop."""
+
+    def __init__(self, engine: InferenceEngine, transcriber: Transcriber,
+                 on_partial: Callable[[str], Awaitable[None]] | None = None) -> None:
+        self._engine = engine
+        self._transcriber = transcriber
+        self._on_partial = on_partial
+        self._pending = bytearray()
+        self._stream: AsrStream | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._last_partial: str | None = None
+
+    def push(self, audio: bytes) -> None:
+        """Queue audio for decoding."""
+        self._pending += audio
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run(), name="asr-feed")
+
+    async def _run(self) -> None:
+        if self._stream is None:
+            self._stream = await self._engine.run(self._transcriber.start_stream)
+        while self._pending:
+            chunk = bytes(self._pending)
+            self._pending.clear()
+            partial = await self._engine.run(_feed, self._stream, chunk)
+            if partial and partial != self._last_partial and self._on_partial:
+                self._last_partial = partial
+                await self._on_partial(partial)
+
+    async def finish(self) -> AsrStream:
+        """Wait until all queued audio is decoded; returns the stream."""
+        while self._pump is not None and not self._pump.done():
+            await self._pump
+        if self._pump is not None:
+            self._pump.result()
+        if self._pending or self._stream is None:
+            await self._run()
+        assert self._stream is not None
+        return self._stream
+
+    def cancel(self) -> None:
+        """Abandon the utterance."""
+        if self._pump is not None:
+            self._pump.cancel()
+
+
+def _feed(stream: AsrStream, chunk: bytes) -> str | None:
+    stream.feed(chunk)
+    return stream.partial()
+
+
+@dataclass(slots=True)
+class Listening:
+    """An open session on a site."""
+
+    session_id: str
+    started: float
+    """Monotonic seconds."""
+    wakeword_id: str | None = None
+    custom_data: str | None = None
+    intent_filter: tuple[str, ...] = ()
+
+
+UtteranceHandler = Callable[[Utterance, StreamingDecode | None], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Control:
+    """A control message for a site worker."""
+
+    kind: str
+    """"listen" (hotword / startListening), "stop" (stopListening), "continue"."""
+    session_id: str | None = None
+    wakeword_id: str | None = None
+    custom_data: str | None = None
+    intent_filter: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Audio:
+    """Audio in the satellite's own format."""
+
+    pcm: bytes
+    fmt: PcmFormat
+    float_format: bool
+    received: float = field(default_factory=time.monotonic)
+
+
+class SiteWorker:
+    """Everything about one satellite."""
+
+    def __init__(self, site: str, mode: SiteMode, vad: VadConfig, queue_size: int,
+                 engine: InferenceEngine, transcriber: Transcriber, outputs: Outputs,
+                 on_utterance: UtteranceHandler, streaming: bool) -> None:
+        self.site = site
+        self.mode = mode
+        self._vad_config = vad
+        self._engine = engine
+        self._transcriber = transcriber
+        self._outputs = outputs
+        self._on_utterance = on_utterance
+        self._streaming = streaming
+        self.queue: asyncio.Queue[Audio | Control] = asyncio.Queue(maxsize=queue_size)
+        self.pcm_format: PcmFormat = INTERNAL_FORMAT
+        self._converter = StreamConverter()
+        self._framer = FrameBuffer(VAD_FRAME_BYTES)
+        self._vad = WebrtcVad(vad.aggressiveness)
+        self._segmenter = Segmenter(SegmenterSettings.from_config(vad))
+        self._listening: Listening | None = None
+        self._decode: StreamingDecode | None = None
+        self._last_speech_at = 0.0
+        self._started_wall = 0.0
+        self._current_session = ""
+        self.dropped = 0
+        self.frames = 0
+        self.busy = False
+        """True while an utterance from this site is in the pipeline."""
+
+    # ---- called from the MQTT callback (synchronous) --------------------------------
+    def offer(self, item: Audio | Control) -> bool:
+        """Enqueue without blocking; False (and counted) when the queue is full."""
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("site %s: ingest queue full, %d chunks dropped", self.site, self.dropped)
+            return False
+        return True
+
+    # ---- the worker task -------------------------------------------------------------
+    async def run(self) -> None:
+        """Process the queue until cancelled."""
+        while True:
+            try:
+                async with asyncio.timeout(IDLE_CHECK_S):
+                    item = await self.queue.get()
+            except TimeoutError:
+                await self._check_timeout()
+                continue
+            try:
+                if isinstance(item, Audio):
+                    await self._audio(item)
+                else:
+                    await self._control(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("site %s: failed to process %s", self.site, type(item).__name__)
+                await self._outputs.error("audioServer", getattr(exc, "code", "internal"),
+                                          str(exc), self.site)
+
+    @property
+    def accepting(self) -> bool:
+        """True when audio on this site can start or continue an utterance."""
+        return self.mode == SiteMode.ALWAYS or self._listening is not None
+
+    async def _audio(self, item: Audio) -> None:
+        pcm = self._converter.convert(item.pcm, item.fmt.rate, item.fmt.width,
+                                      item.fmt.channels, item.float_format)
+        for frame in self._framer.push(pcm):
+            self.frames += 1
+            if not self.accepting:
+                continue
+            if self._listening is not None and not self._segmenter.in_speech:
+                await self._check_timeout()
+                if not self.accepting:
+                    continue
+            speech = self._vad.is_speech(frame)
+            if speech:
+                self._last_speech_at = item.received
+            for event in self._segmenter.process(frame, speech):
+                await self._segment_event(event)
+
+    async def _segment_event(self, event: object) -> None:
+        if isinstance(event, SpeechStarted):
+            self._started_wall = time.time() - len(event.audio) / BYTES_PER_SECOND
+            session_id = self._listening.session_id if self._listening else _new_id()
+            self._current_session = session_id
+            await self._outputs.event(PipelineEvent(EventType.SPEECH_STARTED, self.site, session_id))
+            if self._streaming:
+                self._decode = StreamingDecode(self._engine, self._transcriber, self._partial)
+                self._decode.push(event.audio)
+        elif isinstance(event, SpeechAudio):
+            if self._decode is not None:
+                self._decode.push(event.audio)
+        elif isinstance(event, SpeechDiscarded):
+            if self._decode is not None:
+                self._decode.cancel()
+                self._decode = None
+        elif isinstance(event, SpeechEnded):
+            await self._ended(event)
+
+    async def _partial(self, text: str) -> None:
+        await self._outputs.event(PipelineEvent(EventType.PARTIAL, self.site,
+                                                self._current_session, {"text": text}))
+
+    async def _ended(self, event: SpeechEnded) -> None:
+        listening = self._listening
+        session_id = listening.session_id if listening else self._current_session
+        now = time.monotonic()
+        utterance = Utterance(
+            site=self.site,
+            session_id=session_id,
+            pcm=event.audio,
+            end_reason=event.reason,
+            speech_ms=event.speech_ms,
+            last_speech_at=self._last_speech_at or now,
+            endpoint_at=now,
+            started_wall=self._started_wall,
+            wakeword_id=listening.wakeword_id if listening else None,
+            custom_data=listening.custom_data if listening else None,
+            intent_filter=listening.intent_filter if listening else (),
+        )
+        decode, self._decode = self._decode, None
+        if listening is None:
+            # always-listening: the session exists from the moment a command was heard
+            await self._outputs.session_started(self.site, session_id, None)
+        self._listening = None
+        self._segmenter.reset()
+        await self._outputs.event(PipelineEvent(
+            EventType.SPEECH_ENDED, self.site, session_id,
+            {"reason": str(event.reason), "speechMs": round(event.speech_ms, 1),
+             "seconds": round(utterance.duration_s, 3)}))
+        await self._on_utterance(utterance, decode)
+
+    async def _control(self, item: Control) -> None:
+        if item.kind in ("listen", "continue"):
+            if self._listening is not None and item.kind == "listen":
+                log.info("site %s: already listening (session %s); ignoring a new start",
+                         self.site, self._listening.session_id)
+                return
+            session_id = item.session_id or _new_id()
+            self._listening = Listening(session_id, time.monotonic(), item.wakeword_id,
+                                        item.custom_data, item.intent_filter)
+            self._segmenter.reset()
+            self._framer.clear()
+            if item.kind == "listen":
+                await self._outputs.session_started(self.site, session_id, item.custom_data)
+        elif item.kind == "stop":
+            listening = self._listening
+            if listening is None:
+                return
+            events = self._segmenter.stop(EndReason.STOP_LISTENING)
+            ended = [e for e in events if isinstance(e, SpeechEnded)]
+            for event in events:
+                await self._segment_event(event)
+            if not ended:
+                self._listening = None
+                await self._outputs.session_ended(self.site, listening.session_id,
+                                                  Termination.ABORTED_BY_USER,
+                                                  listening.custom_data)
+
+    async def _check_timeout(self) -> None:
+        listening = self._listening
+        if listening is None or self._segmenter.in_speech:
+            return
+        if time.monotonic() - listening.started < self._vad_config.wake_timeout_s:
+            return
+        self._listening = None
+        self._segmenter.reset()
+        if self._decode is not None:
+            self._decode.cancel()
+            self._decode = None
+        log.info("site %s: no speech within %.1f s; session %s timed out", self.site,
+                 self._vad_config.wake_timeout_s, listening.session_id)
+        await self._outputs.session_ended(self.site, listening.session_id, Termination.TIMEOUT,
+                                          listening.custom_data)
+
+    async def shutdown(self) -> None:
+        """Force-end an utterance in progress (SIGTERM): it is still processed."""
+        for event in self._segmenter.stop(EndReason.SHUTDOWN):
+            await self._segment_event(event)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
