@@ -19,7 +19,6 @@ from math import gcd
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import firwin
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,8 @@ def _polyphase(up: int, down: int) -> tuple[FloatArray, int]:
     Row `p` holds taps `h[p], h[p + up], h[p + 2*up], ...`, already scaled by `up` to
     make up for the zeros that upsampling inserts.
     """
+    from scipy.signal import firwin  # scipy.signal is slow to import; only resampling needs it
+
     max_rate = max(up, down)
     half_len = _HALF_ZEROS * max_rate
     taps = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", _KAISER_BETA)) * up
@@ -49,6 +50,7 @@ def _polyphase(up: int, down: int) -> tuple[FloatArray, int]:
     padded = np.zeros(per_phase * up)
     padded[: len(taps)] = taps
     phases = np.ascontiguousarray(padded.reshape(per_phase, up).T)
+    phases.setflags(write=False)  # shared by every stream at this ratio
     delay = (half_len + pre_pad) // down
     return phases, delay
 
