@@ -50,7 +50,8 @@ class CommandOptions(PluginOptions):
 
     argv: list[str] = Field(min_length=1)
     """Program and arguments; each element templated on its own."""
-    timeout_s: float = Field(10.0, gt=0, le=3600)
+    timeout_s: float = Field(4.0, gt=0, le=3600)
+    """Seconds; keep it below the handler's ``timeout_s`` (default 5) for a clear error."""
     env: list[str] = Field(default_factory=list)
     """Names of the daemon's environment variables passed through (PATH always is)."""
     set_env: dict[str, str] = Field(default_factory=dict)

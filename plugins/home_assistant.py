@@ -113,7 +113,8 @@ class HomeAssistantOptions(PluginOptions):
     """Environment variable holding the long-lived access token."""
     token_credential: str | None = None
     """systemd credential name holding the token (read from $CREDENTIALS_DIRECTORY)."""
-    timeout_s: float = Field(5.0, gt=0, le=120)
+    timeout_s: float = Field(4.0, gt=0, le=120)
+    """Seconds; keep it below the handler's ``timeout_s`` (default 5) for a clear error."""
     answer: str | None = None
     """Spoken answer; ``{{service}}``, ``{{entity_id}}``, ``{{changed}}`` are filled in."""
     verify_tls: bool = True

@@ -52,7 +52,8 @@ class HttpOptions(PluginOptions):
     """Query-string parameters; templated."""
     json_body: Any = Field(None, alias="json")
     """JSON body (any JSON value); templated. Written ``json:`` in voiced.yaml."""
-    timeout_s: float = Field(5.0, gt=0, le=300)
+    timeout_s: float = Field(4.0, gt=0, le=300)
+    """Seconds; keep it below the handler's ``timeout_s`` (default 5) for a clear error."""
     answer: str | None = None
     """Spoken answer; ``{{response[...]}}``, ``{{status}}``, ``{{body}}`` are filled in."""
     ok_status: list[int] = Field(default_factory=list)
