@@ -38,7 +38,14 @@ def test_add_get_and_reopen_keep_rows(tmp_path: Path) -> None:
     history = History(path)
     first = history.add_utterance(record())
     second = history.add_utterance(
-        record(intent=None, slots={}, speaker=None, outcome=Outcome.NOT_RECOGNIZED, started=2000)
+        record(
+            intent=None,
+            slots={},
+            speaker=None,
+            speaker_confidence=None,
+            outcome=Outcome.NOT_RECOGNIZED,
+            started=2000,
+        )
     )
     assert second > first
     history.close()
@@ -50,7 +57,13 @@ def test_add_get_and_reopen_keep_rows(tmp_path: Path) -> None:
     assert got.id == first
     assert got == record(id=first)
     assert reopened.get(second) == record(
-        id=second, intent=None, slots={}, speaker=None, outcome="not_recognized", started=2000
+        id=second,
+        intent=None,
+        slots={},
+        speaker=None,
+        speaker_confidence=None,
+        outcome="not_recognized",
+        started=2000,
     )
     assert reopened.get(999) is None
     reopened.close()

@@ -39,7 +39,7 @@ MIGRATIONS: list[str] = [
         intent TEXT,
         slots TEXT NOT NULL,
         speaker TEXT,
-        speaker_confidence REAL NOT NULL,
+        speaker_confidence REAL,
         outcome TEXT NOT NULL,
         outcome_detail TEXT,
         timings_ms TEXT NOT NULL,
@@ -81,8 +81,8 @@ class UtteranceRecord:
     slots: Mapping[str, Any]
     """Slot name -> value; stored as JSON."""
     speaker: str | None
-    speaker_confidence: float
-    """0..1."""
+    speaker_confidence: float | None
+    """0..1; None when speaker identification is off."""
     outcome: str
     """See `Outcome`: handled, not_recognized, error, refused, no_handler."""
     outcome_detail: str | None
