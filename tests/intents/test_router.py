@@ -1,0 +1,139 @@
+"""The handler router with the real first-party plugins it loads by entry point."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from voiced.config import HandlerConfig
+from voiced.intents.api import Plugin, PluginContext, Request, Response
+from voiced.intents.router import Outcome, Router, discover_plugins
+from voiced.models import NO_SPEAKER, IntentResult, Slot, SpeakerMatch
+
+SLOTS = {"HassTurnOn": {"area", "name"}, "PlayMusic": set(), "Slow": set(), "Boom": set()}
+
+
+class SlowPlugin(Plugin):
+    """A plugin that hangs (to test the router's timeout)."""
+
+    name = "slow"
+
+    async def handle(self, request: Request) -> Response:
+        await asyncio.sleep(30)
+        return Response()
+
+
+class BoomPlugin(Plugin):
+    """A plugin whose start fails."""
+
+    name = "boom"
+
+    async def start(self) -> None:
+        raise RuntimeError("cannot open device")
+
+    async def handle(self, request: Request) -> Response:
+        return Response()
+
+
+def _router(handlers: list[dict[str, Any]], published: list[tuple[str, Any]],
+            tmp_path: Path) -> Router:
+    async def publish(topic: str, payload: Any) -> None:
+        published.append((topic, payload))
+
+    installed = discover_plugins()
+    plugins = {**installed, "slow": lambda: SlowPlugin, "boom": lambda: BoomPlugin}
+    context = PluginContext(publish=publish, state_dir=tmp_path,
+                            people={"alice": {"playlist": "Alice's mix"}})
+    return Router([HandlerConfig.model_validate(h) for h in handlers], context,
+                  lambda name: SLOTS.get(name), plugins)
+
+
+def _intent(name: str, **slots: Any) -> IntentResult:
+    return IntentResult("text", name, tuple(Slot(k, v, str(v), k, 0, 0) for k, v in slots.items()),
+                        1.0)
+
+
+def test_first_party_plugins_are_registered_entry_points() -> None:
+    assert {"mqtt_publish", "say"} <= set(discover_plugins())
+
+
+async def test_templated_publish_and_speaker_variables(tmp_path: Path) -> None:
+    published: list[tuple[str, Any]] = []
+    router = _router([
+        {"intent": "HassTurnOn", "plugin": "mqtt_publish",
+         "options": {"topic": "home/{area}/light", "payload": {"on": True, "by": "{speaker}"}}},
+        {"intent": "PlayMusic", "plugin": "mqtt_publish",
+         "options": {"topic": "music/{site}/play", "payload": {"playlist": "{speaker.playlist}"}}},
+        {"intent": "PlayMusic", "plugin": "say", "options": {"text": "Playing {speaker.playlist}"}},
+    ], published, tmp_path)
+    await router.start()
+    assert all(s.ok for s in router.statuses)
+    out = await router.handle(_intent("HassTurnOn", area="kitchen"), site="k1", session_id="s",
+                              speaker=NO_SPEAKER, area=None, language="en")
+    assert out.outcome == Outcome.HANDLED
+    assert published[-1] == ("home/kitchen/light", {"on": True, "by": "unknown"})
+    # the site's area fills {area} when the sentence named none
+    await router.handle(_intent("HassTurnOn"), site="k1", session_id="s", speaker=NO_SPEAKER,
+                        area="hall", language="en")
+    assert published[-1][0] == "home/hall/light"
+    out = await router.handle(_intent("PlayMusic"), site="k1", session_id="s",
+                              speaker=SpeakerMatch("alice", 0.9), area=None, language="en")
+    assert published[-1] == ("music/k1/play", {"playlist": "Alice's mix"})
+    assert out.response is not None and out.response.text == "Playing Alice's mix"
+    await router.stop()
+
+
+async def test_bad_handlers_become_statuses_and_others_work(tmp_path: Path) -> None:
+    published: list[tuple[str, Any]] = []
+    router = _router([
+        {"intent": "HassTurnOn", "plugin": "nope"},
+        {"intent": "HassTurnOn", "plugin": "mqtt_publish", "options": {"topic": "a/{room}"}},
+        {"intent": "HassTurnOn", "plugin": "mqtt_publish", "options": {"topc": "a"}},
+        {"intent": "Missing", "plugin": "say", "options": {"text": "hi"}},
+        {"intent": "Boom", "plugin": "boom"},
+        {"intent": "PlayMusic", "plugin": "say", "options": {"text": "ok"}},
+    ], published, tmp_path)
+    await router.start()
+    errors = [s.error or "" for s in router.statuses]
+    assert "unknown plugin 'nope'" in errors[0] and "mqtt_publish" in errors[0]
+    assert "{room}" in errors[1] and "slots: area, name" in errors[1]
+    assert "options.topc" in errors[2]
+    assert "'Missing' is not defined" in errors[3]
+    assert "failed to start: cannot open device" in errors[4]
+    assert router.statuses[5].ok
+    out = await router.handle(_intent("PlayMusic"), site="k", session_id="s",
+                              speaker=NO_SPEAKER, area=None, language="en")
+    assert out.outcome == Outcome.HANDLED and out.response and out.response.text == "ok"
+    out = await router.handle(_intent("Boom"), site="k", session_id="s", speaker=NO_SPEAKER,
+                              area=None, language="en")
+    assert out.outcome == Outcome.ERROR and out.code == "handler_unavailable"
+    await router.stop()
+
+
+async def test_timeout_gating_and_runtime_template_errors(tmp_path: Path) -> None:
+    published: list[tuple[str, Any]] = []
+    router = _router([
+        {"intent": "Slow", "plugin": "slow", "timeout_s": 0.2},
+        {"intent": "PlayMusic", "plugin": "mqtt_publish", "min_speaker_confidence": 0.7,
+         "options": {"topic": "m", "payload": {"p": "{speaker.playlist}"}}},
+        {"intent": "HassTurnOn", "plugin": "mqtt_publish", "options": {"topic": "x/{area}"}},
+    ], published, tmp_path)
+    await router.start()
+    out = await router.handle(_intent("Slow"), site="k", session_id="s", speaker=NO_SPEAKER,
+                              area=None, language="en")
+    assert out.outcome == Outcome.TIMEOUT and 150 < out.duration_ms < 2000
+    for speaker in (NO_SPEAKER, SpeakerMatch("alice", 0.5)):
+        out = await router.handle(_intent("PlayMusic"), site="k", session_id="s",
+                                  speaker=speaker, area=None, language="en")
+        assert out.outcome == Outcome.REFUSED and out.code == "speaker_not_allowed"
+    assert published == []
+    out = await router.handle(_intent("PlayMusic"), site="k", session_id="s",
+                              speaker=SpeakerMatch("alice", 0.8), area=None, language="en")
+    assert out.outcome == Outcome.HANDLED
+    # no area in the sentence and none for the site: a clear run-time error
+    out = await router.handle(_intent("HassTurnOn"), site="k", session_id="s",
+                              speaker=NO_SPEAKER, area=None, language="en")
+    assert out.outcome == Outcome.ERROR and out.code == "template_missing"
+    assert "{area}" in (out.error or "")
+    await router.stop()
