@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from plugin_helpers import Serve, closed_port_url, make_request
 from pydantic import ValidationError
 from voiced_plugins.http import HttpPlugin
 
@@ -57,7 +56,7 @@ def weather_app(seen: list[dict[str, Any]]) -> web.Application:
 
 
 async def test_get_with_templated_url_params_headers_and_spoken_answer(
-    plugin: HttpPlugin, serve: Serve, monkeypatch: pytest.MonkeyPatch
+    plugin: HttpPlugin, serve: Any, monkeypatch: pytest.MonkeyPatch, make_request: Any
 ) -> None:
     seen: list[dict[str, Any]] = []
     url = await serve(weather_app(seen))
@@ -88,7 +87,9 @@ async def test_get_with_templated_url_params_headers_and_spoken_answer(
     assert hit["body"] is None
 
 
-async def test_post_json_body_keeps_numbers(plugin: HttpPlugin, serve: Serve) -> None:
+async def test_post_json_body_keeps_numbers(
+    plugin: HttpPlugin, serve: Any, make_request: Any
+) -> None:
     seen: list[dict[str, Any]] = []
     url = await serve(weather_app(seen))
     request = make_request(
@@ -110,13 +111,17 @@ async def test_post_json_body_keeps_numbers(plugin: HttpPlugin, serve: Serve) ->
     assert hit["body"] == {"room": "hall", "level": 40, "note": "set by unknown"}
 
 
-async def test_plain_text_response_is_the_body(plugin: HttpPlugin, serve: Serve) -> None:
+async def test_plain_text_response_is_the_body(
+    plugin: HttpPlugin, serve: Any, make_request: Any
+) -> None:
     url = await serve(weather_app([]))
     request = make_request(plugin, {"url": url + "/plain", "answer": "{{response}}!"})
     assert (await plugin.handle(request)).text == "all good!"
 
 
-async def test_error_status_is_a_plugin_error(plugin: HttpPlugin, serve: Serve) -> None:
+async def test_error_status_is_a_plugin_error(
+    plugin: HttpPlugin, serve: Any, make_request: Any
+) -> None:
     url = await serve(weather_app([]))
     with pytest.raises(PluginError) as err:
         await plugin.handle(make_request(plugin, {"url": url + "/broken"}))
@@ -124,7 +129,7 @@ async def test_error_status_is_a_plugin_error(plugin: HttpPlugin, serve: Serve) 
     assert "503" in err.value.message and "sensor offline" in err.value.message
 
 
-async def test_ok_status_list(plugin: HttpPlugin, serve: Serve) -> None:
+async def test_ok_status_list(plugin: HttpPlugin, serve: Any, make_request: Any) -> None:
     url = await serve(weather_app([]))
     response = await plugin.handle(
         make_request(plugin, {"url": url + "/broken", "ok_status": [503]})
@@ -132,7 +137,7 @@ async def test_ok_status_list(plugin: HttpPlugin, serve: Serve) -> None:
     assert response.data["status"] == 503
 
 
-async def test_timeout(plugin: HttpPlugin, serve: Serve) -> None:
+async def test_timeout(plugin: HttpPlugin, serve: Any, make_request: Any) -> None:
     url = await serve(weather_app([]))
     started = time.monotonic()
     with pytest.raises(PluginError) as err:
@@ -141,15 +146,15 @@ async def test_timeout(plugin: HttpPlugin, serve: Serve) -> None:
     assert time.monotonic() - started < 2
 
 
-async def test_unreachable(plugin: HttpPlugin) -> None:
-    url = closed_port_url()
+async def test_unreachable(plugin: HttpPlugin, make_request: Any, closed_url: str) -> None:
+    url = closed_url
     with pytest.raises(PluginError) as err:
         await plugin.handle(make_request(plugin, {"url": url + "/x"}))
     assert err.value.code == "http_unreachable"
     assert url in err.value.message
 
 
-async def test_missing_header_env(plugin: HttpPlugin, serve: Serve) -> None:
+async def test_missing_header_env(plugin: HttpPlugin, serve: Any, make_request: Any) -> None:
     url = await serve(weather_app([]))
     request = make_request(
         plugin, {"url": url + "/plain", "headers_env": {"Authorization": "NO_SUCH_VAR_XYZ"}}
@@ -160,7 +165,9 @@ async def test_missing_header_env(plugin: HttpPlugin, serve: Serve) -> None:
     assert "NO_SUCH_VAR_XYZ" in err.value.message
 
 
-async def test_answer_missing_field_is_clear(plugin: HttpPlugin, serve: Serve) -> None:
+async def test_answer_missing_field_is_clear(
+    plugin: HttpPlugin, serve: Any, make_request: Any
+) -> None:
     url = await serve(weather_app([]))
     request = make_request(plugin, {"url": url + "/plain", "answer": "{{reply}}"})
     with pytest.raises(PluginError) as err:
