@@ -38,6 +38,9 @@ from voiced.transport.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
+STATS_INTERVAL_S = 2.0
+"""How often the retained `voiced/status` is refreshed when something changed."""
+
 
 class Daemon:
     """The running server. `await start()`, then `await stop()`."""
@@ -59,6 +62,7 @@ class Daemon:
         self._inflight: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._link_task: asyncio.Task[None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self._tts: Any = None
         self.started_at = 0.0
         self.ready = asyncio.Event()
@@ -102,6 +106,7 @@ class Daemon:
                                  self.outputs, self.history, self.speakers, say=self.say,
                                  continue_session=self._continue_session)
         self._link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
+        self._stats_task = asyncio.create_task(self._publish_stats(), name="stats")
         self.started_at = time.time()
         self.ready.set()
         systemd.ready()
@@ -115,10 +120,33 @@ class Daemon:
             return None
         return self.recognizer.slot_names(intent)
 
+    def stats(self) -> dict[str, Any]:
+        """Counters for `voiced/status`, the HTTP API and benchmarks."""
+        return {
+            "state": "ready",
+            "version": __version__,
+            "asr": self.config.asr.backend,
+            "speakers": self.config.speakers.backend,
+            "processed": self.pipeline.processed if self.pipeline else 0,
+            "sites": {name: {"frames": w.frames, "dropped": w.dropped, "mode": str(w.mode)}
+                      for name, w in self.sites.items()},
+            "handlers": [s.as_dict() for s in self.router.statuses] if self.router else [],
+        }
+
     def _on_connect(self) -> None:
         assert self.link is not None
-        status = {"state": "ready", "version": __version__, "asr": self.config.asr.backend}
-        self._spawn(self.link.publish(native.STATUS_TOPIC, status, qos=1, retain=True))
+        self._spawn(self.link.publish(native.STATUS_TOPIC, self.stats(), qos=1, retain=True))
+
+    async def _publish_stats(self) -> None:
+        """Refresh the retained `voiced/status` while counters change."""
+        assert self.link is not None
+        last: dict[str, Any] | None = None
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            current = self.stats()
+            if current != last and self.link.connected.is_set():
+                await self.link.publish(native.STATUS_TOPIC, current, qos=1, retain=True)
+                last = current
 
     # ---- ingest (synchronous, on the loop) -------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -251,6 +279,8 @@ class Daemon:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         for task in self._site_tasks.values():
             task.cancel()
         await asyncio.gather(*self._site_tasks.values(), return_exceptions=True)

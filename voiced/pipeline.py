@@ -100,7 +100,7 @@ class Pipeline:
 
     async def process(self, utt: Utterance, decode: StreamingDecode | None) -> None:
         """Run one utterance through recognition, intents and handlers."""
-        site, sid = utt.site, utt.session_id
+        site = utt.site
         timings: dict[str, float] = {Stage.VAD: (utt.endpoint_at - utt.last_speech_at) * 1000}
         try:
             asr_task = asyncio.create_task(self._transcribe(utt, decode), name=f"asr-{site}")

@@ -167,7 +167,8 @@ class SiteWorker:
         except asyncio.QueueFull:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("site %s: ingest queue full, %d chunks dropped", self.site, self.dropped)
+                log.warning("site %s: ingest queue full, %d chunks dropped", self.site,
+                            self.dropped)
             return False
         return True
 
@@ -220,7 +221,8 @@ class SiteWorker:
             self._started_wall = time.time() - len(event.audio) / BYTES_PER_SECOND
             session_id = self._listening.session_id if self._listening else _new_id()
             self._current_session = session_id
-            await self._outputs.event(PipelineEvent(EventType.SPEECH_STARTED, self.site, session_id))
+            await self._outputs.event(
+                PipelineEvent(EventType.SPEECH_STARTED, self.site, session_id))
             if self._streaming:
                 self._decode = StreamingDecode(self._engine, self._transcriber, self._partial)
                 self._decode.push(event.audio)

@@ -23,7 +23,7 @@ def test_render_keeps_numbers_and_formats_strings() -> None:
 
 
 def test_missing_values_and_private_attributes_are_errors() -> None:
-    with pytest.raises(PluginError, match="needs {room}"):
+    with pytest.raises(PluginError, match=r"needs \{room\}"):
         templates.render("light.{room}", _vars())
     with pytest.raises(PluginError, match="no variable 'car'"):
         templates.render("{speaker.car}", _vars())

@@ -6,8 +6,8 @@ import asyncio
 import random
 
 import aiomqtt
-
 from support import Mosquitto
+
 from voiced.config import MqttConfig
 from voiced.transport.mqtt import MqttLink, backoff_delay
 

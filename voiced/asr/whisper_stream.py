@@ -61,10 +61,10 @@ class WhisperStream(AsrStream):
         owner = self._owner
         if len(self._pcm) - self._decoded_bytes < ms_to_bytes(owner.partial_interval_ms):
             return self._text
-        if self._clock() < self._next_allowed:
+        started = self._clock()
+        if started < self._next_allowed:
             return self._text
         size = len(self._pcm)
-        started = self._clock()
         result = owner.try_decode_partial(bytes(self._pcm))
         if result is None:
             return self._text

@@ -201,8 +201,8 @@ class Router:
         for handler in matching:
             cfg = handler.config
             if handler.plugin is None:
-                return self._outcome(Outcome.ERROR, cfg, started, details, error=handler.status.error,
-                                     code="handler_unavailable")
+                return self._outcome(Outcome.ERROR, cfg, started, details,
+                                     error=handler.status.error, code="handler_unavailable")
             need = cfg.min_speaker_confidence
             if need is not None and (not speaker.known or speaker.confidence < need):
                 msg = (f"{cfg.intent} needs a speaker identified with confidence >= {need}; "

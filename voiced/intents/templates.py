@@ -57,7 +57,8 @@ class _Formatter(string.Formatter):
 
     def get_value(self, key: int | str, args: Any, kwargs: Any) -> Any:
         if isinstance(key, int) or key not in kwargs:
-            raise PluginError("template_missing", f"template needs {{{key}}}, which has no value here")
+            raise PluginError("template_missing",
+                              f"template needs {{{key}}}, which has no value here")
         value = kwargs[key]
         if value is None:
             raise PluginError("template_missing", f"template needs {{{key}}}, which is empty here")

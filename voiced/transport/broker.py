@@ -37,7 +37,8 @@ class EmbeddedBroker:
             await broker.start()
         except Exception as exc:
             raise TransportError(
-                "broker_start", f"embedded broker could not listen on {self.host}:{self.port}: {exc}"
+                "broker_start",
+                f"embedded broker could not listen on {self.host}:{self.port}: {exc}",
             ) from exc
         self._broker = broker
         log.info("embedded MQTT broker (amqtt) listening on %s:%d", self.host, self.port)

@@ -76,7 +76,9 @@ def _json(topic: str, payload: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TransportError("bad_json", f"{topic}: payload is not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise TransportError("bad_json", f"{topic}: expected a JSON object, got {type(data).__name__}")
+        raise TransportError(
+            "bad_json", f"{topic}: expected a JSON object, got {type(data).__name__}"
+        )
     return data
 
 
