@@ -89,13 +89,14 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the process group, SIGKILL it after a grace period, reap the leader."""
-    proc.terminate()
+    _kill_group(proc.pid, signal.SIGTERM)
     try:
         async with asyncio.timeout(_KILL_GRACE_S):
             await proc.wait()
     except TimeoutError:
         pass
     # children that ignored SIGTERM, or outlived the leader, go too
+    _kill_group(proc.pid, signal.SIGKILL)
     await proc.wait()
 
 
