@@ -75,12 +75,15 @@ def duration_from_slots(slots: Mapping[str, Any]) -> float:
     return total
 
 
-def _plural(count: int, unit: str) -> str:
-    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+def speak_duration(seconds: float, attributive: bool = False) -> str:
+    """ "1 hour and 30 minutes", "10 minutes", "45 seconds", "2 minutes and 5 seconds".
 
+    `attributive` keeps units singular, for "the 10 minute timer".
+    """
 
-def speak_duration(seconds: float) -> str:
-    """ "1 hour and 30 minutes", "10 minutes", "45 seconds", "2 minutes and 5 seconds"."""
+    def _plural(count: int, unit: str) -> str:
+        return f"{count} {unit}" if count == 1 or attributive else f"{count} {unit}s"
+
     whole = max(0, round(seconds))
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)

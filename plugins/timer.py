@@ -79,7 +79,7 @@ class TimerOptions(PluginOptions):
 def _label(timer: Timer) -> str:
     if timer.name:
         return f"the {timer.name} timer"
-    return f"the {speak_duration(timer.duration_s)} timer"
+    return f"the {speak_duration(timer.duration_s, attributive=True)} timer"
 
 
 class TimerPlugin(Plugin):
@@ -162,7 +162,14 @@ class TimerPlugin(Plugin):
                 if attempt < _ANNOUNCE_TRIES:
                     await asyncio.sleep(_ANNOUNCE_RETRY_S)
         self._timers.pop(timer.id, None)
-        await asyncio.to_thread(self.store.remove, timer.id)
+        # a stop() right after the announcement must not leave the row to ring again:
+        # finish the delete, then let the cancellation through
+        remove = asyncio.ensure_future(asyncio.to_thread(self.store.remove, timer.id))
+        try:
+            await asyncio.shield(remove)
+        except asyncio.CancelledError:
+            await remove
+            raise
 
     async def _announce(self, timer: Timer) -> None:
         log.info("timer %s on %s is done", timer.id, timer.site)
@@ -214,7 +221,7 @@ class TimerPlugin(Plugin):
         elif name:
             announcement = f"The {name} timer is done."
         else:
-            announcement = f"Your {spoken} timer is done."
+            announcement = f"Your {speak_duration(seconds, attributive=True)} timer is done."
         now = time.time()
         timer = Timer(
             id=uuid.uuid4().hex[:12],
