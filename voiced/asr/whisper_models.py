@@ -193,10 +193,10 @@ def load_checkpoint(path: Path, device: str, fp16: bool) -> Whisper:
 
     try:
         model = whisper.load_model(str(path), device=device)
-    except (RuntimeError, KeyError, TypeError, ValueError, OSError, EOFError,
-            AttributeError, ImportError) as exc:
-        raise AsrError("model_invalid", f"{path}: not a loadable Whisper checkpoint: {exc}") \
-            from exc
+    except Exception as exc:  # torch.load and load_state_dict fail in many ways
+        raise AsrError(
+            "model_invalid", f"cannot load Whisper checkpoint {path}: {exc}"
+        ) from exc
     model.eval()
     if fp16:
         model.half()
