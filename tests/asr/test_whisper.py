@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -391,3 +392,24 @@ async def test_microbatcher_lone_utterance_waits_at_most_the_window(
     finally:
         await batcher.close()
         engine.close()
+
+
+def test_bench_asr_reports_latency_and_batching_gain(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voiced.cli import main
+
+    code = main(["bench", "asr", "--model", str(tiny_ckpt), "--concurrency", "1,3",
+                 "--rounds", "2", "--tokens", "5", "--seconds", "1", "--threads", "1",
+                 "--state-dir", str(tmp_path), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["device"], report["tokens"]) == ("cpu", 5)
+    rows = {row["concurrency"]: row for row in report["rows"]}
+    assert set(rows) == {1, 3}
+    for row in rows.values():
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["wall_ms"] + 1
+        assert row["throughput"] == pytest.approx(row["concurrency"] / row["wall_ms"] * 1000)
+    assert report["batching"]["n"] == 3
+    assert report["batching"]["gain"] == pytest.approx(
+        rows[3]["wall_ms"] / (3 * rows[1]["wall_ms"]))
