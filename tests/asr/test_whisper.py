@@ -408,7 +408,7 @@ def test_bench_asr_reports_latency_and_batching_gain(
     rows = {row["concurrency"]: row for row in report["rows"]}
     assert set(rows) == {1, 3}
     for row in rows.values():
-        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["wall_ms"] + 1
+        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["wall_ms"] > 0
         assert row["throughput"] == pytest.approx(row["concurrency"] / row["wall_ms"] * 1000)
     assert report["batching"]["n"] == 3
     assert report["batching"]["gain"] == pytest.approx(
