@@ -1,0 +1,120 @@
+"""The `SpeakerEmbedder` backend interface, shared helpers and the backend factory.
+
+An embedder turns one utterance (internal-format PCM, see `voiced.const`) into a fixed-size,
+L2-normalized vector; cosine similarity between two vectors is then a plain dot product.
+`model_id` names the exact model that made a vector (backend and weights), so vectors made
+by different models are never compared: the store keeps it next to every enrollment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from voiced.const import SAMPLE_WIDTH
+
+log = logging.getLogger(__name__)
+
+Vector = npt.NDArray[np.float32]
+"""One L2-normalized embedding."""
+
+Backend = Literal["resemblyzer", "speechbrain"]
+
+
+class SpeakerEmbedder(ABC):
+    """A speaker-embedding model. `embed` is the one required method.
+
+    Methods are blocking and are called through the inference engine, never on the event
+    loop. Heavy imports happen in `load()`, which is called once before readiness.
+    """
+
+    name: str = "embedder"
+    default_threshold: float = 0.5
+    """Cosine score that separates a person from a stranger when nothing is calibrated."""
+
+    def __init__(self) -> None:
+        self._model_id: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the model (backend and weights) that makes this embedder's vectors.
+
+        Known only after `load()`: it includes a digest of the weights.
+        """
+        if self._model_id is None:
+            raise RuntimeError(f"{self.name}: model_id is known after load()")
+        return self._model_id
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load the model and warm it up."""
+
+    @abstractmethod
+    def embed(self, pcm: bytes) -> Vector:
+        """The L2-normalized embedding of one utterance."""
+
+    def embed_batch(self, pcms: Sequence[bytes]) -> list[Vector]:
+        """Embeddings of several utterances, in order; backends that batch override this."""
+        return [self.embed(p) for p in pcms]
+
+    @property
+    def supports_batching(self) -> bool:
+        """True when `embed_batch` is faster than one `embed` call per utterance."""
+        return False
+
+
+def pcm_to_float(pcm: bytes) -> npt.NDArray[np.float32]:
+    """Internal-format PCM as float32 samples in [-1, 1)."""
+    usable = len(pcm) - len(pcm) % SAMPLE_WIDTH
+    samples = np.frombuffer(pcm[:usable], dtype="<i2")
+    return (samples.astype(np.float32) / 32768.0).astype(np.float32)
+
+
+def l2_normalize(vector: npt.ArrayLike) -> Vector:
+    """`vector` scaled to unit length (a zero vector stays zero)."""
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(v))
+    return v if norm == 0.0 else (v / norm).astype(np.float32)
+
+
+def file_digest(path: Path, length: int = 16) -> str:
+    """Short SHA-256 hex digest of a file's bytes (identifies model weights)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def resolve_device(device: str) -> str:
+    """"auto" becomes "cuda" when torch sees a GPU, else "cpu"; others pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def create_embedder(
+    backend: Backend, model: str | None, device: str, state_dir: Path
+) -> SpeakerEmbedder:
+    """Build the configured backend (not yet loaded).
+
+    `model`: for speechbrain a hub id or a local checkpoint folder; for resemblyzer an
+    optional path to other encoder weights (default: the ones shipped in the wheel).
+    """
+    if backend == "resemblyzer":
+        from voiced.speakers.resemblyzer import ResemblyzerEmbedder
+
+        return ResemblyzerEmbedder(weights=Path(model) if model else None, device=device)
+    if backend == "speechbrain":
+        from voiced.speakers.speechbrain import SpeechbrainEmbedder
+
+        return SpeechbrainEmbedder(model=model, device=device, state_dir=state_dir)
+    raise ValueError(f"unknown speaker backend {backend!r}")
