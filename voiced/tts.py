@@ -37,19 +37,21 @@ _STDERR_TAIL = 300
 
 
 def _piper_model(piper_voice: str | None) -> Path | None:
-    """The configured piper model file, if it exists."""
-    candidate = piper_voice or os.environ.get(PIPER_VOICE_ENV)
-    if not candidate:
-        return None
-    path = Path(candidate).expanduser()
-    return path if path.is_file() else None
+    """The piper model file: `piper_voice` if it is one, else ``$VOICED_PIPER_VOICE``."""
+    for candidate in (piper_voice, os.environ.get(PIPER_VOICE_ENV)):
+        if candidate and candidate.endswith(".onnx"):
+            path = Path(candidate).expanduser()
+            if path.is_file():
+                return path
+    return None
 
 
 def find_tts(piper_voice: str | None = None) -> str | None:
     """The TTS program to use: "piper", "espeak-ng", or None when neither is usable.
 
-    piper needs both the program on PATH and a voice model (`piper_voice`, else the
-    ``VOICED_PIPER_VOICE`` environment variable) that exists.
+    piper needs both the program on PATH and an existing ``.onnx`` voice model:
+    `piper_voice` (pass ``tts.voice`` from voiced.yaml; an espeak-ng voice name there is
+    ignored), else the ``VOICED_PIPER_VOICE`` environment variable.
     """
     if shutil.which("piper") and _piper_model(piper_voice) is not None:
         return "piper"
@@ -140,7 +142,7 @@ async def synthesize(
     """
     if not text.strip():
         raise PluginError("tts_failed", "nothing to say: the text is empty")
-    model_hint = piper_voice or (voice if voice and voice.endswith(".onnx") else None)
+    model_hint = piper_voice or voice
     engine = find_tts(model_hint)
     if engine is None:
         raise PluginError(

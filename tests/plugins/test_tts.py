@@ -122,6 +122,7 @@ async def test_piper_needs_a_voice(fake_piper: Path, monkeypatch: pytest.MonkeyP
     assert find_tts(str(fake_piper)) == "piper"
     monkeypatch.setenv(PIPER_VOICE_ENV, str(fake_piper))
     assert find_tts() == "piper"
+    assert find_tts("en-us") == "piper"  # an espeak-ng voice name does not hide the model
 
 
 async def test_piper_is_run_with_model_and_output_file(
