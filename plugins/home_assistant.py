@@ -59,7 +59,7 @@ _MAX_ERROR_BODY = 200
 
 AREAS_TEMPLATE = (
     "[{% for a in areas() %}"
-    '{{ {"id": a, "name": area_name(a)} | tojson }}{{ "," if not loop.last }}'
+    '{{ {"id": a, "name": area_name(a)} | tojson }}{{ "," if not loop.last else "" }}'
     "{% endfor %}]"
 )
 """Rendered by Home Assistant's template API: a JSON list of ``{id, name}`` areas."""
@@ -312,6 +312,7 @@ async def import_home_assistant(
     token_credential: str | None = None,
     domains: Collection[str] | None = None,
     timeout_s: float = 10.0,
+    verify_tls: bool = True,
     session: aiohttp.ClientSession | None = None,
 ) -> HomeAssistantImport:
     """Read areas and entity names from Home Assistant for the intent lists.
@@ -329,7 +330,9 @@ async def import_home_assistant(
     own = session is None
     client = session or aiohttp.ClientSession()
     try:
-        _, states_text = await _call(client, "GET", url, "/api/states", token, timeout_s=timeout_s)
+        _, states_text = await _call(
+            client, "GET", url, "/api/states", token, timeout_s=timeout_s, verify_tls=verify_tls
+        )
         _, areas_text = await _call(
             client,
             "POST",
@@ -338,6 +341,7 @@ async def import_home_assistant(
             token,
             body={"template": AREAS_TEMPLATE},
             timeout_s=timeout_s,
+            verify_tls=verify_tls,
         )
     finally:
         if own:

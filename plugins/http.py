@@ -41,6 +41,8 @@ _MAX_ERROR_BODY = 200
 class HttpOptions(PluginOptions):
     """Options of the ``http`` plugin."""
 
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
     url: str
     """``http://`` or ``https://`` URL; templated."""
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
@@ -58,8 +60,6 @@ class HttpOptions(PluginOptions):
     """Spoken answer; ``{{response[...]}}``, ``{{status}}``, ``{{body}}`` are filled in."""
     ok_status: list[int] = Field(default_factory=list)
     """Statuses that count as success; empty: any 2xx."""
-
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
     @field_validator("method", mode="before")
     @classmethod
