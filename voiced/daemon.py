@@ -268,10 +268,13 @@ class Daemon:
         if self.link is not None:
             self.link.pause_ingest()
         for worker in self.sites.values():
-            try:
-                await worker.shutdown()
-            except Exception:
-                log.exception("site %s: could not end its utterance", worker.site)
+            await worker.shutdown()
+        if self._site_tasks:
+            # queued audio is processed and utterances in progress are ended, bounded
+            _, late = await asyncio.wait(set(self._site_tasks.values()),
+                                         timeout=cfg.shutdown_grace_s)
+            if late:
+                log.warning("%d sites did not finish their queued audio in time", len(late))
         if self._inflight:
             log.info("waiting up to %.1f s for %d utterances in flight", cfg.shutdown_grace_s,
                      len(self._inflight))
@@ -312,7 +315,7 @@ def _find_tts(config: Config) -> Any:
         from voiced import tts  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if tts.find_tts() is None:
+    if tts.find_tts(config.tts.voice) is None:
         if config.tts.mode == "builtin":
             log.warning("tts.mode is builtin but no TTS program (espeak-ng, piper) is installed; "
                         "answers go to hermes/tts/say")

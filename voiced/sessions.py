@@ -112,7 +112,8 @@ class Control:
     """A control message for a site worker."""
 
     kind: str
-    """"listen" (hotword / startListening), "stop" (stopListening), "continue"."""
+    """"listen" (hotword / startListening), "stop" (stopListening), "continue",
+    "shutdown"."""
     session_id: str | None = None
     wakeword_id: str | None = None
     custom_data: str | None = None
@@ -174,7 +175,7 @@ class SiteWorker:
 
     # ---- the worker task -------------------------------------------------------------
     async def run(self) -> None:
-        """Process the queue until cancelled."""
+        """Process the queue until a "shutdown" control arrives (or cancellation)."""
         while True:
             try:
                 async with asyncio.timeout(IDLE_CHECK_S):
@@ -182,6 +183,9 @@ class SiteWorker:
             except TimeoutError:
                 await self._check_timeout()
                 continue
+            if isinstance(item, Control) and item.kind == "shutdown":
+                await self._shutdown()
+                return
             try:
                 if isinstance(item, Audio):
                     await self._audio(item)
@@ -313,7 +317,11 @@ class SiteWorker:
                                           listening.custom_data)
 
     async def shutdown(self) -> None:
-        """Force-end an utterance in progress (SIGTERM): it is still processed."""
+        """Process what is queued, then end an utterance in progress (it is still
+        processed) and stop the worker."""
+        await self.queue.put(Control("shutdown"))
+
+    async def _shutdown(self) -> None:
         for event in self._segmenter.stop(EndReason.SHUTDOWN):
             await self._segment_event(event)
 
