@@ -230,8 +230,9 @@ class WhisperTranscriber(Transcriber):
         """Log-Mel spectrograms (batch, n_mels, 3000) on the model's device.
 
         The same computation as `whisper.log_mel_spectrogram(pad_or_trim(audio))` for
-        each utterance, done as one batched STFT; the dynamic-range floor is taken per
-        utterance, so batching does not change any utterance's input.
+        each utterance; the dynamic-range floor is taken per utterance, so batching does
+        not change any utterance's input. On a GPU all rows go through one STFT; on the
+        CPU row by row, which keeps the working set in cache (several times faster there).
         """
         import numpy as np
         import torch
@@ -244,12 +245,17 @@ class WhisperTranscriber(Transcriber):
             audio[row, : len(samples)] = samples.astype(np.float32) / 32768.0
         x = torch.from_numpy(audio).to(self.device)
         window = torch.hann_window(N_FFT, device=x.device)
-        stft = torch.stft(x, N_FFT, HOP_LENGTH, window=window, return_complex=True)
-        magnitudes = stft[..., :-1].abs() ** 2
-        mel = mel_filters(x.device, self.model.dims.n_mels) @ magnitudes
-        log_spec = torch.clamp(mel, min=1e-10).log10()
-        floor = log_spec.amax(dim=(-2, -1), keepdim=True) - 8.0
-        return (torch.maximum(log_spec, floor) + 4.0) / 4.0
+        filters = mel_filters(x.device, self.model.dims.n_mels)
+
+        def rows(part: torch.Tensor) -> torch.Tensor:
+            stft = torch.stft(part, N_FFT, HOP_LENGTH, window=window, return_complex=True)
+            log_spec = torch.clamp(filters @ stft[..., :-1].abs() ** 2, min=1e-10).log10()
+            floor = log_spec.amax(dim=(-2, -1), keepdim=True) - 8.0
+            return (torch.maximum(log_spec, floor) + 4.0) / 4.0
+
+        if x.device.type == "cuda":
+            return rows(x)
+        return torch.cat([rows(x[i : i + 1]) for i in range(len(pcms))])
 
     def _decode(self, pcms: Sequence[bytes], max_tokens: int | None) -> list[WhisperResult]:
         import whisper
