@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from voiced import __version__, systemd
@@ -35,9 +36,12 @@ from voiced.transport.broker import EmbeddedBroker
 from voiced.transport.mqtt import MqttLink
 from voiced.transport.native import PcmFormat
 from voiced.transport.outputs import Outputs
+from voiced.watch import snapshot
 
 log = logging.getLogger(__name__)
 
+WATCH_INTERVAL_S = 1.0
+"""How often intent files are checked for changes."""
 STATS_INTERVAL_S = 2.0
 """How often the retained `voiced/status` is refreshed when something changed."""
 
@@ -45,8 +49,10 @@ STATS_INTERVAL_S = 2.0
 class Daemon:
     """The running server. `await start()`, then `await stop()`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        """voiced.yaml, re-read on reload for its handlers (None: keep the handlers)."""
         self.engine = InferenceEngine(workers=2)
         self.recognizer: IntentRecognizer | None = None
         self.transcriber: Transcriber | None = None
@@ -63,6 +69,9 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._link_task: asyncio.Task[None] | None = None
         self._stats_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self.reloads = 0
         self._tts: Any = None
         self.started_at = 0.0
         self.ready = asyncio.Event()
@@ -107,6 +116,7 @@ class Daemon:
                                  continue_session=self._continue_session)
         self._link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self._stats_task = asyncio.create_task(self._publish_stats(), name="stats")
+        self._watch_task = asyncio.create_task(self._watch_intents(), name="intent-watch")
         self.started_at = time.time()
         self.ready.set()
         systemd.ready()
@@ -260,6 +270,56 @@ class Daemon:
     async def _say_simple(self, site: str, text: str) -> None:
         await self.say(site, text, None, self.config.intents.language)
 
+    # ---- reload (SIGHUP, intent file changes) -----------------------------------------
+    async def reload(self) -> bool:
+        """Reload intents, handlers and the ASR grammar without touching MQTT.
+
+        A broken file keeps the previous set; the error is logged and published.
+        """
+        async with self._reload_lock:
+            cfg = self.config
+            assert self.outputs and self.transcriber and self.pipeline and self.router
+            try:
+                handlers = cfg.handlers
+                if self.config_path is not None:
+                    from voiced.config import load_config
+
+                    handlers = load_config(self.config_path).handlers
+                recognizer = await self.engine.run(IntentRecognizer.load, cfg.intents.paths,
+                                                   cfg.intents.language)
+            except VoicedError as exc:
+                log.error("reload failed, keeping the previous intents: %s", exc.message)
+                await self.outputs.error("nlu", exc.code, exc.message, None)
+                return False
+            await self.engine.run(self.transcriber.reload, recognizer)
+            old_router, old_recognizer = self.router, self.recognizer
+            self.recognizer = recognizer
+            context = PluginContext(publish=self.outputs.publish, state_dir=cfg.state_dir,
+                                    say=self._say_simple, people=cfg.speakers.people)
+            router = Router(handlers, context, self._slot_names)
+            await router.start()
+            self.router = router
+            self.pipeline.recognizer = recognizer
+            self.pipeline.router = router
+            await old_router.stop()
+            self.reloads += 1
+            log.info("reloaded %d intents (was %d) and %d handlers",
+                     len(recognizer.intent_names()),
+                     len(old_recognizer.intent_names()) if old_recognizer else 0, len(handlers))
+            return True
+
+    async def _watch_intents(self) -> None:
+        """Reload when an intent file is added, removed or changed."""
+        paths = self.config.intents.paths
+        last = await asyncio.to_thread(snapshot, paths)
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            current = await asyncio.to_thread(snapshot, paths)
+            if current != last:
+                last = current
+                log.info("intent files changed; reloading")
+                await self.reload()
+
     # ---- stop --------------------------------------------------------------------------
     async def stop(self) -> None:
         """Stop taking audio, finish what is in flight (bounded), close everything."""
@@ -282,8 +342,9 @@ class Daemon:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._stats_task is not None:
-            self._stats_task.cancel()
+        for extra in (self._stats_task, self._watch_task):
+            if extra is not None:
+                extra.cancel()
         for task in self._site_tasks.values():
             task.cancel()
         await asyncio.gather(*self._site_tasks.values(), return_exceptions=True)

@@ -63,7 +63,7 @@ class Pipeline:
         self._engine = engine
         self._transcriber = transcriber
         self.recognizer = recognizer
-        self._router = router
+        self.router = router
         self._outputs = outputs
         self._history = history
         self._speakers = speakers
@@ -164,7 +164,7 @@ class Pipeline:
             "intent": result.name, "slots": result.slot_values(),
             "confidence": result.confidence, "matchedBy": result.matched_by,
             "speaker": hermes.speaker_json(speaker)}, timings))
-        outcome = await self._router.handle(result, site=site, session_id=sid, speaker=speaker,
+        outcome = await self.router.handle(result, site=site, session_id=sid, speaker=speaker,
                                             area=area, language=transcript.language)
         timings[Stage.HANDLER] = outcome.duration_ms
         await self._handled(utt, transcript, result, speaker, outcome, timings)

@@ -46,6 +46,9 @@ class Transcriber(ABC):
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model and warm it up (called once before readiness)."""
 
+    def reload(self, intents: IntentRecognizer) -> None:  # noqa: B027 - optional hook
+        """Rebuild what depends on the intents (grammar, prompt) after they changed."""
+
     @abstractmethod
     def transcribe(self, pcm: bytes) -> Transcript:
         """Transcribe one whole utterance."""

@@ -62,18 +62,28 @@ def run(args: argparse.Namespace) -> int:
     except VoicedError as exc:
         print(f"voiced: {exc.message}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(config, demo=args.demo))
+    return asyncio.run(serve(config, demo=args.demo, config_path=args.config))
 
 
-async def serve(config: Config, demo: Path | None = None) -> int:
+async def serve(config: Config, demo: Path | None = None,
+                config_path: Path | None = None) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when start-up failed."""
     from voiced.daemon import Daemon
 
-    daemon = Daemon(config)
+    daemon = Daemon(config, config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        if daemon.ready.is_set():
+            task = loop.create_task(daemon.reload(), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await daemon.start()
     except VoicedError as exc:
