@@ -162,3 +162,30 @@ def test_calibrate_needs_two_people() -> None:
 def test_centroid_of_nothing_is_an_error() -> None:
     with pytest.raises(ValueError):
         centroid([])
+
+
+def test_probes_replace_whole_samples_as_trials() -> None:
+    rng = np.random.default_rng(6)
+    people = {n: cluster(rng.normal(size=16), 3, 0.05, rng) for n in ("a", "b")}
+    # probes of a's sample 0: one close to a, one far off (a bad piece)
+    probes = {"a": [(0, people["a"][0]), (0, unit(rng.normal(size=16)))]}
+    genuine, impostor = cross_scores(people, probes)
+    assert len(genuine) == 2 + 3  # a's two probes, b's three whole samples
+    assert len(impostor) == 2 + 3
+    # the probe is scored against a's centroid without sample 0, which it was cut from
+    rest = centroid(people["a"][1:])
+    assert genuine[0] == pytest.approx(float(people["a"][0] @ rest), abs=1e-6)
+    assert min(genuine) < 0.5  # the bad piece shows up as a low genuine score
+
+
+def test_shorter_probes_lower_the_threshold() -> None:
+    rng = np.random.default_rng(7)
+    centers = {f"p{i}": rng.normal(size=64) for i in range(4)}
+    people = {n: cluster(c, 5, 0.05, rng) for n, c in centers.items()}
+    # command-length pieces are noisier than whole sentences
+    probes = {n: [(i, cluster(c, 1, 0.5, rng)[0]) for i in range(5) for _ in range(2)]
+              for n, c in centers.items()}
+    with_probes, without = calibrate(people, probes=probes), calibrate(people)
+    assert with_probes.genuine_mean < without.genuine_mean - 0.05
+    assert with_probes.threshold < without.threshold - 0.05
+    assert with_probes.genuine_trials == 4 * 10

@@ -117,3 +117,19 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SpeakerError) as err:
         SpeakerStore.open(tmp_path)
     assert err.value.code == "store_too_new"
+
+
+def test_probes_remember_their_sample(tmp_path: Path) -> None:
+    with SpeakerStore.open(tmp_path) as store:
+        store.add_enrollment("bob", MODEL_A, vectors(1, seed=3))
+        samples = vectors(3, seed=4)
+        probes = [vectors(2, seed=5), [], vectors(1, seed=6)]
+        store.add_enrollment("alice", MODEL_A, samples, probes=probes)
+        got = store.probes(MODEL_A)
+        assert set(got) == {"alice"}
+        assert [i for i, _ in got["alice"]] == [0, 0, 2]
+        assert np.allclose(got["alice"][2][1], probes[2][0])
+        # probes are for calibration only: never part of a profile
+        assert store.profiles(MODEL_A)[0].enrolled.shape == (3, 8)
+        store.remove("alice")
+        assert store.probes(MODEL_A) == {}

@@ -5,12 +5,14 @@ enrollment vectors; an utterance's score for a person is the cosine between its 
 that centroid. The decision takes the best person when their score reaches the threshold
 AND beats the second best by the margin; otherwise the speaker is `unknown`.
 
-Calibration: the enrollment vectors themselves give trials. Leaving one vector out of its
-own person's centroid gives a genuine score; comparing it with every other person's
-centroid gives impostor scores. A normal distribution fitted to each set gives the expected
-false-accept rate (FAR) and false-reject rate (FRR) at any threshold; the calibrated
-threshold minimizes `far_weight * FAR + FRR`, because here a false accept (a stranger
-unlocking the door) costs far more than a false reject (saying it again).
+Calibration: the enrollment material itself gives trials. Commands are shorter than
+enrollment sentences, so enrollment also embeds command-length pieces ("probes") of each
+sample. A probe scored against its person's centroid without the sample it came from gives
+a genuine score; scored against every other person's centroid, impostor scores. A normal
+distribution fitted to each set gives the expected false-accept rate (FAR) and
+false-reject rate (FRR) at any threshold; the calibrated threshold minimizes
+`far_weight * FAR + FRR`, because here a false accept (a stranger unlocking the door)
+costs far more than a false reject (saying it again).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import ndtr
+from scipy.special import log_ndtr
 
 from voiced.models import UNKNOWN_SPEAKER, SpeakerMatch
 from voiced.speakers.base import Vector, l2_normalize
@@ -127,22 +129,31 @@ class Matcher:
         return anchored >= self.threshold + extra and anchored - runner_up >= 2 * self.margin
 
 
+Probes = Mapping[str, Sequence[tuple[int, Vector]]]
+"""Per person: (index of the enrollment sample it was cut from, vector of the piece)."""
+
+
 def cross_scores(
     enrollments: Mapping[str, Sequence[Vector] | Matrix],
+    probes: Probes | None = None,
 ) -> tuple[list[float], list[float]]:
-    """(genuine, impostor) scores from enrollment vectors alone.
+    """(genuine, impostor) scores from enrollment material alone.
 
-    Genuine: each vector against the centroid of its own person's other vectors (needs two
-    or more). Impostor: each vector against every other person's full centroid.
+    Where a person has probes (command-length pieces of their samples), each probe is a
+    trial: genuine against the centroid of their samples other than the one it was cut
+    from, impostor against every other person's centroid. Enrollment samples are longer
+    than commands and score higher, so probes predict what commands will score. Without
+    probes each whole sample is a trial in the same way.
     """
     people = {n: _as_matrix(v) for n, v in enrollments.items() if _as_matrix(v).size}
     centroids = {n: centroid(m) for n, m in people.items()}
     genuine: list[float] = []
     impostor: list[float] = []
     for name, m in people.items():
-        for i, v in enumerate(m):
-            if len(m) >= 2:
-                rest = np.delete(m, i, axis=0)
+        person_probes = (probes or {}).get(name) or [(i, v) for i, v in enumerate(m)]
+        for parent, v in person_probes:
+            if len(m) >= 2 and 0 <= parent < len(m):
+                rest = np.delete(m, parent, axis=0)
                 genuine.append(float(np.dot(v, centroid(rest))))
             impostor.extend(float(np.dot(v, c)) for other, c in centroids.items()
                             if other != name)
@@ -209,13 +220,14 @@ def _fit(scores: Sequence[float]) -> tuple[float, float]:
 def calibrate(
     enrollments: Mapping[str, Sequence[Vector] | Matrix],
     far_weight: float = DEFAULT_FAR_WEIGHT,
+    probes: Probes | None = None,
 ) -> Calibration:
-    """Choose the threshold for this household from its enrollment vectors.
+    """Choose the threshold for this household from its enrollment vectors (and probes).
 
     Needs two or more people, at least one of them with two or more vectors. Raises
     ValueError otherwise.
     """
-    genuine, impostor = cross_scores(enrollments)
+    genuine, impostor = cross_scores(enrollments, probes)
     if not genuine or not impostor:
         raise ValueError(
             "calibration needs at least two enrolled people and two samples of someone"
@@ -223,10 +235,13 @@ def calibrate(
     g_mu, g_sd = _fit(genuine)
     i_mu, i_sd = _fit(impostor)
     grid = np.arange(-1.0, 1.0 + 1e-9, 0.0005)
-    far = 1.0 - ndtr((grid - i_mu) / i_sd)
-    frr = ndtr((grid - g_mu) / g_sd)
-    cost = far_weight * far + frr
-    k = int(np.argmin(cost))
+    # in logs: with well-separated people both tails underflow to 0 across the whole gap,
+    # and a plain argmin would pick an arbitrary point of it
+    log_far = log_ndtr(-(grid - i_mu) / i_sd)
+    log_frr = log_ndtr((grid - g_mu) / g_sd)
+    log_cost = np.logaddexp(np.log(far_weight) + log_far, log_frr)
+    k = int(np.argmin(log_cost))
+    far, frr = np.exp(log_far), np.exp(log_frr)
     threshold = float(np.round(grid[k], 4))
     measured_far, measured_frr = rates_at(genuine, impostor, threshold)
     eer, _ = equal_error_rate(genuine, impostor)

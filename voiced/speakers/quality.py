@@ -58,6 +58,10 @@ class QualityReport:
     """Share of samples at full scale (0..1)."""
     speech_dbfs: float
     """RMS level of the speech frames, dB relative to full scale (-inf: silence)."""
+    speech_start_ms: float
+    """Start of the first speech frame (0 when there is none)."""
+    speech_end_ms: float
+    """End of the last speech frame (0 when there is none)."""
     snr_db: float | None
     """Speech level over the background (the quietest tenth of the frames); None when the
     recording is too short to tell."""
@@ -139,11 +143,14 @@ def check_quality(pcm: bytes, limits: QualityLimits | None = None) -> QualityRep
             f"the background is too loud (speech is only {snr:.0f} dB above it, "
             f"{limits.min_snr_db:.0f} dB is needed): record in a quieter place",
         ))
+    voiced_frames = np.flatnonzero(speech_mask)
     return QualityReport(
         duration_ms=samples.size / SAMPLES_PER_MS,
         speech_ms=speech_ms,
         clipped=clipped,
         speech_dbfs=speech_dbfs,
+        speech_start_ms=float(voiced_frames[0] * FRAME_MS) if voiced_frames.size else 0.0,
+        speech_end_ms=float((voiced_frames[-1] + 1) * FRAME_MS) if voiced_frames.size else 0.0,
         snr_db=snr,
         problems=tuple(problems),
     )

@@ -5,8 +5,10 @@ different models are never compared: a person enrolled with another model is rep
 needing re-enrollment, and adding vectors of a new model to them is refused unless the
 caller asks to replace what is there.
 
-Rows are "enrolled" (from `voiced speakers enroll` or enrollment by voice) or "adapted"
-(learned from confident identifications; bounded per person and removable at any time).
+Rows are "enrolled" (from `voiced speakers enroll` or enrollment by voice), "probe"
+(command-length pieces of an enrolled sample, used only by calibration; `parent` is the
+sample's row) or "adapted" (learned from confident identifications; bounded per person and
+removable at any time).
 A generation counter changes on every write, so a running service notices an enrollment
 made by the command line and reloads its profiles.
 """
@@ -41,7 +43,8 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL,
         model_id TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('enrolled', 'adapted')),
+        kind TEXT NOT NULL CHECK (kind IN ('enrolled', 'adapted', 'probe')),
+        parent INTEGER,
         dim INTEGER NOT NULL,
         vector BLOB NOT NULL,
         source TEXT,
@@ -152,8 +155,11 @@ class SpeakerStore:
         sources: Sequence[str | None] = (),
         speech_ms: Sequence[float | None] = (),
         replace: bool = False,
+        probes: Sequence[Sequence[Vector]] = (),
     ) -> int:
         """Store enrollment vectors for `name`; returns how many the person now has.
+
+        `probes[i]`: vectors of command-length pieces of sample i, for calibration.
 
         Refuses (code "model_changed") when the person has vectors of another model, unless
         `replace`, which first removes everything stored for them.
@@ -188,11 +194,19 @@ class SpeakerStore:
             for i, v in enumerate(mat):
                 src = sources[i] if i < len(sources) else None
                 ms = speech_ms[i] if i < len(speech_ms) else None
-                self._db.execute(
+                cur = self._db.execute(
                     "INSERT INTO embeddings (name, model_id, kind, dim, vector, source, "
                     "speech_ms, created) VALUES (?, ?, 'enrolled', ?, ?, ?, ?, ?)",
                     (name, model_id, mat.shape[1], v.astype("<f4").tobytes(), src, ms, now),
                 )
+                for probe in probes[i] if i < len(probes) else ():
+                    p = l2_normalize(probe)
+                    self._db.execute(
+                        "INSERT INTO embeddings (name, model_id, kind, parent, dim, vector, "
+                        "source, created) VALUES (?, ?, 'probe', ?, ?, ?, ?, ?)",
+                        (name, model_id, cur.lastrowid, p.size, p.astype("<f4").tobytes(),
+                         src, now),
+                    )
             self._bump()
             count = self._db.execute(
                 "SELECT COUNT(*) FROM embeddings WHERE name = ? AND model_id = ? "
@@ -279,6 +293,20 @@ class SpeakerStore:
     def enrollments(self, model_id: str) -> dict[str, Matrix]:
         """Enrollment vectors made by `model_id`, by person (for calibration)."""
         return self._vectors(model_id, "enrolled")
+
+    def probes(self, model_id: str) -> dict[str, list[tuple[int, Vector]]]:
+        """Calibration probes by person: (index of the parent sample in `enrollments`, vector)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.name, p.vector, ("
+                "  SELECT COUNT(*) FROM embeddings e WHERE e.name = p.name AND "
+                "  e.model_id = p.model_id AND e.kind = 'enrolled' AND e.id < p.parent"
+                ") FROM embeddings p WHERE p.model_id = ? AND p.kind = 'probe' "
+                "ORDER BY p.name, p.id", (model_id,)).fetchall()
+        out: dict[str, list[tuple[int, Vector]]] = {}
+        for name, blob, index in rows:
+            out.setdefault(name, []).append((int(index), np.frombuffer(blob, dtype="<f4").copy()))
+        return out
 
     def profiles(self, model_id: str) -> list[Profile]:
         """Profiles of everyone enrolled with `model_id` (others need re-enrollment)."""
