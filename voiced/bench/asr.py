@@ -177,6 +177,8 @@ def _machine(device: str) -> str:
     except OSError:
         pass
     text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu})"
+    if hasattr(os, "getloadavg"):
+        text += f", load average {os.getloadavg()[0]:.1f} before the run"
     if device.startswith("cuda"):
         import torch
 
@@ -237,9 +239,10 @@ def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         utterances = [(pcm * (size // max(len(pcm), 1) + 1))[:size]]
     else:
         utterances = [command_audio(i, args.seconds) for i in range(max(args.concurrency))]
+    device = getattr(transcriber, "device", "cpu")
+    machine = _machine(device)
     rows = asyncio.run(_measure(transcriber, utterances, args.concurrency, args.rounds,
                                 args.window_ms / 1000))
-    device = getattr(transcriber, "device", "cpu")
     one = next((r for r in rows if r.concurrency == 1), None)
     big = max(rows, key=lambda r: r.concurrency)
     report: dict[str, Any] = {
@@ -254,7 +257,7 @@ def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         "window_ms": args.window_ms,
         "rounds": args.rounds,
         "load_ms": load_ms,
-        "machine": _machine(device),
+        "machine": machine,
         "rows": [asdict(r) for r in rows],
     }
     if one is not None and big.concurrency > 1:
