@@ -78,6 +78,8 @@ def enroll(
     without `replace` (see `SpeakerStore.add_enrollment`).
     """
     check_name(name)
+    if not replace:  # before the embedding work, not after it
+        store.check_model(name, embedder.model_id)
     reports = tuple(check_quality(p, limits) for p in pcms)
     bad = [r for r in reports if not r.ok]
     if bad and not force:

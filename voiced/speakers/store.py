@@ -147,6 +147,23 @@ class SpeakerStore:
             return int(self._db.execute(
                 "SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
+    def _refuse_model_change(self, name: str, model_id: str) -> None:
+        others = [r[0] for r in self._db.execute(
+            "SELECT DISTINCT model_id FROM embeddings WHERE name = ? AND model_id != ?",
+            (name, model_id))]
+        if others:
+            raise SpeakerError(
+                "model_changed",
+                f"{name} was enrolled with {', '.join(others)} but the speaker model is now "
+                f"{model_id}: their vectors cannot be compared; enroll {name} again, "
+                "replacing the old samples",
+            )
+
+    def check_model(self, name: str, model_id: str) -> None:
+        """Raise SpeakerError("model_changed") when `name` has vectors of another model."""
+        with self._lock:
+            self._refuse_model_change(name, model_id)
+
     def add_enrollment(
         self,
         name: str,
@@ -174,16 +191,7 @@ class SpeakerStore:
             if replace:
                 self._db.execute("DELETE FROM embeddings WHERE name = ?", (name,))
             else:
-                others = [r[0] for r in self._db.execute(
-                    "SELECT DISTINCT model_id FROM embeddings WHERE name = ? AND model_id != ?",
-                    (name, model_id))]
-                if others:
-                    raise SpeakerError(
-                        "model_changed",
-                        f"{name} was enrolled with {', '.join(others)} but the speaker model "
-                        f"is now {model_id}: their vectors cannot be compared; enroll {name} "
-                        "again, replacing the old samples",
-                    )
+                self._refuse_model_change(name, model_id)
                 dims = {r[0] for r in self._db.execute(
                     "SELECT DISTINCT dim FROM embeddings WHERE model_id = ?", (model_id,))}
                 if dims and dims != {mat.shape[1]}:
