@@ -413,3 +413,10 @@ def test_bench_asr_reports_latency_and_batching_gain(
     assert report["batching"]["n"] == 3
     assert report["batching"]["gain"] == pytest.approx(
         rows[3]["wall_ms"] / (3 * rows[1]["wall_ms"]))
+
+
+def test_reload_rebuilds_the_prompt(tiny_ckpt: Path, tmp_path: Path) -> None:
+    t = make(tiny_ckpt, tmp_path, Vocabulary({"kitchen"}))
+    assert t.prompt_text == "kitchen"
+    t.reload(Vocabulary({"garage", "Zyxel lamp"}))  # type: ignore[arg-type]
+    assert t.prompt_text == "garage, Zyxel lamp"

@@ -199,6 +199,12 @@ class WhisperTranscriber(Transcriber):
             (time.monotonic() - started) * 1000,
         )
 
+    def reload(self, intents: IntentRecognizer) -> None:
+        """Use new intents: rebuild the vocabulary prompt."""
+        self.intents = intents
+        if self._tokenizer is not None:
+            self.refresh_prompt()
+
     def refresh_prompt(self) -> None:
         """Rebuild the initial prompt from the intents' vocabulary (after a reload)."""
         vocabulary = getattr(self.intents, "vocabulary", None)
