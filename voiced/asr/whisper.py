@@ -191,7 +191,11 @@ class WhisperTranscriber(Transcriber):
         )
         self._model = model
         self.refresh_prompt()
-        self.decode_batch([bytes(SAMPLE_RATE * SAMPLE_WIDTH)], max_tokens=4)  # warm-up
+        silence = bytes(SAMPLE_RATE * SAMPLE_WIDTH)
+        self.decode_batch([silence], max_tokens=4)  # warm-up: allocations, kernels
+        if self.device.startswith("cuda") and self.config.max_batch > 1:
+            # the first pass at a new batch shape picks its GPU kernels: do it now
+            self.decode_batch([silence] * self.config.max_batch, max_tokens=2)
         log.info(
             "whisper: %s on %s (%s, language %s, prompt %d tokens) ready in %.0f ms",
             self.model_path, self.device, "fp16" if self.fp16 else "fp32",
