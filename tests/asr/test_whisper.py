@@ -420,3 +420,53 @@ def test_reload_rebuilds_the_prompt(tiny_ckpt: Path, tmp_path: Path) -> None:
     assert t.prompt_text == "kitchen"
     t.reload(Vocabulary({"garage", "Zyxel lamp"}))  # type: ignore[arg-type]
     assert t.prompt_text == "garage, Zyxel lamp"
+
+
+def test_transcribe_command_prints_json_lines(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voiced.audio.wav import write_wav_file
+    from voiced.cli import main
+
+    config = tmp_path / "voiced.yaml"
+    config.write_text("state_dir: state\nintents:\n  paths: [no-intents-here]\n")
+    files = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    write_wav_file(files[0], UTTERANCES[0])
+    write_wav_file(files[1], UTTERANCES[3])
+    code = main(["transcribe", *map(str, files), "--asr", "whisper", "--model", str(tiny_ckpt),
+                 "--config", str(config), "--device", "cpu", "--language", "auto"])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in lines] == list(map(str, files))
+    for line in lines:
+        assert line["text"] and 0 < line["confidence"] <= 1
+        assert line["language"] in whisper.tokenizer.LANGUAGES
+        assert line["intent"] is None and line["slots"] == {}
+        assert line["timings"]["asr_ms"] > 0
+    assert "load_ms" in lines[0]["timings"] and "load_ms" not in lines[1]["timings"]
+    assert lines[0]["text"] != lines[1]["text"]
+
+
+def test_transcribe_command_reports_bad_files(
+    tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voiced.cli import main
+
+    config = tmp_path / "voiced.yaml"
+    config.write_text("state_dir: state\nintents:\n  paths: [no-intents-here]\n")
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF junk")
+    code = main(["transcribe", str(tmp_path / "missing.wav"), str(broken), "--asr", "whisper",
+                 "--model", str(tiny_ckpt), "--config", str(config)])
+    assert code == 1
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in out.out.splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["error"]["code"] == "file_unreadable"
+    assert lines[1]["error"]["code"] != "file_unreadable"  # the WAV parser's own code
+    assert "broken.wav" in lines[1]["error"]["message"]
+    assert "missing.wav" in out.err
+    code = main(["transcribe", str(broken), "--asr", "whisper", "--model",
+                 str(tmp_path / "nope.pt"), "--config", str(config)])
+    assert code == 1
+    assert "no such checkpoint file" in capsys.readouterr().err
