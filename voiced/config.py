@@ -164,11 +164,31 @@ class SpeakersConfig(Strict):
         return rest
 
 
+class EntityConfig(Strict):
+    """A device the official sentences can name ("turn on the desk lamp")."""
+
+    name: str
+    id: str | None = None
+    """Home Assistant entity id (light.desk_lamp); defaults to the name."""
+    domain: str | None = None
+    area: str | None = None
+
+
 class IntentsConfig(Strict):
     """Where intents come from."""
 
     paths: list[Path] = Field(default_factory=lambda: [Path("config/intents")])
     language: str = "en"
+    official: bool = False
+    """Also load Home Assistant's own sentences (package home-assistant-intents)."""
+    areas: list[str] = Field(default_factory=list)
+    """Areas (rooms) for the official sentences' {area} list."""
+    floors: list[str] = Field(default_factory=list)
+    entities: list[EntityConfig] = Field(default_factory=list)
+    """Devices for the official sentences' {name} list."""
+    fuzzy: bool = True
+    """Recover commands with one misheard, dropped or extra word."""
+    fuzzy_min_confidence: float = Field(0.6, ge=0, le=1)
 
 
 class HandlerConfig(Strict):

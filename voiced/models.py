@@ -159,6 +159,8 @@ class IntentResult:
     confidence: float = 0.0
     matched_by: str = "template"
     """"template" or "fuzzy"."""
+    refused_intent: str | None = None
+    """An intent the text matches but the context (speaker, site, area) does not allow."""
 
     @property
     def recognized(self) -> bool:

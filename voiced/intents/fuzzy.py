@@ -1,0 +1,106 @@
+"""Fuzzy fallback: recover a command with one dropped, inserted or misheard word.
+
+When no template matches, try the sentences one edit away from what was heard: each word
+deleted, each word replaced by a similar-looking vocabulary word, and a common template
+word inserted at each gap. Every candidate goes through the exact template matcher, so a
+fuzzy match is always a sentence the intents really accept. The confidence falls with
+the size of the edit relative to the sentence; below `min_confidence` nothing is
+recognized, which keeps out-of-domain chatter out (it is rarely one word away from a
+command).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+_WORD = re.compile(r"[\w']+")
+
+MAX_SUBSTITUTES = 4
+"""Similar vocabulary words tried in place of each heard word."""
+SIMILARITY_CUTOFF = 0.6
+"""difflib ratio a vocabulary word needs to stand in for a heard word."""
+MIN_WORDS = 3
+"""Shorter inputs are not corrected: one edit would change too much of them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """The edited sentence and what was changed."""
+
+    text: str
+    edit: str
+    """"delete W", "replace W→V" or "insert V"."""
+    confidence: float
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of a sentence."""
+    return _WORD.findall(text.lower())
+
+
+class FuzzyMatcher:
+    """Generates one-edit corrections in a sensible order (pure, no hassil here)."""
+
+    def __init__(self, vocabulary: Iterable[str], insertable: Iterable[str] = (),
+                 min_confidence: float = 0.6) -> None:
+        self.vocabulary = sorted({w.lower() for w in vocabulary if w})
+        self._by_first: dict[str, list[str]] = {}
+        for w in self.vocabulary:
+            self._by_first.setdefault(w[0], []).append(w)
+        self.insertable = sorted({w.lower() for w in insertable})
+        self.min_confidence = min_confidence
+        self._known = set(self.vocabulary)
+
+    def _similar(self, word: str) -> list[str]:
+        return difflib.get_close_matches(word, self.vocabulary, n=MAX_SUBSTITUTES,
+                                         cutoff=SIMILARITY_CUTOFF)
+
+    def confidence(self, n_words: int, cost: float) -> float:
+        """Confidence of a correction of `cost` (0..1 per edit) in an n-word sentence."""
+        return max(0.0, 1.0 - cost / max(n_words, 1) * 1.5)
+
+    def candidates(self, text: str) -> Iterator[Correction]:
+        """One-edit corrections, most plausible first (unknown words are fixed first)."""
+        heard = words(text)
+        n = len(heard)
+        if n < MIN_WORDS:
+            return
+        unknown_first = sorted(range(n), key=lambda i: heard[i] in self._known)
+        for i in unknown_first:
+            for sub in self._similar(heard[i]):
+                if sub == heard[i]:
+                    continue
+                ratio = difflib.SequenceMatcher(None, heard[i], sub).ratio()
+                conf = self.confidence(n, 1.0 - ratio * 0.5)
+                if conf >= self.min_confidence:
+                    fixed = [*heard[:i], sub, *heard[i + 1:]]
+                    yield Correction(" ".join(fixed), f"replace {heard[i]}→{sub}", conf)
+        for i in unknown_first:
+            conf = self.confidence(n, 0.75 if heard[i] not in self._known else 1.0)
+            if conf >= self.min_confidence:
+                yield Correction(" ".join(heard[:i] + heard[i + 1:]), f"delete {heard[i]}", conf)
+        conf = self.confidence(n, 0.75)
+        if conf >= self.min_confidence:
+            for gap in range(n + 1):
+                for word in self.insertable:
+                    fixed = [*heard[:gap], word, *heard[gap:]]
+                    yield Correction(" ".join(fixed), f"insert {word}", conf)
+
+
+def best_correction(
+    matcher: FuzzyMatcher, text: str, accept: Callable[[str], bool], budget: int = 400
+) -> Correction | None:
+    """The most confident candidate that `accept` (the exact matcher) takes, trying at most
+    `budget` candidates."""
+    best: Correction | None = None
+    for tried, cand in enumerate(matcher.candidates(text)):
+        if tried >= budget:
+            break
+        if best is not None and cand.confidence <= best.confidence:
+            continue
+        if accept(cand.text):
+            best = cand
+    return best

@@ -1,0 +1,298 @@
+"""Intent recognition with hassil, from Home Assistant-format YAML files.
+
+Files load and merge the way Home Assistant merges custom sentences: intents' `data`
+blocks accumulate, `lists` and `expansion_rules` entries are replaced by later files,
+`skip_words` accumulate. Errors name the file and line. When no template matches, a fuzzy
+fallback (`voiced.intents.fuzzy`) tries sentences one edit away.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hassil import Intents, recognize_all, recognize_best
+from hassil.expression import Expression, Group, ListReference, RuleReference, TextChunk
+from hassil.recognize import RecognizeResult
+from hassil.sample import sample_intents
+
+from voiced.errors import IntentError
+from voiced.intents.fuzzy import FuzzyMatcher, best_correction, words
+from voiced.models import IntentResult, Slot
+
+log = logging.getLogger(__name__)
+
+INSERTABLE_LIMIT = 12
+"""The most common template words tried as insertions by the fuzzy fallback."""
+
+
+def intent_files(paths: Sequence[Path]) -> list[Path]:
+    """Every *.yaml/*.yml file under `paths`, in load order; IntentError for a missing one."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise IntentError("intents_invalid", f"{path}: no such intent file or folder")
+    return files
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise IntentError("intents_invalid", f"{path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise IntentError("intents_invalid", f"{path}{line}: YAML syntax error: {problem}") from exc
+    if not isinstance(data, dict):
+        raise IntentError("intents_invalid", f"{path}:1: expected a mapping with `intents:`")
+    try:
+        Intents.from_dict({"language": "en", "intents": {}, **data})
+    except Exception as exc:
+        raise IntentError("intents_invalid",
+                          f"{path}:{_line_of(text, exc)}: invalid intents: {exc}") from exc
+    return data
+
+
+def _line_of(text: str, exc: Exception) -> int:
+    """Best guess of the line a hassil parse error refers to (1 when unknown)."""
+    message = str(exc)
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip().lstrip("- ").strip("\"'")
+        if len(stripped) > 3 and stripped in message:
+            return number
+    return 1
+
+
+def merge(target: dict[str, Any], source: Mapping[str, Any]) -> None:
+    """Merge one intents document into another (Home Assistant's rules)."""
+    for key, value in source.items():
+        if key == "intents":
+            intents = target.setdefault("intents", {})
+            for name, body in (value or {}).items():
+                entry = intents.setdefault(name, {"data": []})
+                entry["data"] = [*entry.get("data", []), *(body or {}).get("data", [])]
+        elif key in ("lists", "expansion_rules"):
+            target.setdefault(key, {}).update(value or {})
+        elif key == "skip_words":
+            target["skip_words"] = [*target.get("skip_words", []), *(value or [])]
+        else:
+            target[key] = value
+
+
+def _without_context_rules(intents: Intents) -> Intents:
+    """A copy of `intents` whose data blocks have no requires/excludes_context."""
+    from dataclasses import replace
+
+    from hassil.intents import Intent
+
+    return replace(intents, intents={
+        name: Intent(name, [replace(d, requires_context={}, excludes_context={})
+                            for d in body.data])
+        for name, body in intents.intents.items()})
+
+
+def _walk(exp: Expression) -> Iterator[Expression]:
+    yield exp
+    if isinstance(exp, Group):
+        for item in exp.items:
+            yield from _walk(item)
+
+
+class IntentRecognizer:
+    """Loaded intents and the matcher."""
+
+    def __init__(self, intents: Intents, language: str, files: Sequence[Path] = (),
+                 fuzzy: bool = True, fuzzy_min_confidence: float = 0.6) -> None:
+        self.intents = intents
+        self.language = language
+        self.files = tuple(files)
+        # the same sentences without their context requirements: tells "not allowed"
+        # from "not understood"
+        self._ungated = _without_context_rules(intents)
+        self.gated = frozenset(
+            name for name, body in intents.intents.items()
+            if any("speaker" in d.requires_context for d in body.data))
+        """Intents restricted by speaker: never reached by fuzzy correction."""
+        self._fuzzy: FuzzyMatcher | None = None
+        if fuzzy:
+            self._fuzzy = FuzzyMatcher(self.vocabulary(), self._common_words(),
+                                       fuzzy_min_confidence)
+
+    @classmethod
+    def load(cls, paths: Sequence[Path], language: str = "en",
+             extra: Sequence[Mapping[str, Any]] = (), fuzzy: bool = True,
+             fuzzy_min_confidence: float = 0.6) -> IntentRecognizer:
+        """Load and merge intent files (and extra documents, e.g. official sentences)."""
+        files = intent_files(paths)
+        merged: dict[str, Any] = {"language": language, "intents": {}}
+        for document in extra:
+            merge(merged, document)
+        for path in files:
+            merge(merged, _read(path))
+        try:
+            intents = Intents.from_dict(merged)
+        except Exception as exc:
+            raise IntentError("intents_invalid", f"merged intents are invalid: {exc}") from exc
+        if not intents.intents:
+            where = ", ".join(str(p) for p in paths) or "(no paths)"
+            raise IntentError("intents_invalid", f"{where}: no intents defined")
+        return cls(intents, language, files, fuzzy, fuzzy_min_confidence)
+
+    # ---- matching ------------------------------------------------------------------
+    def _match(self, text: str, context: Mapping[str, Any],
+               intent_filter: Sequence[str]) -> RecognizeResult | None:
+        ctx = {k: v for k, v in context.items() if v is not None}
+        if not intent_filter:
+            return recognize_best(text, self.intents, intent_context=ctx,
+                                  language=self.language)
+        for result in recognize_all(text, self.intents, intent_context=ctx,
+                                    language=self.language):
+            if result.intent.name in intent_filter:
+                return result
+        return None
+
+    def recognize(self, text: str, context: Mapping[str, Any] | None = None,
+                  intent_filter: Sequence[str] = ()) -> IntentResult:
+        """Match `text`; the context gates `requires_context` intents."""
+        context = context or {}
+        result = self._match(text, context, intent_filter)
+        if result is not None:
+            return self._to_result(text, result, 1.0, "template")
+        blocked = recognize_best(text, self._ungated, language=self.language)
+        if blocked is not None and (not intent_filter or blocked.intent.name in intent_filter):
+            return IntentResult(text, None, refused_intent=blocked.intent.name)
+        if self._fuzzy is not None:
+            found: dict[str, RecognizeResult] = {}
+
+            def accept(candidate: str) -> bool:
+                match = self._match(candidate, context, intent_filter)
+                if match is None:
+                    # a guess that lands on a restricted command blocks every other guess
+                    match = recognize_best(candidate, self._ungated, language=self.language)
+                    if match is None or match.intent.name not in self.gated:
+                        return False
+                found[candidate] = match
+                return True
+
+            correction = best_correction(self._fuzzy, text, accept)
+            if correction is not None and found[correction.text].intent.name in self.gated:
+                # a speaker-restricted command must be heard exactly, never guessed
+                log.info("fuzzy: %r looks like %s, which needs an exact match", text,
+                         found[correction.text].intent.name)
+                return IntentResult(text, None)
+            if correction is not None:
+                log.debug("fuzzy: %r → %r (%s)", text, correction.text, correction.edit)
+                return self._to_result(correction.text, found[correction.text],
+                                       correction.confidence, "fuzzy")
+        return IntentResult(text, None)
+
+    @staticmethod
+    def _to_result(text: str, result: RecognizeResult, confidence: float,
+                   matched_by: str) -> IntentResult:
+        slots = []
+        lowered = text.lower()
+        for entity in result.entities_list:
+            raw = entity.text.strip() if entity.text else ""
+            span = getattr(entity, "text_span", None)
+            if span is not None and text[span[0]:span[1]].strip():
+                start, end = span
+                # hassil's span can include surrounding spaces
+                while start < end and text[start] == " ":
+                    start += 1
+                while end > start and text[end - 1] == " ":
+                    end -= 1
+            elif raw:
+                start = lowered.find(raw.lower())
+                start, end = (start, start + len(raw)) if start >= 0 else (0, 0)
+            else:
+                start = end = 0
+            raw_value = text[start:end] if end > start else raw
+            slots.append(Slot(entity.name, entity.value, raw_value, entity.name, start, end))
+        return IntentResult(text, result.intent.name, tuple(slots), confidence, matched_by)
+
+    # ---- introspection --------------------------------------------------------------
+    def intent_names(self) -> list[str]:
+        """Every intent name."""
+        return sorted(self.intents.intents)
+
+    def _expressions(self, intent: str | None = None) -> Iterator[Expression]:
+        for name, body in self.intents.intents.items():
+            if intent is not None and name != intent:
+                continue
+            for data in body.data:
+                for sentence in data.sentences:
+                    yield from _walk(sentence.expression)
+                for rule in data.expansion_rules.values():
+                    yield from _walk(rule.expression)
+
+    def slot_names(self, intent: str) -> set[str]:
+        """Every slot an intent's sentences (or fixed slots) can fill."""
+        names: set[str] = set()
+        body = self.intents.intents.get(intent)
+        if body is None:
+            return names
+        rules_seen: set[str] = set()
+        pending = list(self._expressions(intent))
+        while pending:
+            exp = pending.pop()
+            if isinstance(exp, ListReference):
+                names.add(exp.slot_name)
+            elif isinstance(exp, RuleReference) and exp.rule_name not in rules_seen:
+                rules_seen.add(exp.rule_name)
+                rule = self.intents.expansion_rules.get(exp.rule_name)
+                if rule is not None:
+                    pending.extend(_walk(rule.expression))
+        for data in body.data:
+            names.update(data.slots)
+            names.update(k for k, v in data.requires_context.items()
+                         if isinstance(v, dict) and v.get("slot"))
+        return names
+
+    def vocabulary(self) -> set[str]:
+        """Lower-case words of all templates, list values and expansion rules."""
+        vocab: set[str] = set()
+        exps = list(self._expressions())
+        for rule in self.intents.expansion_rules.values():
+            exps.extend(_walk(rule.expression))
+        for exp in exps:
+            if isinstance(exp, TextChunk):
+                vocab.update(words(exp.original_text or exp.text or ""))
+        for slot_list in self.intents.slot_lists.values():
+            for value in getattr(slot_list, "values", []) or []:
+                text_in = getattr(value, "text_in", None)
+                if text_in is not None:
+                    for exp in _walk(text_in):
+                        if isinstance(exp, TextChunk):
+                            vocab.update(words(exp.original_text or exp.text or ""))
+        vocab.update(w for s in self.intents.skip_words for w in words(s))
+        return {w for w in vocab if re.fullmatch(r"[\w']+", w)}
+
+    def _common_words(self) -> list[str]:
+        counts: dict[str, int] = {}
+        for exp in self._expressions():
+            if isinstance(exp, TextChunk):
+                for w in words(exp.original_text or exp.text or ""):
+                    counts[w] = counts.get(w, 0) + 1
+        return sorted(counts, key=lambda w: -counts[w])[:INSERTABLE_LIMIT]
+
+    def sample(self, n: int | None = None) -> list[str]:
+        """Example sentences (at most `n`)."""
+        out: list[str] = []
+        for _, sentence in sample_intents(self.intents, max_sentences_per_intent=None,
+                                          language=self.language):
+            out.append(sentence)
+            if n is not None and len(out) >= n:
+                break
+        return out
