@@ -22,7 +22,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from voiced.asr.base import create_transcriber
+from voiced.asr.base import Transcriber, create_transcriber
 from voiced.asr.whisper import WhisperTranscriber
 from voiced.asr.whisper_models import (
     BASE_URL_ENV,
@@ -470,3 +470,79 @@ def test_transcribe_command_reports_bad_files(
                  str(tmp_path / "nope.pt"), "--config", str(config)])
     assert code == 1
     assert "no such checkpoint file" in capsys.readouterr().err
+
+
+INTENTS_YAML = """\
+language: en
+intents:
+  HassTurnOn:
+    data:
+      - sentences:
+          - "turn on [the] {area} light"
+lists:
+  area:
+    values: [kitchen, garage, Xochimilco]
+"""
+
+
+@pytest.fixture
+def intents_file(tmp_path: Path) -> Path:
+    path = tmp_path / "intents.yaml"
+    path.write_text(INTENTS_YAML)
+    return path
+
+
+def test_prompt_from_real_intents(tiny_ckpt: Path, tmp_path: Path, intents_file: Path) -> None:
+    from voiced.intents.recognizer import IntentRecognizer
+
+    recognizer = IntentRecognizer.load([intents_file], "en")
+    t = make(tiny_ckpt, tmp_path, recognizer)
+    for word in ("xochimilco", "kitchen", "garage", "light"):
+        assert word in t.prompt_text.split(", ")
+    assert t.decoding_options().prompt == t.prompt_tokens != []
+
+
+class FixedText(Transcriber):
+    """A recognizer that always hears the same words (to test the intent step alone)."""
+
+    def __init__(self, text: str, is_speech: bool = True) -> None:
+        self.transcript = Transcript(text=text, confidence=0.9, is_speech=is_speech)
+
+    def transcribe(self, pcm: bytes) -> Transcript:
+        return self.transcript
+
+
+def test_transcribe_pcm_matches_intents(intents_file: Path) -> None:
+    from voiced.commands.transcribe import transcribe_pcm
+    from voiced.intents.recognizer import IntentRecognizer
+
+    recognizer = IntentRecognizer.load([intents_file], "en")
+    out = transcribe_pcm(FixedText("turn on the kitchen light"), recognizer, b"")
+    assert (out["intent"], out["slots"]) == ("HassTurnOn", {"area": "kitchen"})
+    assert out["timings"]["nlu_ms"] > 0
+    rejected = [
+        transcribe_pcm(FixedText("turn on the kitchen light", is_speech=False), recognizer, b""),
+        transcribe_pcm(FixedText("turn on the kitchen light"), recognizer, b"", 0.95),
+    ]
+    for line in rejected:
+        assert (line["intent"], line["timings"]["nlu_ms"]) == (None, 0.0)
+
+
+def test_transcribe_command_with_intents(
+    tiny_ckpt: Path, tmp_path: Path, intents_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voiced.audio.wav import write_wav_file
+    from voiced.cli import main
+
+    wav = tmp_path / "a.wav"
+    write_wav_file(wav, UTTERANCES[1])
+    config = tmp_path / "voiced.yaml"
+    config.write_text("state_dir: state\n")
+    assert main(["transcribe", str(wav), "--asr", "whisper", "--model", str(tiny_ckpt),
+                 "--intents", str(intents_file), "--config", str(config)]) == 0
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert set(line) >= {"file", "text", "confidence", "language", "intent", "slots", "timings"}
+    assert set(line["timings"]) == {"load_ms", "asr_ms", "nlu_ms"}
+    assert main(["transcribe", str(wav), "--asr", "whisper", "--model", str(tiny_ckpt),
+                 "--intents", str(tmp_path / "none.yaml"), "--config", str(config)]) == 1
+    assert "none.yaml" in capsys.readouterr().err

@@ -44,6 +44,8 @@ def register(sub: Any) -> None:
     p.add_argument("--config", type=Path, metavar="FILE", help="voiced.yaml")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], help="whisper device")
     p.add_argument("--language", help="recognition language (whisper: a code or auto)")
+    p.add_argument("--site", default="default",
+                   help="satellite the audio is treated as coming from (intent context)")
     p.set_defaults(func=run)
 
 
@@ -75,12 +77,18 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # pydantic's ValidationError for a bad override
         return _fail(str(exc))
 
+    context: dict[str, Any] = {"site": args.site, "speaker": "unknown"}
+    area = config.sites.area_for(args.site)
+    if area:
+        context["area"] = area
     status = 0
     for path in args.files:
         line: dict[str, Any] = {"file": str(path)}
         try:
             pcm = read_wav_file(path)
-            line.update(transcribe_pcm(transcriber, recognizer, pcm, asr.min_confidence))
+            line.update(
+                transcribe_pcm(transcriber, recognizer, pcm, asr.min_confidence, context)
+            )
         except OSError as exc:
             status = 1
             line["error"] = {"code": "file_unreadable", "message": f"{path}: {exc.strerror}"}
