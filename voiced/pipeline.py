@@ -144,6 +144,9 @@ class Pipeline:
                 context["area"] = area
             result = self.recognizer.recognize(transcript.text, context, utt.intent_filter)
         timings[Stage.NLU] = (time.monotonic() - nlu_started) * 1000
+        if result.refused_intent is not None:
+            await self._refused(utt, transcript, result, speaker, timings)
+            return
         if not result.recognized:
             timings["processing"] = (time.monotonic() - utt.endpoint_at) * 1000
             await self._outputs.publish("hermes/nlu/intentNotRecognized",
@@ -197,6 +200,27 @@ class Pipeline:
             await self._end(utt, termination, error)
         await self._record(utt, transcript, result, speaker, outcome.outcome, outcome.error,
                            timings)
+
+    async def _refused(self, utt: Utterance, transcript: Transcript, result: IntentResult,
+                       speaker: SpeakerMatch, timings: dict[str, float]) -> None:
+        """A command this speaker (or site) may not give: refuse aloud and record it."""
+        site, sid = utt.site, utt.session_id
+        timings["processing"] = (time.monotonic() - utt.endpoint_at) * 1000
+        message = (f"{result.refused_intent} is not allowed for speaker {speaker.name} "
+                   f"on site {site}")
+        log.warning("site %s: refused %s (speaker %s, %.2f)", site, result.refused_intent,
+                    speaker.name, speaker.confidence)
+        await self._outputs.publish("hermes/nlu/intentNotRecognized",
+                                    hermes.intent_not_recognized(
+                                        transcript.text, site, sid, utt.custom_data, speaker))
+        await self._outputs.event(PipelineEvent(EventType.HANDLED, site, sid, {
+            "intent": result.refused_intent, "outcome": Outcome.REFUSED,
+            "code": "speaker_not_allowed", "error": message,
+            "speaker": hermes.speaker_json(speaker)}, timings))
+        await self._say(site, REFUSAL_TEXT, sid, transcript.language)
+        await self._end(utt, Termination.ABORTED_BY_USER, message)
+        refused = IntentResult(result.text, result.refused_intent)
+        await self._record(utt, transcript, refused, speaker, Outcome.REFUSED, message, timings)
 
     async def _failed(self, utt: Utterance, component: str, code: str, message: str,
                       timings: dict[str, float]) -> None:

@@ -41,18 +41,33 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def number_words(language: str, upto: int = 100) -> set[str]:
+    """Words used to say the numbers 0..upto in `language` (for range lists)."""
+    try:
+        from unicode_rbnf import RbnfEngine
+
+        engine = RbnfEngine.for_language(language)
+    except Exception:
+        return set()
+    found: set[str] = set()
+    for n in range(upto + 1):
+        for text in engine.format_number(n).text_by_ruleset.values():
+            found.update(words(text.replace("-", " ")))
+    return found
+
+
 class FuzzyMatcher:
     """Generates one-edit corrections in a sensible order (pure, no hassil here)."""
 
     def __init__(self, vocabulary: Iterable[str], insertable: Iterable[str] = (),
-                 min_confidence: float = 0.6) -> None:
+                 min_confidence: float = 0.6, also_known: Iterable[str] = ()) -> None:
         self.vocabulary = sorted({w.lower() for w in vocabulary if w})
         self._by_first: dict[str, list[str]] = {}
         for w in self.vocabulary:
             self._by_first.setdefault(w[0], []).append(w)
         self.insertable = sorted({w.lower() for w in insertable})
         self.min_confidence = min_confidence
-        self._known = set(self.vocabulary)
+        self._known = set(self.vocabulary) | {w.lower() for w in also_known}
 
     def _similar(self, word: str) -> list[str]:
         return difflib.get_close_matches(word, self.vocabulary, n=MAX_SUBSTITUTES,
@@ -62,24 +77,28 @@ class FuzzyMatcher:
         """Confidence of a correction of `cost` (0..1 per edit) in an n-word sentence."""
         return max(0.0, 1.0 - cost / max(n_words, 1) * 1.5)
 
+    def known(self, word: str) -> bool:
+        """True for a vocabulary word or a number."""
+        return word in self._known or word.isdigit()
+
     def candidates(self, text: str) -> Iterator[Correction]:
-        """One-edit corrections, most plausible first (unknown words are fixed first)."""
+        """One-edit corrections, most plausible first (unknown words are fixed first).
+
+        Only sentences made entirely of known words are proposed; an input with two or
+        more unknown words is out of reach of one edit and yields nothing.
+        """
         heard = words(text)
         n = len(heard)
-        if n < MIN_WORDS:
+        unknown = [i for i, w in enumerate(heard) if not self.known(w)]
+        if n < MIN_WORDS or len(unknown) > 1:
             return
-        unknown_first = sorted(range(n), key=lambda i: heard[i] in self._known)
-        for i in unknown_first:
-            for sub in self._similar(heard[i]):
-                if sub == heard[i]:
-                    continue
-                ratio = difflib.SequenceMatcher(None, heard[i], sub).ratio()
-                conf = self.confidence(n, 1.0 - ratio * 0.5)
-                if conf >= self.min_confidence:
-                    fixed = [*heard[:i], sub, *heard[i + 1:]]
-                    yield Correction(" ".join(fixed), f"replace {heard[i]}→{sub}", conf)
-        for i in unknown_first:
-            conf = self.confidence(n, 0.75 if heard[i] not in self._known else 1.0)
+        if unknown:
+            yield from self._fix(heard, unknown[0])
+            return
+        for i in range(n):
+            yield from self._fix(heard, i, substitute_only=True)
+        for i in range(n):
+            conf = self.confidence(n, 1.0)
             if conf >= self.min_confidence:
                 yield Correction(" ".join(heard[:i] + heard[i + 1:]), f"delete {heard[i]}", conf)
         conf = self.confidence(n, 0.75)
@@ -88,6 +107,24 @@ class FuzzyMatcher:
                 for word in self.insertable:
                     fixed = [*heard[:gap], word, *heard[gap:]]
                     yield Correction(" ".join(fixed), f"insert {word}", conf)
+
+    def _fix(self, heard: list[str], i: int, substitute_only: bool = False
+             ) -> Iterator[Correction]:
+        """Corrections of word i: a similar vocabulary word, or (unless substitute_only)
+        dropping it."""
+        n = len(heard)
+        for sub in self._similar(heard[i]):
+            if sub == heard[i]:
+                continue
+            ratio = difflib.SequenceMatcher(None, heard[i], sub).ratio()
+            conf = self.confidence(n, 1.0 - ratio * 0.5)
+            if conf >= self.min_confidence:
+                yield Correction(" ".join([*heard[:i], sub, *heard[i + 1:]]),
+                                 f"replace {heard[i]}→{sub}", conf)
+        if not substitute_only:
+            conf = self.confidence(n, 0.75)
+            if conf >= self.min_confidence:
+                yield Correction(" ".join(heard[:i] + heard[i + 1:]), f"delete {heard[i]}", conf)
 
 
 def best_correction(

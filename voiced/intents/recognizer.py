@@ -21,12 +21,12 @@ from hassil.recognize import RecognizeResult
 from hassil.sample import sample_intents
 
 from voiced.errors import IntentError
-from voiced.intents.fuzzy import FuzzyMatcher, best_correction, words
+from voiced.intents.fuzzy import FuzzyMatcher, best_correction, number_words, words
 from voiced.models import IntentResult, Slot
 
 log = logging.getLogger(__name__)
 
-INSERTABLE_LIMIT = 12
+INSERTABLE_LIMIT = 25
 """The most common template words tried as insertions by the fuzzy fallback."""
 
 
@@ -58,7 +58,13 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise IntentError("intents_invalid", f"{path}:1: expected a mapping with `intents:`")
     try:
-        Intents.from_dict({"language": "en", "intents": {}, **data})
+        parsed = Intents.from_dict({"language": "en", "intents": {}, **data})
+        # templates parse lazily: force them now so errors point at this file
+        for body in parsed.intents.values():
+            for block in body.data:
+                _ = block.sentences
+                _ = block.expansion_rules
+        _ = parsed.expansion_rules
     except Exception as exc:
         raise IntentError("intents_invalid",
                           f"{path}:{_line_of(text, exc)}: invalid intents: {exc}") from exc
@@ -128,7 +134,7 @@ class IntentRecognizer:
         self._fuzzy: FuzzyMatcher | None = None
         if fuzzy:
             self._fuzzy = FuzzyMatcher(self.vocabulary(), self._common_words(),
-                                       fuzzy_min_confidence)
+                                       fuzzy_min_confidence, number_words(language))
 
     @classmethod
     def load(cls, paths: Sequence[Path], language: str = "en",
