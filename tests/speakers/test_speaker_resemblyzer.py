@@ -57,6 +57,7 @@ def test_vectors_are_unit_length_and_batching_changes_nothing(
         assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
         assert np.allclose(resemblyzer_embedder.embed(pcm), vector, atol=1e-5)
     assert resemblyzer_embedder.model_id.startswith("resemblyzer:")
+    assert ResemblyzerEmbedder().peek_model_id() == resemblyzer_embedder.model_id
 
 
 def test_calibrated_threshold_is_sane(household: SpeakerService) -> None:

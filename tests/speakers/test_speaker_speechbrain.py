@@ -71,7 +71,9 @@ def test_local_folder_loads_offline_through_speechbrain(
     ecapa_folder: Path, tmp_path: Path, no_network: list[str]
 ) -> None:
     embedder = SpeechbrainEmbedder(model=str(ecapa_folder), device="cpu", state_dir=tmp_path)
+    peeked = embedder.peek_model_id()
     embedder.load()
+    assert embedder.model_id == peeked
     vectors = embedder.embed_batch([noise(1.0, 1), noise(2.5, 2)])
     assert no_network == []
     assert [v.shape for v in vectors] == [(192,), (192,)]

@@ -156,9 +156,11 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    service = _service(args)
+    service = _service(args, load=False)
+    if service.embedder.peek_model_id() is None:  # e.g. a hub model not downloaded yet
+        service.load()
     try:
-        people = service.store.people(service.model_id)
+        people = service.store.people(service.embedder.model_id)
     finally:
         service.store.close()
     for p in people:
@@ -235,7 +237,7 @@ def _calibrate(args: argparse.Namespace) -> int:
               "from pieces of the enrollment samples)")
         print(f"expected false-accept rate {cal.expected_far:.3%}, false-reject rate "
               f"{cal.expected_frr:.3%}")
-        print(f"measured on the enrollment samples: false accepts {cal.measured_far:.2%}, "
+        print(f"measured on those trials: false accepts {cal.measured_far:.2%}, "
               f"false rejects {cal.measured_frr:.2%}, equal error rate {cal.eer:.2%}")
         if cal.expected_frr > POOR_FRR:
             print(f"warning: at this threshold about {cal.expected_frr:.0%} of commands by "

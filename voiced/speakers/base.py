@@ -55,6 +55,10 @@ class SpeakerEmbedder(ABC):
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model and warm it up."""
 
+    def peek_model_id(self) -> str | None:
+        """The model id without loading the model, when the weights are at hand."""
+        return self._model_id
+
     @abstractmethod
     def embed(self, pcm: bytes) -> Vector:
         """The L2-normalized embedding of one utterance."""

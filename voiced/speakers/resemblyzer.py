@@ -66,13 +66,29 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
         started = time.monotonic()
         self._encoder = VoiceEncoder(device, verbose=False, weights_fpath=weights)
         self._encoder.eval()
-        self._model_id = f"resemblyzer:{file_digest(weights)}"
+        self._model_id = self.peek_model_id()
         # the first forward pass allocates; do it before readiness, not on a command
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 1000).astype("<i2").tobytes()
         self.embed(noise)
         log.info("resemblyzer loaded on %s in %.2f s (model %s)", device,
                  time.monotonic() - started, self._model_id)
+
+    def peek_model_id(self) -> str | None:
+        """`resemblyzer:<digest of the weights>`, without loading them."""
+        if self._model_id is None:
+            weights = self._weights
+            if weights is None:
+                import importlib.util
+
+                spec = importlib.util.find_spec("resemblyzer")
+                if spec is None or spec.origin is None:
+                    return None
+                weights = Path(spec.origin).resolve().parent / "pretrained.pt"
+            if not weights.is_file():
+                return None
+            self._model_id = f"resemblyzer:{file_digest(weights)}"
+        return self._model_id
 
     @property
     def supports_batching(self) -> bool:

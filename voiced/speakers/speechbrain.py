@@ -128,6 +128,18 @@ class SpeechbrainEmbedder(SpeakerEmbedder):
         log.info("speechbrain loaded from %s on %s in %.2f s (model %s)", folder, device,
                  time.monotonic() - started, self._model_id)
 
+    def peek_model_id(self) -> str | None:
+        """The model id from the local or downloaded folder, without loading it."""
+        if self._model_id is None:
+            try:
+                folder = self._local_folder()
+            except SpeakerError:
+                return None
+            if folder is None or not (folder / HPARAMS_FILE).is_file():
+                return None
+            self._model_id = f"speechbrain:{self._weights_digest(folder)}"
+        return self._model_id
+
     @staticmethod
     def _weights_digest(folder: Path) -> str:
         """Digest of the weights that shape the embedding (what makes vectors comparable)."""
