@@ -157,3 +157,15 @@ def test_switching_models_asks_for_reenrollment(
     assert result.ok and result.total == 2
     assert set(service.identify_batch(samples[:1])[0].scores) == {"awb"}
     store.close()
+
+
+def test_hub_model_not_downloaded_offline_says_what_to_do(
+    tmp_path: Path, no_network: list[str]
+) -> None:
+    embedder = SpeechbrainEmbedder(model=None, device="cpu", state_dir=tmp_path)
+    assert embedder.peek_model_id() is None
+    with pytest.raises(SpeakerError) as err:
+        embedder.load()
+    assert err.value.code == "model_download_failed"
+    assert "set speakers.model to the folder" in err.value.message
+    assert not [e for e in no_network if "connect" in e or "getaddrinfo" in e]

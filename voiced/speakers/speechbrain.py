@@ -105,12 +105,21 @@ class SpeechbrainEmbedder(SpeakerEmbedder):
                 folder = model_savedir(self._state_dir, self._model).resolve()
                 folder.mkdir(parents=True, exist_ok=True)
                 log.info("downloading speaker model %s into %s", self._model, folder)
-                classifier = EncoderClassifier.from_hparams(
-                    source=self._model,
-                    savedir=str(folder),
-                    run_opts={"device": device},
-                    local_strategy=LocalStrategy.COPY_SKIP_CACHE,
-                )
+                try:
+                    classifier = EncoderClassifier.from_hparams(
+                        source=self._model,
+                        savedir=str(folder),
+                        run_opts={"device": device},
+                        local_strategy=LocalStrategy.COPY_SKIP_CACHE,
+                    )
+                except Exception as exc:
+                    raise SpeakerError(
+                        "model_download_failed",
+                        f"could not download {self._model} into {folder} ({exc}); without "
+                        "network, copy the model files (hyperparams.yaml, embedding_model.ckpt, "
+                        "mean_var_norm_emb.ckpt, classifier.ckpt, label_encoder.txt) there, or "
+                        "set speakers.model to the folder that holds them",
+                    ) from exc
         except SpeakerError:
             raise
         except Exception as exc:
