@@ -130,6 +130,14 @@ class AsrConfig(Strict):
     batch_window_ms: float = Field(30.0, ge=0, le=1000)
     """Utterances ending within this window on different sites decode as one batch."""
     max_batch: int = Field(16, ge=1)
+    no_speech_threshold: float = Field(0.6, ge=0, le=1)
+    """whisper: utterances more likely than this to be no speech are dropped."""
+    max_tokens: int = Field(128, ge=1, le=224)
+    """whisper: longest transcript decoded, in tokens."""
+    prompt_tokens: int = Field(96, ge=0, le=223)
+    """whisper: initial prompt built from the intents' vocabulary (0: none)."""
+    partial_interval_ms: float = Field(700, ge=100)
+    """whisper: new audio needed before another partial transcript."""
 
 
 class SpeakersConfig(Strict):
@@ -145,6 +153,13 @@ class SpeakersConfig(Strict):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     threshold: float | None = Field(None, ge=-1, le=1)
     margin: float = Field(0.05, ge=0, le=1)
+    adapt: bool = False
+    """Refine a person's profile with confidently identified utterances (bounded)."""
+    adapt_keep: int = Field(20, ge=1)
+    adapt_extra: float = Field(0.1, ge=0, le=1)
+    """Score above the threshold an utterance needs to be used for adaptation."""
+    batch_window_ms: float = Field(30.0, ge=0, le=1000)
+    max_batch: int = Field(16, ge=1)
     people: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -184,6 +199,8 @@ class IntentsConfig(Strict):
     areas: list[str] = Field(default_factory=list)
     """Areas (rooms) for the official sentences' {area} list."""
     floors: list[str] = Field(default_factory=list)
+    zones: list[str] = Field(default_factory=lambda: ["home", "work", "school"])
+    """Zones for the official sentences ("who is at work"); empty keeps HA's wildcard."""
     entities: list[EntityConfig] = Field(default_factory=list)
     """Devices for the official sentences' {name} list."""
     fuzzy: bool = True

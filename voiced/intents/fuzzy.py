@@ -12,16 +12,17 @@ command).
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-_WORD = re.compile(r"[\w']+")
+_EDGE_PUNCTUATION = ",.;:!?\"()"
 
 MAX_SUBSTITUTES = 4
 """Similar vocabulary words tried in place of each heard word."""
 SIMILARITY_CUTOFF = 0.6
 """difflib ratio a vocabulary word needs to stand in for a heard word."""
+MAX_INSERTIONS = 30
+"""Words tried at one gap."""
 MIN_WORDS = 3
 """Shorter inputs are not corrected: one edit would change too much of them."""
 
@@ -37,8 +38,13 @@ class Correction:
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words of a sentence."""
-    return _WORD.findall(text.lower())
+    """Lower-case words of a sentence (numbers such as "26.5" and "40%" stay whole)."""
+    out = []
+    for token in text.lower().split():
+        token = token.strip(_EDGE_PUNCTUATION)
+        if token:
+            out.append(token)
+    return out
 
 
 def number_words(language: str, upto: int = 100) -> set[str]:
@@ -60,7 +66,8 @@ class FuzzyMatcher:
     """Generates one-edit corrections in a sensible order (pure, no hassil here)."""
 
     def __init__(self, vocabulary: Iterable[str], insertable: Iterable[str] = (),
-                 min_confidence: float = 0.6, also_known: Iterable[str] = ()) -> None:
+                 min_confidence: float = 0.6, also_known: Iterable[str] = (),
+                 bigrams: Iterable[tuple[str, str]] = ()) -> None:
         self.vocabulary = sorted({w.lower() for w in vocabulary if w})
         self._by_first: dict[str, list[str]] = {}
         for w in self.vocabulary:
@@ -68,6 +75,11 @@ class FuzzyMatcher:
         self.insertable = sorted({w.lower() for w in insertable})
         self.min_confidence = min_confidence
         self._known = set(self.vocabulary) | {w.lower() for w in also_known}
+        self._after: dict[str, set[str]] = {}
+        self._before: dict[str, set[str]] = {}
+        for a, b in bigrams:
+            self._after.setdefault(a, set()).add(b)
+            self._before.setdefault(b, set()).add(a)
 
     def _similar(self, word: str) -> list[str]:
         return difflib.get_close_matches(word, self.vocabulary, n=MAX_SUBSTITUTES,
@@ -79,7 +91,7 @@ class FuzzyMatcher:
 
     def known(self, word: str) -> bool:
         """True for a vocabulary word or a number."""
-        return word in self._known or word.isdigit()
+        return word in self._known or any(c.isdigit() for c in word)
 
     def candidates(self, text: str) -> Iterator[Correction]:
         """One-edit corrections, most plausible first (unknown words are fixed first).
@@ -104,9 +116,22 @@ class FuzzyMatcher:
         conf = self.confidence(n, 0.75)
         if conf >= self.min_confidence:
             for gap in range(n + 1):
-                for word in self.insertable:
+                for word in self._insertions(heard, gap):
                     fixed = [*heard[:gap], word, *heard[gap:]]
                     yield Correction(" ".join(fixed), f"insert {word}", conf)
+
+    def _insertions(self, heard: list[str], gap: int) -> list[str]:
+        """Words that could have been lost at `gap`: those the templates put between its
+        neighbours, else the most common template words."""
+        after = self._after.get(heard[gap - 1]) if gap > 0 else None
+        before = self._before.get(heard[gap]) if gap < len(heard) else None
+        if after is not None and before is not None:
+            fits = after & before
+        else:
+            fits = after or before or set()
+        if fits:
+            return sorted(fits)[:MAX_INSERTIONS]
+        return self.insertable
 
     def _fix(self, heard: list[str], i: int, substitute_only: bool = False
              ) -> Iterator[Correction]:

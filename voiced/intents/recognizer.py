@@ -8,6 +8,7 @@ fallback (`voiced.intents.fuzzy`) tries sentences one edit away.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +28,8 @@ from voiced.models import IntentResult, Slot
 log = logging.getLogger(__name__)
 
 INSERTABLE_LIMIT = 25
+BIGRAM_SAMPLES = 50
+"""Sample sentences per intent used to learn which words follow which."""
 """The most common template words tried as insertions by the fuzzy fallback."""
 
 
@@ -109,6 +112,14 @@ def _without_context_rules(intents: Intents) -> Intents:
         for name, body in intents.intents.items()})
 
 
+def _bigrams(texts: Sequence[str]) -> set[tuple[str, str]]:
+    """Adjacent word pairs (for fuzzy insertions)."""
+    pairs: set[tuple[str, str]] = set()
+    for text in texts:
+        pairs.update(itertools.pairwise(words(text)))
+    return pairs
+
+
 def _walk(exp: Expression) -> Iterator[Expression]:
     yield exp
     if isinstance(exp, Group):
@@ -133,8 +144,11 @@ class IntentRecognizer:
         """Intents restricted by speaker: never reached by fuzzy correction."""
         self._fuzzy: FuzzyMatcher | None = None
         if fuzzy:
-            self._fuzzy = FuzzyMatcher(self.vocabulary(), self._common_words(),
-                                       fuzzy_min_confidence, number_words(language))
+            samples = self._sample_texts()
+            self._fuzzy = FuzzyMatcher(
+                self.vocabulary() | {w for text in samples for w in words(text)},
+                self._common_words(), fuzzy_min_confidence, number_words(language),
+                _bigrams(samples))
 
     @classmethod
     def load(cls, paths: Sequence[Path], language: str = "en",
@@ -284,6 +298,18 @@ class IntentRecognizer:
                             vocab.update(words(exp.original_text or exp.text or ""))
         vocab.update(w for s in self.intents.skip_words for w in words(s))
         return {w for w in vocab if re.fullmatch(r"[\w']+", w)}
+
+    def _sample_texts(self) -> list[str]:
+        """Sample sentences and list values: the words and word pairs people say."""
+        texts = [s for _, s in sample_intents(self.intents, max_sentences_per_intent=BIGRAM_SAMPLES,
+                                              language=self.language)]
+        for slot_list in self.intents.slot_lists.values():
+            for value in getattr(slot_list, "values", []) or []:
+                text_in = getattr(value, "text_in", None)
+                if text_in is not None:
+                    texts.append(" ".join(
+                        exp.text for exp in _walk(text_in) if isinstance(exp, TextChunk)))
+        return texts
 
     def _common_words(self) -> list[str]:
         counts: dict[str, int] = {}

@@ -20,7 +20,7 @@ def _values(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def home_lists(areas: Sequence[str], entities: Sequence[Any],
-               floors: Sequence[str] = ()) -> dict[str, Any]:
+               floors: Sequence[str] = (), zones: Sequence[str] = ()) -> dict[str, Any]:
     """hassil lists `area`, `floor` and `name` for a home.
 
     `entities` are objects with `name`, `id`, `domain` and `area` (EntityConfig), or dicts
@@ -35,15 +35,21 @@ def home_lists(areas: Sequence[str], entities: Sequence[Any],
             context["area"] = e["area"]
         names.append({"in": e["name"], "out": e.get("id") or e["name"], "context": context,
                       "metadata": {"domain": e.get("domain")}})
-    return {
+    lists = {
         "area": _values([{"in": a, "out": a} for a in areas]),
         "floor": _values([{"in": f, "out": f} for f in floors]),
         "name": _values(names),
     }
+    if zones:
+        # Home Assistant's zone list is a wildcard ("who is at {zone}") that accepts any
+        # words; naming the home's zones keeps questions like "who is the president"
+        # from matching it
+        lists["zone"] = _values([{"in": z, "out": z} for z in zones])
+    return lists
 
 
 def official_intents(language: str, areas: Sequence[str], entities: Sequence[Any],
-                     floors: Sequence[str] = ()) -> dict[str, Any]:
+                     floors: Sequence[str] = (), zones: Sequence[str] = ()) -> dict[str, Any]:
     """The official Home Assistant sentences for `language`, with the home's lists."""
     try:
         import home_assistant_intents
@@ -59,7 +65,7 @@ def official_intents(language: str, areas: Sequence[str], entities: Sequence[Any
                           f"(it has: {known}, ...)")
     data = dict(data)
     lists = dict(data.get("lists") or {})
-    lists.update(home_lists(areas, entities, floors))
+    lists.update(home_lists(areas, entities, floors, zones))
     data["lists"] = lists
     data.pop("responses", None)
     return data
