@@ -151,7 +151,8 @@ class Pipeline:
             timings["processing"] = (time.monotonic() - utt.endpoint_at) * 1000
             await self._outputs.publish("hermes/nlu/intentNotRecognized",
                                         hermes.intent_not_recognized(
-                                            transcript.text, site, sid, utt.custom_data, speaker))
+                                            transcript.text, site, sid, utt.custom_data,
+                                            speaker if self._speakers else None))
             await self._outputs.event(PipelineEvent(EventType.NOT_RECOGNIZED, site, sid, {
                 "text": transcript.text}, timings))
             await self._end(utt, Termination.INTENT_NOT_RECOGNIZED)
@@ -212,7 +213,8 @@ class Pipeline:
                     speaker.name, speaker.confidence)
         await self._outputs.publish("hermes/nlu/intentNotRecognized",
                                     hermes.intent_not_recognized(
-                                        transcript.text, site, sid, utt.custom_data, speaker))
+                                        transcript.text, site, sid, utt.custom_data,
+                                        speaker if self._speakers else None))
         await self._outputs.event(PipelineEvent(EventType.HANDLED, site, sid, {
             "intent": result.refused_intent, "outcome": Outcome.REFUSED,
             "code": "speaker_not_allowed", "error": message,
