@@ -153,6 +153,8 @@ class SpeakersConfig(Strict):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     threshold: float | None = Field(None, ge=-1, le=1)
     margin: float = Field(0.05, ge=0, le=1)
+    voice_enrollment: bool = False
+    """Let a new person enroll by saying "learn my voice as NAME" on a satellite."""
     adapt: bool = False
     """Refine a person's profile with confidently identified utterances (bounded)."""
     adapt_keep: int = Field(20, ge=1)

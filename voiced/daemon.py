@@ -22,11 +22,13 @@ from voiced.asr.base import Transcriber, create_transcriber
 from voiced.audio.wav import parse_wav
 from voiced.config import Config
 from voiced.const import MAX_AUDIO_PAYLOAD
+from voiced.enrollment import VoiceEnrollment
 from voiced.errors import VoicedError
 from voiced.inference import InferenceEngine
 from voiced.intents.api import PluginContext
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router
+from voiced.intents.sources import official_intents
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
 from voiced.sessions import Audio, Control, SiteWorker, StreamingDecode
@@ -82,8 +84,7 @@ class Daemon:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         systemd.status("loading intents")
-        self.recognizer = await self.engine.run(IntentRecognizer.load, cfg.intents.paths,
-                                                cfg.intents.language)
+        self.recognizer = await self.engine.run(self._load_intents)
         log.info("loaded %d intents from %s", len(self.recognizer.intent_names()),
                  ", ".join(str(p) for p in cfg.intents.paths))
         systemd.status("loading speech recognition")
@@ -111,9 +112,12 @@ class Daemon:
                                 say=self._say_simple, people=cfg.speakers.people)
         self.router = Router(cfg.handlers, context, self._slot_names)
         await self.router.start()
+        enrollment = None
+        if self.speakers is not None:
+            enrollment = VoiceEnrollment(self.speakers, cfg.speakers.voice_enrollment)
         self.pipeline = Pipeline(cfg, self.engine, self.transcriber, self.recognizer, self.router,
                                  self.outputs, self.history, self.speakers, say=self.say,
-                                 continue_session=self._continue_session)
+                                 continue_session=self._continue_session, enrollment=enrollment)
         self._link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self._stats_task = asyncio.create_task(self._publish_stats(), name="stats")
         self._watch_task = asyncio.create_task(self._watch_intents(), name="intent-watch")
@@ -123,6 +127,20 @@ class Daemon:
         systemd.status("serving")
         log.info("voiced %s ready (asr: %s, speakers: %s, mqtt: %s:%d)", __version__,
                  cfg.asr.backend, cfg.speakers.backend, cfg.mqtt.host, cfg.mqtt.port)
+
+    def _load_intents(self) -> IntentRecognizer:
+        """Intent files, plus the official HA sentences and the people's names."""
+        cfg = self.config.intents
+        extra = []
+        if cfg.official:
+            extra.append(official_intents(cfg.language, cfg.areas, cfg.entities, cfg.floors,
+                                          cfg.zones))
+        overrides = []
+        people = sorted(self.config.speakers.people)
+        if people:
+            overrides.append({"lists": {"person": {"values": people}}})
+        return IntentRecognizer.load(cfg.paths, cfg.language, extra=extra, overrides=overrides,
+                                     fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence)
 
     def _slot_names(self, intent: str) -> set[str] | None:
         assert self.recognizer is not None
@@ -285,8 +303,7 @@ class Daemon:
                     from voiced.config import load_config
 
                     handlers = load_config(self.config_path).handlers
-                recognizer = await self.engine.run(IntentRecognizer.load, cfg.intents.paths,
-                                                   cfg.intents.language)
+                recognizer = await self.engine.run(self._load_intents)
             except VoicedError as exc:
                 log.error("reload failed, keeping the previous intents: %s", exc.message)
                 await self.outputs.error("nlu", exc.code, exc.message, None)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from voiced.asr.base import Transcriber
 from voiced.config import Config
+from voiced.enrollment import ENROLL_INTENT, ENROLL_MARK, Turn, VoiceEnrollment
 from voiced.errors import VoicedError
 from voiced.inference import InferenceEngine, MicroBatcher
 from voiced.intents.router import HandlerOutcome, Outcome, Router
@@ -58,6 +59,7 @@ class Pipeline:
         speakers: SpeakerService | None = None,
         say: Callable[[str, str, str | None, str | None], Awaitable[None]] | None = None,
         continue_session: Callable[[str, str, tuple[str, ...], str | None], None] | None = None,
+        enrollment: VoiceEnrollment | None = None,
     ) -> None:
         self.config = config
         self._engine = engine
@@ -69,6 +71,7 @@ class Pipeline:
         self._speakers = speakers
         self._say = say or outputs.say
         self._continue = continue_session
+        self._enrollment = enrollment
         self._batcher: MicroBatcher[bytes, Transcript] | None = None
         if transcriber.supports_batching:
             self._batcher = MicroBatcher(engine, transcriber.transcribe_batch,
@@ -101,6 +104,11 @@ class Pipeline:
     async def process(self, utt: Utterance, decode: StreamingDecode | None) -> None:
         """Run one utterance through recognition, intents and handlers."""
         site = utt.site
+        if self._enrollment is not None and self._enrollment.active(site):
+            if utt.custom_data == ENROLL_MARK:
+                await self._enroll_sample(utt)
+                return
+            self._enrollment.cancel(site)
         timings: dict[str, float] = {Stage.VAD: (utt.endpoint_at - utt.last_speech_at) * 1000}
         try:
             asr_task = asyncio.create_task(self._transcribe(utt, decode), name=f"asr-{site}")
@@ -146,6 +154,9 @@ class Pipeline:
         timings[Stage.NLU] = (time.monotonic() - nlu_started) * 1000
         if result.refused_intent is not None:
             await self._refused(utt, transcript, result, speaker, timings)
+            return
+        if result.name == ENROLL_INTENT:
+            await self._enroll_start(utt, transcript, result, speaker, timings)
             return
         if not result.recognized:
             timings["processing"] = (time.monotonic() - utt.endpoint_at) * 1000
@@ -223,6 +234,31 @@ class Pipeline:
         await self._end(utt, Termination.ABORTED_BY_USER, message)
         refused = IntentResult(result.text, result.refused_intent)
         await self._record(utt, transcript, refused, speaker, Outcome.REFUSED, message, timings)
+
+    async def _enroll_start(self, utt: Utterance, transcript: Transcript, result: IntentResult,
+                            speaker: SpeakerMatch, timings: dict[str, float]) -> None:
+        """"Learn my voice as NAME": start (or refuse) an enrollment session."""
+        if self._enrollment is None:
+            turn = Turn("Speaker identification is turned off.", False, Outcome.REFUSED)
+        else:
+            turn = self._enrollment.start(utt.site, result.slot_values().get("person"), speaker)
+        await self._enroll_turn(utt, turn)
+        await self._record(utt, transcript, result, speaker, turn.outcome, turn.text, timings)
+
+    async def _enroll_sample(self, utt: Utterance) -> None:
+        assert self._enrollment is not None
+        turn = await self._enrollment.add(utt.site, utt.pcm)
+        await self._enroll_turn(utt, turn)
+        await self._record(utt, Transcript("", 0.0), IntentResult("", ENROLL_INTENT), NO_SPEAKER,
+                           turn.outcome, turn.text, {})
+
+    async def _enroll_turn(self, utt: Utterance, turn: Turn) -> None:
+        await self._say(utt.site, turn.text, utt.session_id, None)
+        if turn.more and self._continue is not None:
+            self._continue(utt.site, utt.session_id, (), ENROLL_MARK)
+        else:
+            await self._end(utt, Termination.NOMINAL if turn.outcome == "enrolled"
+                            else Termination.ABORTED_BY_USER, None)
 
     async def _failed(self, utt: Utterance, component: str, code: str, message: str,
                       timings: dict[str, float]) -> None:

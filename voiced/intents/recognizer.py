@@ -153,14 +153,18 @@ class IntentRecognizer:
     @classmethod
     def load(cls, paths: Sequence[Path], language: str = "en",
              extra: Sequence[Mapping[str, Any]] = (), fuzzy: bool = True,
-             fuzzy_min_confidence: float = 0.6) -> IntentRecognizer:
-        """Load and merge intent files (and extra documents, e.g. official sentences)."""
+             fuzzy_min_confidence: float = 0.6,
+             overrides: Sequence[Mapping[str, Any]] = ()) -> IntentRecognizer:
+        """Load and merge intent files. `extra` documents (e.g. the official sentences) go
+        first, so files can extend them; `overrides` (e.g. lists from voiced.yaml) last."""
         files = intent_files(paths)
         merged: dict[str, Any] = {"language": language, "intents": {}}
         for document in extra:
             merge(merged, document)
         for path in files:
             merge(merged, _read(path))
+        for document in overrides:
+            merge(merged, document)
         try:
             intents = Intents.from_dict(merged)
         except Exception as exc:
