@@ -65,7 +65,7 @@ class VoiceEnrollment:
         return site in self._sessions
 
     def _known(self, name: str) -> bool:
-        return any(p.name == name and p.enrollments for p in
+        return any(p.name == name and (p.enrolled or p.other_models) for p in
                    self._service.store.people(self._service.model_id))
 
     def start(self, site: str, name: str | None, speaker: SpeakerMatch) -> Turn:
