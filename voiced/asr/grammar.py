@@ -1,0 +1,479 @@
+"""Compile hassil intents into a JSGF grammar for pocketsphinx.
+
+Grammar mode constrains the embedded recognizer to the sentences the intents can
+match, which is what makes a small CPU model accurate for commands. Everything here is
+pure and synchronous: `compile_grammar` takes the loaded `hassil.Intents` and a word
+set (the recognizer's dictionary) and returns the JSGF text.
+
+What is compiled:
+
+* sentence templates with alternatives ``(a | b)``, optionals ``[a]``, permutations
+  ``(a; b)``, expansion rules ``<rule>`` and lists ``{list}`` (intent-local lists and
+  rules override global ones, as in hassil);
+* text lists become alternatives of their ``in`` texts, range lists become their
+  numbers spelled out as words ("twenty five"), as hassil's matcher accepts them;
+* skip words may be said before and after every sentence;
+* pieces written without a space between them (``light[s]``) are expanded into whole
+  words.
+
+Words the dictionary lacks cannot be decoded: the alternatives that need them are
+dropped (a template left with nothing to say is dropped entirely), each such word is
+logged once and reported in `Grammar.missing_words`; compilation never fails for them.
+Wildcard lists cannot be spoken in a closed grammar and are dropped the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from hassil import (
+    Alternative,
+    Expression,
+    IntentData,
+    Intents,
+    ListReference,
+    Permutation,
+    RangeSlotList,
+    RuleReference,
+    Sentence,
+    Sequence,
+    SlotList,
+    TextChunk,
+    TextSlotList,
+)
+from hassil.numbers import get_rbnf_engine
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_GLUE_STRINGS = 1000
+"""Most strings a run of pieces written without spaces may expand to."""
+MAX_PERMUTATION_ITEMS = 5
+"""Permutations of more items than this are not expanded (5! = 120 orders)."""
+
+_NON_WORD = re.compile(r"[^\w'\s]+")
+_RULE_CHARS = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """A compiled JSGF grammar and what went into it."""
+
+    jsgf: str
+    """The grammar text; its public rule is `name`."""
+    name: str
+    """Grammar and public rule name."""
+    words: frozenset[str]
+    """Lower-case words the grammar can produce (all in the dictionary)."""
+    missing_words: frozenset[str]
+    """Words dropped because the dictionary lacks them."""
+    sentences: int
+    """Sentence templates compiled into the grammar."""
+    dropped_sentences: tuple[str, ...] = ()
+    """Templates with nothing left to say, as ``Intent: template``."""
+    _sentences: tuple[_Node, ...] = field(default=(), repr=False, compare=False)
+    _rules: Mapping[str, _Node | None] = field(default_factory=dict, repr=False, compare=False)
+
+    def accepts(self, text: str) -> bool:
+        """True when `text` is a whole sentence of the grammar.
+
+        pocketsphinx returns the best partial path when no path reaches the end of the
+        grammar ("Final result does not match the grammar"); this tells such a fragment
+        from a complete sentence.
+        """
+        words = tuple(words_of(text))
+        return bool(words) and any(
+            len(words) in _ends(node, words, 0, self._rules) for node in self._sentences
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Seq:
+    items: tuple[_Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Alt:
+    items: tuple[_Node, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    rule: str
+
+
+_Node = _Word | _Seq | _Alt | _Ref
+_EMPTY = _Seq(())
+"""Says nothing (epsilon); None means "cannot be said"."""
+
+
+def _seq(items: Iterable[_Node | None]) -> _Node | None:
+    flat: list[_Node] = []
+    for item in items:
+        if item is None:
+            return None
+        if isinstance(item, _Seq):
+            flat.extend(item.items)
+        else:
+            flat.append(item)
+    return flat[0] if len(flat) == 1 else _Seq(tuple(flat))
+
+
+def _alt(items: Iterable[_Node | None], optional: bool = False) -> _Node | None:
+    kept: list[_Node] = []
+    for item in items:
+        if item is None:
+            continue
+        if item == _EMPTY:
+            optional = True
+            continue
+        if isinstance(item, _Alt):
+            optional = optional or item.optional
+            parts: Iterable[_Node] = item.items
+        else:
+            parts = (item,)
+        kept.extend(p for p in parts if p not in kept)
+    if not kept:
+        return _EMPTY if optional else None
+    if len(kept) == 1 and not optional:
+        return kept[0]
+    return _Alt(tuple(kept), optional)
+
+
+def words_of(text: str) -> list[str]:
+    """Split template or list text into lower-case dictionary-style words.
+
+    Hyphens and underscores separate words ("twenty-one" is "twenty one"), other
+    punctuation is dropped, apostrophes inside words stay ("what's").
+    """
+    text = text.replace("’", "'").replace("-", " ").replace("_", " ").lower()
+    words = (w.strip("'") for w in _NON_WORD.sub(" ", text).split())
+    return [w for w in words if w]
+
+
+class _Compiler:
+    """One compilation: rule bodies, memoized, and the words it met."""
+
+    def __init__(self, intents: Intents, known: Container[str] | None, language: str) -> None:
+        self.intents = intents
+        self.known = known
+        self.language = language
+        self.rules: dict[str, _Node | None] = {}
+        self.missing: set[str] = set()
+        self._busy: set[str] = set()
+
+    # -- scopes: intent-local lists and rules override global ones -------------------
+
+    def _scope_tag(self, data: IntentData | None, intent: str, index: int) -> str:
+        if data is None or not (data.slot_lists or data.expansion_rules):
+            return ""
+        return _RULE_CHARS.sub("_", f"{intent}_{index}_")
+
+    def _lists(self, data: IntentData | None) -> Mapping[str, SlotList]:
+        if data is None or not data.slot_lists:
+            return self.intents.slot_lists
+        return {**self.intents.slot_lists, **data.slot_lists}
+
+    def _rules(self, data: IntentData | None) -> Mapping[str, Sentence]:
+        if data is None or not data.expansion_rules:
+            return self.intents.expansion_rules
+        return {**self.intents.expansion_rules, **data.expansion_rules}
+
+    # -- expressions → nodes ----------------------------------------------------------
+
+    def word(self, word: str) -> _Node | None:
+        if self.known is not None and word not in self.known:
+            if word not in self.missing:
+                self.missing.add(word)
+                _LOGGER.warning(
+                    "Word %r is not in the recognizer's dictionary; "
+                    "dropping the sentence alternatives that need it",
+                    word,
+                )
+            return None
+        return _Word(word)
+
+    def text(self, text: str) -> _Node | None:
+        return _seq(self.word(w) for w in words_of(text))
+
+    def expr(self, expr: Expression, scope: tuple[IntentData | None, str]) -> _Node | None:
+        if isinstance(expr, TextChunk):
+            return self.text(expr.text)
+        if isinstance(expr, Alternative):
+            return _alt((self.expr(i, scope) for i in expr.items), expr.is_optional)
+        if isinstance(expr, Permutation):
+            return self._permutation(expr, scope)
+        if isinstance(expr, Sequence):
+            return self._sequence(expr, scope)
+        if isinstance(expr, ListReference):
+            return self._list_ref(expr.list_name, scope)
+        if isinstance(expr, RuleReference):
+            return self._rule_ref(expr.rule_name, scope)
+        _LOGGER.warning("Unsupported template expression %r; dropping it", expr)
+        return None
+
+    def _permutation(
+        self, expr: Permutation, scope: tuple[IntentData | None, str]
+    ) -> _Node | None:
+        if len(expr.items) > MAX_PERMUTATION_ITEMS:
+            _LOGGER.warning("Permutation of %d items is too large; dropping it", len(expr.items))
+            return None
+        nodes = [self.expr(i, scope) for i in expr.items]
+        return _alt(_seq(order) for order in itertools.permutations(nodes))
+
+    def _sequence(self, expr: Sequence, scope: tuple[IntentData | None, str]) -> _Node | None:
+        # Pieces written without a space between them form one word ("light[s]"), so
+        # the sequence is cut into runs at whitespace; a run of several pieces is
+        # expanded into its strings and re-split into words.
+        runs: list[list[Expression | str]] = [[]]
+        for item in expr.items:
+            if isinstance(item, TextChunk):
+                for i, part in enumerate(re.split(r"(\s+)", item.text)):
+                    if i % 2:
+                        runs.append([])
+                    elif part:
+                        runs[-1].append(part)
+            else:
+                runs[-1].append(item)
+        nodes: list[_Node | None] = []
+        for run in runs:
+            if len(run) == 1:
+                piece = run[0]
+                if isinstance(piece, str):
+                    nodes.append(self.text(piece))
+                else:
+                    nodes.append(self.expr(piece, scope))
+            elif run:
+                nodes.append(self._glued(run, scope))
+        return _seq(nodes)
+
+    def _glued(
+        self, run: list[Expression | str], scope: tuple[IntentData | None, str]
+    ) -> _Node | None:
+        choices: list[list[str]] = []
+        total = 1
+        for piece in run:
+            strings = [piece] if isinstance(piece, str) else self.strings(piece, scope)
+            if strings is None:
+                return None
+            total *= max(1, len(strings))
+            if total > MAX_GLUE_STRINGS:
+                _LOGGER.warning("Template piece expands to over %d words; dropping it", total)
+                return None
+            choices.append(strings)
+        return _alt(self.text("".join(parts)) for parts in itertools.product(*choices))
+
+    def strings(
+        self, expr: Expression, scope: tuple[IntentData | None, str], depth: int = 0
+    ) -> list[str] | None:
+        """Every string `expr` can say (None if it contains a wildcard)."""
+        if depth > 24:
+            return None
+        if isinstance(expr, TextChunk):
+            return [expr.text]
+        if isinstance(expr, RuleReference):
+            body = self._rules(scope[0]).get(expr.rule_name)
+            return None if body is None else self.strings(body.expression, scope, depth + 1)
+        if isinstance(expr, ListReference):
+            slot_list = self._lists(scope[0]).get(expr.list_name)
+            if isinstance(slot_list, RangeSlotList):
+                return list(self.number_phrases(slot_list))
+            if not isinstance(slot_list, TextSlotList):
+                return None
+            items: list[Expression] = [v.text_in for v in slot_list.values]
+        elif isinstance(expr, Alternative | Sequence | Permutation):
+            items = list(expr.items)
+        else:
+            return None
+        parts = [self.strings(i, scope, depth + 1) for i in items]
+        if any(p is None for p in parts):
+            return None
+        lists = [p for p in parts if p is not None]
+        if isinstance(expr, Sequence):
+            return ["".join(combo) for combo in itertools.product(*lists)]
+        if isinstance(expr, Permutation):
+            return [
+                " ".join(combo)
+                for order in itertools.permutations(lists)
+                for combo in itertools.product(*order)
+            ]
+        return [s for p in lists for s in p]
+
+    def number_phrases(self, slot_list: RangeSlotList) -> Iterator[str]:
+        """The spoken forms of a range list's numbers, as hassil's matcher accepts them."""
+        if not slot_list.words:
+            return
+        engine = get_rbnf_engine(slot_list.words_language or self.language)
+        for number in slot_list.get_numbers():
+            yield from dict.fromkeys(engine.format_number(number).text_by_ruleset.values())
+
+    # -- named rules ------------------------------------------------------------------
+
+    def _named(self, name: str, build: Callable[[], _Node | None]) -> _Node | None:
+        if name not in self.rules:
+            if name in self._busy:
+                _LOGGER.warning("Rule <%s> refers to itself; dropping the reference", name)
+                return None
+            self._busy.add(name)
+            self.rules[name] = build()
+            self._busy.discard(name)
+        body = self.rules[name]
+        if body is None or body == _EMPTY:
+            return body
+        return _Ref(name)
+
+    def _list_ref(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
+        rule_name = _RULE_CHARS.sub("_", f"list_{scope[1]}{name}")
+        return self._named(rule_name, lambda: self._list_body(name, scope))
+
+    def _list_body(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
+        slot_list = self._lists(scope[0]).get(name)
+        if isinstance(slot_list, TextSlotList):
+            return _alt(self.expr(v.text_in, scope) for v in slot_list.values)
+        if isinstance(slot_list, RangeSlotList):
+            return _alt(self.text(phrase) for phrase in self.number_phrases(slot_list))
+        what = "a wildcard" if slot_list is not None else "missing"
+        _LOGGER.warning("List {%s} is %s and cannot be spoken in a grammar", name, what)
+        return None
+
+    def _rule_ref(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
+        def body() -> _Node | None:
+            rule = self._rules(scope[0]).get(name)
+            if rule is None:
+                _LOGGER.warning("Expansion rule <%s> is missing", name)
+                return None
+            return self.expr(rule.expression, scope)
+
+        return self._named(_RULE_CHARS.sub("_", f"rule_{scope[1]}{name}"), body)
+
+    def skip(self) -> _Node | None:
+        words = [w for w in self.intents.skip_words if w.strip()]
+        if not words:
+            return None
+        return self._named("skip", lambda: _alt(self.text(w) for w in words))
+
+
+def _render(node: _Node) -> str:
+    if isinstance(node, _Word):
+        return node.text
+    if isinstance(node, _Ref):
+        return f"<{node.rule}>"
+    if isinstance(node, _Seq):
+        return " ".join(_render(i) for i in node.items)
+    body = " | ".join(_render(i) for i in node.items)
+    return f"[ {body} ]" if node.optional else f"( {body} )"
+
+
+def _walk_words(
+    node: _Node | None, rules: Mapping[str, _Node | None], seen: set[str]
+) -> Iterator[str]:
+    if isinstance(node, _Word):
+        yield node.text
+    elif isinstance(node, _Seq | _Alt):
+        for item in node.items:
+            yield from _walk_words(item, rules, seen)
+    elif isinstance(node, _Ref) and node.rule not in seen:
+        seen.add(node.rule)
+        yield from _walk_words(rules.get(node.rule), rules, seen)
+
+
+def _ends(
+    node: _Node | None, words: tuple[str, ...], pos: int, rules: Mapping[str, _Node | None]
+) -> set[int]:
+    """Positions where `node` can stop when it starts matching `words` at `pos`."""
+    if isinstance(node, _Word):
+        return {pos + 1} if pos < len(words) and words[pos] == node.text else set()
+    if isinstance(node, _Ref):
+        return _ends(rules.get(node.rule), words, pos, rules)
+    if isinstance(node, _Seq):
+        current = {pos}
+        for item in node.items:
+            current = {end for start in current for end in _ends(item, words, start, rules)}
+            if not current:
+                break
+        return current
+    if isinstance(node, _Alt):
+        ends = {pos} if node.optional else set()
+        for item in node.items:
+            ends |= _ends(item, words, pos, rules)
+        return ends
+    return set()
+
+
+def compile_grammar(
+    intents: Intents,
+    known_words: Container[str] | None = None,
+    *,
+    language: str | None = None,
+    name: str = "voiced",
+) -> Grammar:
+    """Compile every sentence template of `intents` into one JSGF grammar.
+
+    `known_words` is the recognizer's dictionary (None accepts every word); words
+    outside it are dropped as described in the module docstring. Number words come
+    from `language` (default: the intents' language).
+    """
+    compiler = _Compiler(intents, known_words, language or intents.language)
+    skip = compiler.skip()
+    sentences: list[tuple[str, _Node]] = []
+    dropped: list[str] = []
+    for intent_name, intent in intents.intents.items():
+        for index, data in enumerate(intent.data):
+            scope = (data, compiler._scope_tag(data, intent_name, index))
+            for sentence in data.sentences:
+                node = compiler.expr(sentence.expression, scope)
+                label = f"{intent_name}: {sentence.text}"
+                if node is None or node == _EMPTY:
+                    _LOGGER.warning("Sentence template %r has nothing left to say; dropped", label)
+                    dropped.append(label)
+                    continue
+                if skip is not None:
+                    node = _seq([_alt([skip], True), node, _alt([skip], True)])
+                assert node is not None
+                sentences.append((label, node))
+
+    lines = ["#JSGF V1.0;", "", f"grammar {name};", ""]
+    if sentences:
+        alternatives = " | ".join(f"<sentence{i}>" for i in range(len(sentences)))
+        lines.append(f"public <{name}> = {alternatives};")
+    else:
+        _LOGGER.warning("No sentence can be spoken; the grammar accepts nothing")
+        lines.append(f"public <{name}> = <VOID>;")
+    lines.append("")
+    for i, (label, node) in enumerate(sentences):
+        lines.append(f"// {label.replace(chr(10), ' ')}")
+        lines.append(f"<sentence{i}> = {_render(node)};")
+    for rule_name, body in compiler.rules.items():
+        if body is not None and body != _EMPTY:
+            lines.append(f"<{rule_name}> = {_render(body)};")
+
+    seen: set[str] = set()
+    words = {w for _, node in sentences for w in _walk_words(node, compiler.rules, seen)}
+    return Grammar(
+        jsgf="\n".join(lines) + "\n",
+        name=name,
+        words=frozenset(words),
+        missing_words=frozenset(compiler.missing),
+        sentences=len(sentences),
+        dropped_sentences=tuple(dropped),
+        _sentences=tuple(node for _, node in sentences),
+        _rules=dict(compiler.rules),
+    )
+
+
+def sentence_words(intents: Intents, language: str | None = None) -> set[str]:
+    """Every lower-case word the intents' sentences can contain, numbers spelled out.
+
+    Covers templates, list values, range lists (as number words), expansion rules and
+    skip words; wildcards contribute nothing.
+    """
+    return set(compile_grammar(intents, None, language=language).words)
