@@ -15,89 +15,29 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from hassil import Intents, recognize_all, recognize_best
+from hassil import Intents, RangeSlotList, recognize_all, recognize_best
 from hassil.expression import Expression, Group, ListReference, RuleReference, TextChunk
 from hassil.recognize import RecognizeResult
 from hassil.sample import sample_intents
 
 from voiced.errors import IntentError
 from voiced.intents.fuzzy import FuzzyMatcher, best_correction, number_words, words
+from voiced.intents.loading import (
+    Reference,
+    check_references,
+    intent_files,
+    merge,
+    read_file,
+    walk,
+)
 from voiced.models import IntentResult, Slot
 
 log = logging.getLogger(__name__)
 
 INSERTABLE_LIMIT = 25
+"""The most common template words tried as insertions by the fuzzy fallback."""
 BIGRAM_SAMPLES = 50
 """Sample sentences per intent used to learn which words follow which."""
-"""The most common template words tried as insertions by the fuzzy fallback."""
-
-
-def intent_files(paths: Sequence[Path]) -> list[Path]:
-    """Every *.yaml/*.yml file under `paths`, in load order; IntentError for a missing one."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise IntentError("intents_invalid", f"{path}: no such intent file or folder")
-    return files
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise IntentError("intents_invalid", f"{path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise IntentError("intents_invalid", f"{path}{line}: YAML syntax error: {problem}") from exc
-    if not isinstance(data, dict):
-        raise IntentError("intents_invalid", f"{path}:1: expected a mapping with `intents:`")
-    try:
-        parsed = Intents.from_dict({"language": "en", "intents": {}, **data})
-        # templates parse lazily: force them now so errors point at this file
-        for body in parsed.intents.values():
-            for block in body.data:
-                _ = block.sentences
-                _ = block.expansion_rules
-        _ = parsed.expansion_rules
-    except Exception as exc:
-        raise IntentError("intents_invalid",
-                          f"{path}:{_line_of(text, exc)}: invalid intents: {exc}") from exc
-    return data
-
-
-def _line_of(text: str, exc: Exception) -> int:
-    """Best guess of the line a hassil parse error refers to (1 when unknown)."""
-    message = str(exc)
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip().lstrip("- ").strip("\"'")
-        if len(stripped) > 3 and stripped in message:
-            return number
-    return 1
-
-
-def merge(target: dict[str, Any], source: Mapping[str, Any]) -> None:
-    """Merge one intents document into another (Home Assistant's rules)."""
-    for key, value in source.items():
-        if key == "intents":
-            intents = target.setdefault("intents", {})
-            for name, body in (value or {}).items():
-                entry = intents.setdefault(name, {"data": []})
-                entry["data"] = [*entry.get("data", []), *(body or {}).get("data", [])]
-        elif key in ("lists", "expansion_rules"):
-            target.setdefault(key, {}).update(value or {})
-        elif key == "skip_words":
-            target["skip_words"] = [*target.get("skip_words", []), *(value or [])]
-        else:
-            target[key] = value
 
 
 def _without_context_rules(intents: Intents) -> Intents:
@@ -118,13 +58,6 @@ def _bigrams(texts: Sequence[str]) -> set[tuple[str, str]]:
     for text in texts:
         pairs.update(itertools.pairwise(words(text)))
     return pairs
-
-
-def _walk(exp: Expression) -> Iterator[Expression]:
-    yield exp
-    if isinstance(exp, Group):
-        for item in exp.items:
-            yield from _walk(item)
 
 
 class IntentRecognizer:
@@ -161,10 +94,14 @@ class IntentRecognizer:
         merged: dict[str, Any] = {"language": language, "intents": {}}
         for document in extra:
             merge(merged, document)
+        references: list[Reference] = []
         for path in files:
-            merge(merged, _read(path))
+            document, found = read_file(path)
+            merge(merged, document)
+            references.extend(found)
         for document in overrides:
             merge(merged, document)
+        check_references(merged, references)
         try:
             intents = Intents.from_dict(merged)
         except Exception as exc:
@@ -222,9 +159,9 @@ class IntentRecognizer:
                                        correction.confidence, "fuzzy")
         return IntentResult(text, None)
 
-    @staticmethod
-    def _to_result(text: str, result: RecognizeResult, confidence: float,
+    def _to_result(self, text: str, result: RecognizeResult, confidence: float,
                    matched_by: str) -> IntentResult:
+        lists = self._list_names(result)
         slots = []
         lowered = text.lower()
         for entity in result.entities_list:
@@ -243,8 +180,24 @@ class IntentRecognizer:
             else:
                 start = end = 0
             raw_value = text[start:end] if end > start else raw
-            slots.append(Slot(entity.name, entity.value, raw_value, entity.name, start, end))
+            list_name = lists.get(entity.name, entity.name)
+            value = entity.value
+            if (isinstance(value, float) and value.is_integer() and isinstance(
+                    {**self.intents.slot_lists, **result.intent_data.slot_lists}.get(list_name),
+                    RangeSlotList)):
+                value = int(value)  # "5 minutes" typed as digits: 5, like "five minutes"
+            slots.append(Slot(entity.name, value, raw_value, list_name, start, end))
         return IntentResult(text, result.intent.name, tuple(slots), confidence, matched_by)
+
+    def _list_names(self, result: RecognizeResult) -> dict[str, str]:
+        """slot name → list name, for the matched template (``{list:slot}`` differ)."""
+        if result.intent_sentence is None:
+            return {}
+        rules = {**self.intents.expansion_rules, **result.intent_data.expansion_rules}
+        expression = result.intent_sentence.expression
+        if not isinstance(expression, Group):
+            return {}
+        return {ref.slot_name: ref.list_name for ref in expression.list_references(rules)}
 
     # ---- introspection --------------------------------------------------------------
     def intent_names(self) -> list[str]:
@@ -257,9 +210,9 @@ class IntentRecognizer:
                 continue
             for data in body.data:
                 for sentence in data.sentences:
-                    yield from _walk(sentence.expression)
+                    yield from walk(sentence.expression)
                 for rule in data.expansion_rules.values():
-                    yield from _walk(rule.expression)
+                    yield from walk(rule.expression)
 
     def slot_names(self, intent: str) -> set[str]:
         """Every slot an intent's sentences (or fixed slots) can fill."""
@@ -277,7 +230,7 @@ class IntentRecognizer:
                 rules_seen.add(exp.rule_name)
                 rule = self.intents.expansion_rules.get(exp.rule_name)
                 if rule is not None:
-                    pending.extend(_walk(rule.expression))
+                    pending.extend(walk(rule.expression))
         for data in body.data:
             names.update(data.slots)
             names.update(k for k, v in data.requires_context.items()
@@ -289,7 +242,7 @@ class IntentRecognizer:
         vocab: set[str] = set()
         exps = list(self._expressions())
         for rule in self.intents.expansion_rules.values():
-            exps.extend(_walk(rule.expression))
+            exps.extend(walk(rule.expression))
         for exp in exps:
             if isinstance(exp, TextChunk):
                 vocab.update(words(exp.original_text or exp.text or ""))
@@ -297,7 +250,7 @@ class IntentRecognizer:
             for value in getattr(slot_list, "values", []) or []:
                 text_in = getattr(value, "text_in", None)
                 if text_in is not None:
-                    for exp in _walk(text_in):
+                    for exp in walk(text_in):
                         if isinstance(exp, TextChunk):
                             vocab.update(words(exp.original_text or exp.text or ""))
         vocab.update(w for s in self.intents.skip_words for w in words(s))
@@ -312,7 +265,7 @@ class IntentRecognizer:
                 text_in = getattr(value, "text_in", None)
                 if text_in is not None:
                     texts.append(" ".join(
-                        exp.text for exp in _walk(text_in) if isinstance(exp, TextChunk)))
+                        exp.text for exp in walk(text_in) if isinstance(exp, TextChunk)))
         return texts
 
     def _common_words(self) -> list[str]:

@@ -1,0 +1,221 @@
+"""Reading intent files: Home Assistant's merge rules and errors that name file and line.
+
+Each file is checked on its own (YAML syntax, structure, templates), so an error points
+at the entry that is wrong. References to lists and expansion rules are checked after
+all files are merged, since one file may use a list another defines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+from hassil import Intents, parse_sentence
+from hassil.expression import Expression, Group, ListReference, RuleReference
+
+from voiced.errors import IntentError
+
+
+def intent_files(paths: Sequence[Path]) -> list[Path]:
+    """Every *.yaml/*.yml file under `paths`, in load order; IntentError for a missing one."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise IntentError("intents_invalid", f"{path}: no such intent file or folder")
+    return files
+
+
+def read_file(path: Path) -> tuple[dict[str, Any], list[Reference]]:
+    """One intents file, checked; also the list and rule references its templates make."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise IntentError("intents_invalid", f"{path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise IntentError("intents_invalid", f"{path}{line}: YAML syntax error: {problem}") from exc
+    if not isinstance(data, dict):
+        raise IntentError("intents_invalid", f"{path}:1: expected a mapping with `intents:`")
+    references = _Checker(path, text).check(data)
+    try:
+        parsed = Intents.from_dict({"language": "en", "intents": {}, **data})
+        # templates parse lazily: force them now so errors point at this file
+        for body in parsed.intents.values():
+            for block in body.data:
+                _ = block.sentences
+                _ = block.expansion_rules
+        _ = parsed.expansion_rules
+    except Exception as exc:
+        raise IntentError("intents_invalid",
+                          f"{path}:{_line_of(text, exc)}: invalid intents: {exc}") from exc
+    return data, references
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A template's {list} or <rule>, which some file must define."""
+
+    kind: str
+    name: str
+    where: str
+    """file:line of the template."""
+
+
+class _Checker:
+    """Checks one file's structure; errors name the line of the offending entry."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.references: list[Reference] = []
+        root = yaml.compose(text)
+        if root is not None:
+            self._index(root, ())
+
+    def _index(self, node: yaml.Node, at: tuple[Any, ...]) -> None:
+        self.lines[at] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                self.lines[(*at, key.value)] = key.start_mark.line + 1
+                self._index(value, (*at, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._index(item, (*at, index))
+
+    def where(self, at: tuple[Any, ...]) -> str:
+        while at and at not in self.lines:
+            at = at[:-1]
+        return f"{self.path}:{self.lines.get(at, 1)}"
+
+    def fail(self, at: tuple[Any, ...], reason: str) -> NoReturn:
+        raise IntentError("intents_invalid", f"{self.where(at)}: {reason}")
+
+    def mapping(self, at: tuple[Any, ...], value: Any, what: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(at, f"{what} must be a mapping")
+        return value
+
+    def check(self, data: dict[str, Any]) -> list[Reference]:
+        for name, body in self.mapping(("intents",), data.get("intents"), "`intents`").items():
+            at: tuple[Any, ...] = ("intents", name)
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                self.fail(at, f"intent {name} needs a `data` list")
+            for index, block in enumerate(body["data"]):
+                self._block(name, (*at, "data", index), block)
+        for name, spec in self.mapping(("lists",), data.get("lists"), "`lists`").items():
+            self._list(("lists", name), name, spec)
+        rules = self.mapping(("expansion_rules",), data.get("expansion_rules"), "`expansion_rules`")
+        for name, body in rules.items():
+            self._template(("expansion_rules", name), body, {}, {})
+        skip = data.get("skip_words") or []
+        if not isinstance(skip, list) or not all(isinstance(w, str) for w in skip):
+            self.fail(("skip_words",), "`skip_words` must be a list of strings")
+        return self.references
+
+    def _block(self, intent: str, at: tuple[Any, ...], block: Any) -> None:
+        sentences = block.get("sentences") if isinstance(block, dict) else None
+        if not isinstance(sentences, list) or not sentences:
+            self.fail(at, f"intent {intent}: every data block needs a `sentences` list")
+        for key in ("slots", "requires_context", "excludes_context"):
+            self.mapping((*at, key), block.get(key), f"intent {intent}: `{key}`")
+        lists = self.mapping((*at, "lists"), block.get("lists"), f"intent {intent}: `lists`")
+        for name, spec in lists.items():
+            self._list((*at, "lists", name), name, spec)
+        rules = self.mapping((*at, "expansion_rules"), block.get("expansion_rules"),
+                             f"intent {intent}: `expansion_rules`")
+        for index, sentence in enumerate(sentences):
+            self._template((*at, "sentences", index), sentence, lists, rules)
+        for name, body in rules.items():
+            self._template((*at, "expansion_rules", name), body, lists, rules)
+
+    def _list(self, at: tuple[Any, ...], name: str, spec: Any) -> None:
+        spec = self.mapping(at, spec, f"list {name}")
+        if "values" in spec:
+            values = spec["values"]
+            if not isinstance(values, list):
+                self.fail((*at, "values"), f"list {name}: `values` must be a list")
+            for index, value in enumerate(values):
+                if not (isinstance(value, str) or (isinstance(value, dict) and "in" in value)):
+                    self.fail((*at, "values", index),
+                              f"list {name}: a value is a string or a mapping with `in`")
+        elif "range" in spec:
+            bounds = self.mapping((*at, "range"), spec["range"], f"list {name}: `range`")
+            start, stop = bounds.get("from"), bounds.get("to")
+            if not isinstance(start, int) or not isinstance(stop, int) or start > stop:
+                self.fail((*at, "range"), f"list {name}: `range` needs integers from <= to")
+            if int(bounds.get("step", 1)) <= 0:
+                self.fail((*at, "range", "step"), f"list {name}: `step` must be positive")
+        elif not spec.get("wildcard"):
+            self.fail(at, f"list {name}: needs `values`, `range` or `wildcard: true`")
+
+    def _template(self, at: tuple[Any, ...], text: Any, lists: Mapping[str, Any],
+                  rules: Mapping[str, Any]) -> None:
+        if not isinstance(text, str):
+            self.fail(at, "a sentence template must be a string")
+        try:
+            sentence = parse_sentence(text)
+        except Exception as exc:
+            self.fail(at, f"invalid template {text!r}: {exc}")
+        for exp in walk(sentence.expression):
+            if (isinstance(exp, ListReference) and not exp.is_inline_range
+                    and exp.list_name not in lists):
+                self.references.append(Reference("list", exp.list_name, self.where(at)))
+            elif isinstance(exp, RuleReference) and exp.rule_name not in rules:
+                self.references.append(Reference("rule", exp.rule_name, self.where(at)))
+
+
+def _line_of(text: str, exc: Exception) -> int:
+    """Best guess of the line a hassil parse error refers to (1 when unknown)."""
+    message = str(exc)
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip().lstrip("- ").strip("\"'")
+        if len(stripped) > 3 and stripped in message:
+            return number
+    return 1
+
+
+def merge(target: dict[str, Any], source: Mapping[str, Any]) -> None:
+    """Merge one intents document into another (Home Assistant's rules)."""
+    for key, value in source.items():
+        if key == "intents":
+            intents = target.setdefault("intents", {})
+            for name, body in (value or {}).items():
+                entry = intents.setdefault(name, {"data": []})
+                entry["data"] = [*entry.get("data", []), *(body or {}).get("data", [])]
+        elif key in ("lists", "expansion_rules"):
+            target.setdefault(key, {}).update(value or {})
+        elif key == "skip_words":
+            target["skip_words"] = [*target.get("skip_words", []), *(value or [])]
+        else:
+            target[key] = value
+
+
+def check_references(merged: Mapping[str, Any], references: Sequence[Reference]) -> None:
+    """IntentError naming the template whose {list} or <rule> no file defines."""
+    for ref in references:
+        if ref.name not in (merged.get("lists" if ref.kind == "list" else
+                                       "expansion_rules") or {}):
+            what = f"{{{ref.name}}}" if ref.kind == "list" else f"<{ref.name}>"
+            raise IntentError("intents_invalid",
+                              f"{ref.where}: {ref.kind} {what} is not defined in any file")
+
+
+def walk(exp: Expression) -> Iterator[Expression]:
+    """An expression and everything inside it."""
+    yield exp
+    if isinstance(exp, Group):
+        for item in exp.items:
+            yield from walk(item)
