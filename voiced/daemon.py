@@ -106,7 +106,7 @@ class Daemon:
         offline = json.dumps({"state": "offline"}).encode()
         self.link = MqttLink(cfg.mqtt, hermes.SUBSCRIPTIONS + native.SUBSCRIPTIONS,
                              self._on_message, will=(native.STATUS_TOPIC, offline),
-                             on_connect=self._on_connect)
+                             on_connect=self._on_connect, mqtt5=not cfg.broker.embedded)
         self.outputs = Outputs(self.link, cfg.error_rate_limit_s)
         context = PluginContext(publish=self.outputs.publish, state_dir=cfg.state_dir,
                                 say=self._say_simple, people=cfg.speakers.people)

@@ -65,6 +65,7 @@ class MqttLink:
         *,
         will: tuple[str, bytes] | None = None,
         on_connect: Callable[[], None] | None = None,
+        mqtt5: bool = True,
     ) -> None:
         self._config = config
         self._subscriptions = list(subscriptions)
@@ -73,7 +74,8 @@ class MqttLink:
         self._will = will
         self._outgoing: deque[_Outgoing] = deque()
         self._has_outgoing = asyncio.Event()
-        self._protocol = MQTTProtocolVersion.MQTTv5
+        self._protocol = MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311
+        self._protocol_settled = False
         self._rng = random.Random()
         self.connected = asyncio.Event()
         self.connections = 0
@@ -121,10 +123,15 @@ class MqttLink:
                 attempt = 0
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
-                if self._protocol == MQTTProtocolVersion.MQTTv5 and _protocol_refused(exc):
-                    log.info("MQTT broker does not speak MQTT 5; using 3.1.1")
-                    self._protocol = MQTTProtocolVersion.MQTTv311
-                    continue
+                if not self._protocol_settled:
+                    # until one connection succeeds, alternate MQTT 5 and 3.1.1: some brokers
+                    # refuse 5 cleanly, others (amqtt) just drop the connection
+                    v5 = self._protocol == MQTTProtocolVersion.MQTTv5
+                    self._protocol = (MQTTProtocolVersion.MQTTv311 if v5
+                                      else MQTTProtocolVersion.MQTTv5)
+                    if v5 and _protocol_refused(exc):
+                        log.info("MQTT broker does not speak MQTT 5; using 3.1.1")
+                        continue
                 delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
                 if self.connections:
                     log.warning("MQTT connection to %s:%d lost or refused (%s); retrying in %.1f s",
@@ -153,6 +160,7 @@ class MqttLink:
         )
         async with client:
             self.connections += 1
+            self._protocol_settled = True
             for topic in self._subscriptions:
                 await client.subscribe(topic)
             log.info("MQTT connected to %s:%d (%s), subscribed to %d topics", cfg.host, cfg.port,

@@ -1,0 +1,205 @@
+"""End to end: spoken commands from satellites over real MQTT to handled intents.
+
+Real mosquitto (started per test on a free port) or the embedded amqtt broker, real
+webrtcvad, real pocketsphinx decoding the espeak-ng fixtures, real SQLite history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import yaml
+from support import FIXTURES, Mosquitto, free_port, make_config, running_daemon
+
+from voiced.audio.wav import build_wav, read_wav_file
+from voiced.satellite import Answer, Satellite
+
+pytestmark = pytest.mark.slow
+
+MANIFEST = yaml.safe_load((FIXTURES / "commands.yaml").read_text())
+
+
+def _entries(kind: str) -> list[dict[str, Any]]:
+    section = MANIFEST[kind]
+    return [dict(e) for e in section]
+
+
+COMMANDS = _entries("commands")
+OUT_OF_GRAMMAR = _entries("out_of_grammar")
+
+
+def _pcm(entry: dict[str, Any]) -> bytes:
+    return read_wav_file(FIXTURES / entry["file"])
+
+
+def _gated(entry: dict[str, Any]) -> bool:
+    return bool((entry.get("context") or {}).get("speaker"))
+
+
+def _check(entry: dict[str, Any], answer: Answer) -> str | None:
+    """A mismatch description, or None when voiced understood the command.
+
+    Without speaker identification a speaker-gated command must be refused."""
+    if _gated(entry):
+        if answer.intent is None and answer.termination == "abortedByUser" and answer.said:
+            return None
+        return (f"{entry['file']}: gated {entry['intent']} was not refused: "
+                f"{answer.text!r} → {answer.intent} ({answer.termination})")
+    want_slots = {k: v for k, v in (entry.get("slots") or {}).items()}
+    got_slots = {k: v for k, v in answer.slots.items() if k in want_slots}
+    if answer.intent != entry["intent"] or got_slots != want_slots:
+        return (f"{entry['file']} ({entry.get('voice')}): said {entry['text']!r}, heard "
+                f"{answer.text!r} → {answer.intent} {answer.slots}")
+    return None
+
+
+async def _run_all(port: int, site: str, raw: bool, entries: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    async with Satellite("127.0.0.1", port, site, raw=raw) as sat:
+        for entry in entries:
+            answer = await sat.command(_pcm(entry), timeout=60)
+            problem = _check(entry, answer)
+            if problem:
+                problems.append(problem)
+            elif not _gated(entry):
+                assert answer.termination == "nominal", answer
+    return problems
+
+
+async def test_hermes_commands_through_mosquitto(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = make_config(tmp_path, mosquitto.port)
+    async with running_daemon(config) as daemon:
+        problems = await _run_all(mosquitto.port, "kitchen", False, COMMANDS)
+        assert not problems, "\n".join(problems)
+        async with Satellite("127.0.0.1", mosquitto.port, "kitchen") as sat:
+            for entry in OUT_OF_GRAMMAR:
+                answer = await sat.command(_pcm(entry), timeout=60)
+                assert answer.intent is None, (entry, answer)
+                assert answer.termination == "intentNotRecognized", answer
+        assert daemon.sites["kitchen"].dropped == 0
+    # one history row per utterance, with text, intent and stage timings
+    db = sqlite3.connect(config.state_dir / "voiced.db")
+    rows = db.execute("SELECT COUNT(*) FROM utterances").fetchone()[0]
+    assert rows == len(COMMANDS) + len(OUT_OF_GRAMMAR)
+
+
+async def test_raw_pcm_through_embedded_broker(tmp_path: Path) -> None:
+    port = free_port()
+    config = make_config(tmp_path, port, broker={"embedded": True})
+    async with running_daemon(config):
+        problems = await _run_all(port, "office", True, COMMANDS[::3])
+        assert not problems, "\n".join(problems)
+
+
+async def test_hermes_payloads_and_handler(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    handlers = [{"intent": "HassTurnOn", "plugin": "mqtt_publish",
+                 "options": {"topic": "home/{area}/light/set", "payload": {"state": "on"}}},
+                {"intent": "HassTurnOn", "plugin": "say",
+                 "options": {"text": "Turning on the {area} lights"}}]
+    config = make_config(tmp_path, mosquitto.port, handlers=handlers)
+    entry = next(e for e in COMMANDS if e["intent"] == "HassTurnOn")
+    area = entry["slots"]["area"]
+    async with running_daemon(config), aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        for topic in ("hermes/intent/#", "hermes/nlu/intentParsed", "home/#", "voiced/events/#",
+                      "hermes/dialogueManager/#", "hermes/asr/textCaptured", "hermes/tts/say"):
+            await peer.subscribe(topic)
+        async with Satellite("127.0.0.1", mosquitto.port, "hall") as sat:
+            answer = await sat.command(_pcm(entry), timeout=60)
+        assert answer.intent == "HassTurnOn", answer
+        got: dict[str, Any] = {}
+        events: list[str] = []
+        async with asyncio.timeout(10):
+            async for msg in peer.messages:
+                data = json.loads(msg.payload)  # type: ignore[arg-type]
+                if msg.topic.value == "voiced/events/hall":
+                    events.append(data["type"])
+                else:
+                    got.setdefault(msg.topic.value, data)
+                if "session_ended" in events:
+                    break
+    intent = got["hermes/intent/HassTurnOn"]
+    assert got["hermes/nlu/intentParsed"] == intent
+    assert set(intent) >= {"input", "intent", "siteId", "id", "slots", "sessionId", "customData",
+                           "asrConfidence", "rawInput", "wakewordId", "lang", "speaker"}
+    assert intent["siteId"] == "hall" and intent["customData"] is None
+    slot = next(s for s in intent["slots"] if s["slotName"] == "area")
+    assert slot["value"]["value"] == area
+    assert intent["input"][slot["range"]["start"]:slot["range"]["end"]] == slot["rawValue"]
+    assert set(intent["timings"]) >= {"vad", "asr", "nlu", "processing"}
+    assert got[f"home/{area}/light/set"] == {"state": "on"}
+    assert got["hermes/tts/say"]["text"].startswith("Turning on the")
+    assert got["hermes/dialogueManager/sessionStarted"]["siteId"] == "hall"
+    assert got["hermes/dialogueManager/sessionEnded"]["termination"]["reason"] == "nominal"
+    assert events[:2] == ["speech_started", "session_started"] or "speech_started" in events
+    assert {"transcript", "intent", "handled", "speech_ended"} <= set(events)
+
+
+async def test_broker_restart_mid_run(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = make_config(tmp_path, mosquitto.port)
+    first, second = COMMANDS[0], COMMANDS[1]
+    async with running_daemon(config) as daemon:
+        async with Satellite("127.0.0.1", mosquitto.port, "den") as sat:
+            assert _check(first, await sat.command(_pcm(first), timeout=60)) is None
+        mosquitto.stop()
+        await asyncio.sleep(0.5)
+        mosquitto.start()
+        assert daemon.link is not None
+        async with asyncio.timeout(20):
+            while not daemon.link.connected.is_set():
+                await asyncio.sleep(0.05)
+        async with Satellite("127.0.0.1", mosquitto.port, "den") as sat:
+            assert _check(second, await sat.command(_pcm(second), timeout=60)) is None
+        assert daemon.link.connections == 2
+
+
+async def test_wake_gated_site(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = make_config(tmp_path, mosquitto.port,
+                         sites={"overrides": {"bedroom": {"mode": "wake"}}},
+                         vad={"wake_timeout_s": 1.0})
+    entry = COMMANDS[2]
+    async with running_daemon(config) as daemon, \
+            Satellite("127.0.0.1", mosquitto.port, "bedroom") as sat:
+        # without a wake word, speech on a wake-gated site is ignored
+        await sat.stream(_pcm(entry), realtime=False)
+        await asyncio.sleep(1.0)
+        assert daemon.pipeline is not None and daemon.pipeline.processed == 0
+        answer = await sat.command(_pcm(entry), timeout=60, hotword=True)
+        assert _check(entry, answer) is None
+        # a wake word followed by silence times out
+        silence = bytes(32_000)
+        answer = await sat.command(silence, timeout=30, hotword=True)
+        assert answer.termination == "timeout"
+
+
+async def test_bad_input_is_reported_and_service_continues(mosquitto: Mosquitto,
+                                                           tmp_path: Path) -> None:
+    config = make_config(tmp_path, mosquitto.port, sites={"allow": ["good", "broken"]})
+    entry = COMMANDS[3]
+    async with running_daemon(config), aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        await peer.subscribe("hermes/error/#")
+        good_frame = build_wav(bytes(640))
+        await peer.publish("hermes/audioServer/broken/audioFrame", b"RIFF\x00\x00garbage")
+        await peer.publish("hermes/audioServer/broken/audioFrame", good_frame[:30])
+        await peer.publish("hermes/audioServer/broken/audioFrame", b"\x00" * 1_100_000)
+        await peer.publish("hermes/asr/startListening", b"{not json")
+        await peer.publish("hermes/audioServer/stranger/audioFrame", good_frame)
+        await peer.publish("voiced/audio/broken/format", b'{"rate": 3}')
+        errors: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            async for msg in peer.messages:
+                errors.append({"topic": msg.topic.value, **json.loads(msg.payload)})  # type: ignore[arg-type]
+                if len(errors) == 6:
+                    break
+        text = "\n".join(e["error"] for e in errors)
+        for code in ("wav_header", "wav_", "payload_too_large", "bad_json", "site_not_allowed",
+                     "bad_format"):
+            assert code in text, text
+        assert any(e["siteId"] == "stranger" for e in errors)
+        async with Satellite("127.0.0.1", mosquitto.port, "good") as sat:
+            assert _check(entry, await sat.command(_pcm(entry), timeout=60)) is None

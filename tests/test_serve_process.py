@@ -1,0 +1,82 @@
+"""`voiced serve` as a real process: SIGTERM finishes utterances in flight; a broken
+intents file stops start-up with the file and line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import yaml
+from support import FIXTURES, REPO, Mosquitto
+
+from voiced.audio.wav import read_wav_file
+from voiced.satellite import Satellite
+from voiced.transport import native
+
+pytestmark = pytest.mark.slow
+
+
+def _serve(port: int, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voiced.cli", "serve", "--mqtt-host", "127.0.0.1",
+         "--mqtt-port", str(port), "--state-dir", str(tmp_path / "state"), *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+async def _wait_ready(port: int) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe(native.STATUS_TOPIC)
+        async with asyncio.timeout(120):
+            async for msg in client.messages:
+                if json.loads(msg.payload).get("state") == "ready":  # type: ignore[arg-type]
+                    return
+
+
+async def test_sigterm_finishes_the_utterance_in_flight(mosquitto: Mosquitto,
+                                                        tmp_path: Path) -> None:
+    manifest = yaml.safe_load((FIXTURES / "commands.yaml").read_text())
+    entry = manifest["commands"][0]
+    proc = _serve(mosquitto.port, tmp_path)
+    try:
+        await _wait_ready(mosquitto.port)
+        async with Satellite("127.0.0.1", mosquitto.port, "porch") as sat, \
+                aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+            await peer.subscribe("hermes/intent/#")
+            await peer.subscribe("hermes/dialogueManager/sessionEnded")
+            # speech with no trailing silence: the utterance is still open at SIGTERM
+            await sat.stream(read_wav_file(FIXTURES / entry["file"]), realtime=False,
+                             trailing_silence_ms=0)
+            await asyncio.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            topics = []
+            async with asyncio.timeout(30):
+                async for msg in peer.messages:
+                    topics.append(msg.topic.value)
+                    if msg.topic.value.endswith("sessionEnded"):
+                        break
+            assert f"hermes/intent/{entry['intent']}" in topics
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_broken_intents_file_stops_startup(tmp_path: Path) -> None:
+    bad = tmp_path / "intents"
+    bad.mkdir()
+    (bad / "broken.yaml").write_text("language: en\nintents:\n  Foo:\n    data: [\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "voiced.cli", "serve", "--intents", str(bad), "--state-dir",
+         str(tmp_path / "state"), "--mqtt-port", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"{bad / 'broken.yaml'}:" in proc.stderr
