@@ -84,7 +84,7 @@ class _Checker:
             self._index(root, ())
 
     def _index(self, node: yaml.Node, at: tuple[Any, ...]) -> None:
-        self.lines[at] = node.start_mark.line + 1
+        self.lines.setdefault(at, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 self.lines[(*at, key.value)] = key.start_mark.line + 1
