@@ -118,7 +118,7 @@ _EMPTY = _Seq(())
 
 def _seq(items: Iterable[_Node | None]) -> _Node | None:
     flat: list[_Node] = []
-    for item in items:
+    for item in list(items):  # every item is built, so every missing word is reported
         if item is None:
             return None
         if isinstance(item, _Seq):
@@ -332,7 +332,8 @@ class _Compiler:
         return _Ref(name)
 
     def _list_ref(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
-        rule_name = _RULE_CHARS.sub("_", f"list_{scope[1]}{name}")
+        local = scope[0] is not None and name in scope[0].slot_lists
+        rule_name = _RULE_CHARS.sub("_", f"list_{scope[1] if local else ''}{name}")
         return self._named(rule_name, lambda: self._list_body(name, scope))
 
     def _list_body(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
@@ -353,7 +354,10 @@ class _Compiler:
                 return None
             return self.expr(rule.expression, scope)
 
-        return self._named(_RULE_CHARS.sub("_", f"rule_{scope[1]}{name}"), body)
+        # a global rule is scoped too when local lists may change what it says
+        data = scope[0]
+        local = data is not None and (name in data.expansion_rules or bool(data.slot_lists))
+        return self._named(_RULE_CHARS.sub("_", f"rule_{scope[1] if local else ''}{name}"), body)
 
     def skip(self) -> _Node | None:
         words = [w for w in self.intents.skip_words if w.strip()]

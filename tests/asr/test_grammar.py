@@ -1,0 +1,164 @@
+"""Intents → JSGF compilation: pure, no decoder (a real pocketsphinx parse is checked in
+test_pocketsphinx.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+from hassil import Intents, sample_intents
+
+from voiced.asr.grammar import compile_grammar, sentence_words, words_of
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _intents(text: str) -> Intents:
+    return Intents.from_dict(yaml.safe_load(text))
+
+
+TEMPLATES = _intents("""
+language: en
+intents:
+  Lights:
+    data:
+      - sentences:
+          - "(turn | switch) on [the] {area} light[s]"
+          - "<dim> {area} to {level} percent"
+        expansion_rules:
+          dim: "(dim | set) [the]"
+  Permute:
+    data:
+      - sentences:
+          - "(open; the door)"
+  Local:
+    data:
+      - sentences:
+          - "choose {area}"
+        lists:
+          area:
+            values: [attic]
+lists:
+  area:
+    values:
+      - kitchen
+      - in: living room
+        out: living_room
+  level:
+    range:
+      from: 19
+      to: 22
+  anything:
+    wildcard: true
+skip_words: [please]
+""")
+
+
+def test_templates_compile_to_jsgf() -> None:
+    grammar = compile_grammar(TEMPLATES)
+    jsgf = grammar.jsgf
+    assert jsgf.startswith("#JSGF V1.0;")
+    assert "public <voiced> = <sentence0> | <sentence1> | <sentence2> | <sentence3>;" in jsgf
+    assert "<sentence0> = [ <skip> ] ( turn | switch ) on [ the ] <list_area> " \
+           "( lights | light ) [ <skip> ];" in jsgf
+    assert "<list_area> = ( kitchen | living room );" in jsgf
+    # range lists are spoken numbers, hyphenated words split
+    assert "<list_level> = ( nineteen | twenty | twenty one | twenty two );" in jsgf
+    assert "<rule_Lights_0_dim> = ( dim | set ) [ the ];" in jsgf
+    assert "( open the door | the door open )" in jsgf
+    # an intent-local list overrides the global one, under its own rule name
+    assert "<list_Local_0_area> = attic;" in jsgf
+    assert "<skip> = please;" in jsgf
+    assert grammar.sentences == 4 and grammar.missing_words == frozenset()
+    assert grammar.words == {
+        "turn", "switch", "on", "the", "kitchen", "living", "room", "light", "lights", "dim",
+        "set", "to", "percent", "nineteen", "twenty", "one", "two", "open", "door", "choose",
+        "attic", "please"}
+
+
+def test_accepts_exactly_the_sentences() -> None:
+    grammar = compile_grammar(TEMPLATES)
+    for sentence in ("turn on the kitchen light", "please switch on living room lights",
+                     "dim kitchen to twenty one percent please", "the door open",
+                     "choose attic", "set the living room to nineteen percent"):
+        assert grammar.accepts(sentence), sentence
+    for fragment in ("turn on the", "dim kitchen to twenty three percent", "choose kitchen",
+                     "", "turn on the kitchen light light", "please please"):
+        assert not grammar.accepts(fragment), fragment
+
+
+def test_every_hassil_sample_is_in_the_grammar() -> None:
+    intents = Intents.from_files(sorted((REPO / "config" / "intents").glob("*.yaml")))
+    grammar = compile_grammar(intents)
+    samples = list(sample_intents(intents, max_sentences_per_intent=40, language="en"))
+    assert len(samples) > 200
+    for _, sentence in samples:
+        if any(c.isdigit() for c in sentence):
+            continue  # digits are for typed text; speech says number words
+        assert grammar.accepts(sentence), sentence
+
+
+def test_words_missing_from_the_dictionary_drop_their_alternatives(
+        caplog: pytest.LogCaptureFixture) -> None:
+    known = {"turn", "switch", "on", "the", "kitchen", "light", "lights", "open", "door",
+             "choose", "attic", "dim", "set", "to", "percent", "nineteen", "twenty", "one"}
+    with caplog.at_level(logging.WARNING, logger="voiced.asr.grammar"):
+        grammar = compile_grammar(TEMPLATES, known)
+    # "living room" goes from the list, "lights"' sibling stays; "please" takes <skip>
+    assert grammar.missing_words == {"living", "room", "two", "please"}
+    assert "<list_area> = kitchen;" in grammar.jsgf
+    assert "<list_level> = ( nineteen | twenty | twenty one );" in grammar.jsgf
+    assert "<skip>" not in grammar.jsgf
+    assert grammar.words <= known
+    for word in ("living", "room", "two", "please"):
+        assert any(repr(word) in r.getMessage() for r in caplog.records), word
+    assert grammar.accepts("turn on kitchen lights")
+    assert not grammar.accepts("turn on living room lights")
+
+
+def test_a_sentence_with_nothing_left_is_dropped_and_reported() -> None:
+    intents = _intents("""
+language: en
+intents:
+  Foo:
+    data:
+      - sentences: ["zyzzyva now", "stop now", "say {anything}"]
+lists:
+  anything:
+    wildcard: true
+""")
+    grammar = compile_grammar(intents, {"stop", "now", "say"})
+    assert grammar.sentences == 1
+    assert set(grammar.dropped_sentences) == {"Foo: zyzzyva now", "Foo: say {anything}"}
+    assert grammar.missing_words == {"zyzzyva"}
+    nothing = compile_grammar(intents, set())
+    assert nothing.sentences == 0 and "<VOID>" in nothing.jsgf
+
+
+def test_glued_pieces_become_whole_words() -> None:
+    intents = _intents("""
+language: en
+intents:
+  Foo:
+    data:
+      - sentences: ["{n}th floor", "un(lock|do) it", "what's [the ]time?"]
+lists:
+  n:
+    values: ["four", "six"]
+""")
+    grammar = compile_grammar(intents)
+    assert grammar.accepts("fourth floor") and grammar.accepts("sixth floor")
+    assert grammar.accepts("unlock it") and grammar.accepts("undo it")
+    assert grammar.accepts("what's time") and grammar.accepts("what's the time")
+    assert not grammar.accepts("four th floor")
+
+
+def test_words_of_and_sentence_words() -> None:
+    assert words_of("What's   the time? Twenty-one_percent!") == [
+        "what's", "the", "time", "twenty", "one", "percent"]
+    intents = Intents.from_files(sorted((REPO / "config" / "intents").glob("*.yaml")))
+    vocabulary = sentence_words(intents)
+    assert {"kitchen", "hallway", "fifty", "hundred", "percent", "today's", "hey"} <= vocabulary
+    assert "{area}" not in vocabulary and "" not in vocabulary
