@@ -99,6 +99,18 @@ def last_speech_offset(pcm: bytes) -> int:
     return last
 
 
+def room_tone(pcm: bytes, ms: int) -> bytes:
+    """`ms` of quiet noise at the level of the recording's last 100 ms, so the trailing
+    "silence" sounds like the room the recording ends in (digital zeros would not)."""
+    import numpy as np
+
+    n = ms_to_bytes(ms) // 2
+    tail = np.frombuffer(pcm[-ms_to_bytes(100):], dtype=np.int16).astype(np.float64)
+    level = float(np.sqrt(np.mean(tail**2))) if tail.size else 0.0
+    noise = np.random.default_rng(len(pcm)).normal(0.0, min(level, 300.0), n)
+    return np.clip(np.round(noise), -32768, 32767).astype("<i2").tobytes()
+
+
 class Satellite:
     """One simulated satellite on one MQTT connection."""
 
@@ -162,7 +174,7 @@ class Satellite:
         """Stream `pcm` then silence in 20 ms frames; returns the monotonic time when the
         last speech frame was published."""
         speech_end = last_speech_offset(pcm)
-        audio = pcm + bytes(ms_to_bytes(trailing_silence_ms))
+        audio = pcm + room_tone(pcm, trailing_silence_ms)
         start = time.monotonic()
         last_speech_at = start
         for i, offset in enumerate(range(0, len(audio), FRAME_BYTES)):
