@@ -153,14 +153,20 @@ class Satellite:
             if isinstance(data, dict) and data.get("siteId") == self.site:
                 self._answers.put_nowait((message.topic.value, data, time.monotonic()))
 
-    async def send_frame(self, frame: bytes) -> None:
-        """Publish one frame (a WAV chunk, or raw PCM with `raw`)."""
+    def encode(self, frame: bytes) -> bytes:
+        """The payload for one frame (a WAV chunk, or raw PCM with `raw`)."""
+        return frame if self.raw else build_wav(frame)
+
+    @property
+    def audio_topic(self) -> str:
+        """Where this satellite's frames go."""
+        return native.pcm_topic(self.site) if self.raw else \
+            f"hermes/audioServer/{self.site}/audioFrame"
+
+    async def send_frame(self, frame: bytes, encoded: bool = False) -> None:
+        """Publish one frame."""
         assert self._client is not None
-        if self.raw:
-            await self._client.publish(native.pcm_topic(self.site), frame)
-        else:
-            await self._client.publish(f"hermes/audioServer/{self.site}/audioFrame",
-                                       build_wav(frame))
+        await self._client.publish(self.audio_topic, frame if encoded else self.encode(frame))
         self.frames_sent += 1
 
     async def hotword(self, wakeword_id: str = "voiced") -> None:
@@ -175,18 +181,19 @@ class Satellite:
         last speech frame was published."""
         speech_end = last_speech_offset(pcm)
         audio = pcm + room_tone(pcm, trailing_silence_ms)
+        frames = []
+        for offset in range(0, len(audio), FRAME_BYTES):
+            frame = audio[offset : offset + FRAME_BYTES]
+            frames.append(self.encode(frame + bytes(FRAME_BYTES - len(frame))))
         start = time.monotonic()
         last_speech_at = start
-        for i, offset in enumerate(range(0, len(audio), FRAME_BYTES)):
-            frame = audio[offset : offset + FRAME_BYTES]
-            if len(frame) < FRAME_BYTES:
-                frame += bytes(FRAME_BYTES - len(frame))
+        for i, payload in enumerate(frames):
             if realtime:
                 delay = start + i * SATELLITE_FRAME_MS / 1000 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.send_frame(frame)
-            if offset < speech_end:
+            await self.send_frame(payload, encoded=True)
+            if i * FRAME_BYTES < speech_end:
                 last_speech_at = time.monotonic()
         return last_speech_at
 
