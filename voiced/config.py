@@ -121,7 +121,7 @@ class AsrConfig(Strict):
     mode: Literal["grammar", "open"] = "grammar"
     """pocketsphinx: decode constrained by the intents' grammar, or open vocabulary."""
     language: str = "en"
-    min_confidence: float = Field(0.0, ge=0, le=1)
+    min_confidence: float = Field(0.5, ge=0, le=1)
     """Transcripts below this are treated as not recognized."""
     model: str | None = None
     """whisper: a model name (downloaded into the state folder) or a checkpoint path."""
