@@ -3,6 +3,8 @@ docs/intents-and-asr.md come from this script).
 
     .venv/bin/python tests/asr/measure_pocketsphinx.py            # the committed fixtures
     .venv/bin/python tests/asr/measure_pocketsphinx.py --survey   # + many voices, near misses
+    .venv/bin/python tests/asr/measure_pocketsphinx.py --generic-cmn  # no adaptation
+    .venv/bin/python tests/asr/measure_pocketsphinx.py --lattice      # lattice pass on
 
 The recognizer is loaded as the server loads it (fuzzy fallback on), and the cepstral
 mean is first adapted on the demo samples in config/samples. For every fixture: the
@@ -92,8 +94,12 @@ def stream_decode(asr: PocketsphinxTranscriber, pcm: bytes) -> tuple[Transcript,
     return transcript, time.perf_counter() - started
 
 
-def fixtures(asr: PocketsphinxTranscriber, recognizer: IntentRecognizer) -> None:
-    """Decode every committed fixture; print one line each and a summary."""
+def fixtures(asr: PocketsphinxTranscriber, recognizer: IntentRecognizer,
+             generic_cmn: str | None = None) -> None:
+    """Decode every committed fixture; print one line each and a summary.
+
+    With `generic_cmn`, every utterance starts from that cepstral mean (no adaptation).
+    """
     manifest = yaml.safe_load((FIXTURES / "commands.yaml").read_text())
     rtfs, finishes, seconds, good, rejected = [], [], [], 0, 0
     print(f"ok: a command understood with confidence >= {RECOMMENDED_MIN_CONFIDENCE}, "
@@ -102,9 +108,13 @@ def fixtures(asr: PocketsphinxTranscriber, recognizer: IntentRecognizer) -> None
     for kind in ("commands", "out_of_grammar"):
         for entry in manifest[kind]:
             pcm = read_pcm(FIXTURES / entry["file"])
+            if generic_cmn is not None:
+                asr.cmn = generic_cmn
             started = time.perf_counter()
             transcript = asr.transcribe(pcm)
             rtf = (time.perf_counter() - started) / (len(pcm) / BYTES_PER_SECOND)
+            if generic_cmn is not None:
+                asr.cmn = generic_cmn
             _, finish_s = stream_decode(asr, pcm)
             result = recognizer.recognize(transcript.text, entry.get("context"))
             accepted = transcript.confidence >= RECOMMENDED_MIN_CONFIDENCE
@@ -171,17 +181,23 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--survey", action="store_true", help="also run the voice survey")
+    parser.add_argument("--generic-cmn", action="store_true",
+                        help="start every fixture from the model's initial cepstral mean")
+    parser.add_argument("--lattice", action="store_true",
+                        help="turn pocketsphinx's lattice best-path pass on")
     args = parser.parse_args()
     recognizer = IntentRecognizer.load([REPO / "config" / "intents"])
     asr = PocketsphinxTranscriber(AsrConfig(), recognizer)
+    asr.lattice_pass = args.lattice
     started = time.perf_counter()
     asr.load()
     print(f"load (grammar, dictionary, warm-up): {time.perf_counter() - started:.2f} s")
+    generic = asr.cmn
     # like a server that has heard speech before: adapt the cepstral mean on the demo
     # samples (config/samples), which are not part of the measured set
     for sample in sorted((REPO / "config" / "samples").glob("*.wav")):
         asr.transcribe(read_pcm(sample))
-    fixtures(asr, recognizer)
+    fixtures(asr, recognizer, generic if args.generic_cmn else None)
     if args.survey:
         survey(asr, recognizer)
 
