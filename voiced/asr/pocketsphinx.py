@@ -88,9 +88,10 @@ def acoustic_confidence(path_score: float, speech_frames: int) -> float:
     pocketsphinx scores each frame relative to the best-scoring senone of that frame, so
     the path score is how much worse the decoded words explain the audio than the best
     unconstrained sound sequence would (plus grammar transition costs), in log base
-    1.0001 units. Divided by the frames inside words it is a misfit per frame: about
-    30-55 when the words were said, 60-100 when the grammar forced unrelated speech into
-    a sentence. A logistic curve centred on `FIT_MIDPOINT` turns it into a confidence.
+    1.0001 units. Divided by the frames inside words it is a misfit per frame: mostly
+    30-55 when the words were said, mostly above 60 when the grammar forced unrelated
+    speech into a sentence. A logistic curve centred on `FIT_MIDPOINT` turns it into a
+    confidence.
     """
     if speech_frames <= 0 or not math.isfinite(path_score):
         return 0.0
