@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from hassil import (
@@ -47,6 +47,19 @@ from hassil import (
 )
 from hassil.numbers import get_rbnf_engine
 
+from voiced.asr.jsgf import (
+    EMPTY,
+    Node,
+    Ref,
+    Word,
+    alt,
+    end_positions,
+    render,
+    seq,
+    walk_words,
+    words_of,
+)
+
 _LOGGER = logging.getLogger(__name__)
 
 MAX_GLUE_STRINGS = 1000
@@ -54,7 +67,6 @@ MAX_GLUE_STRINGS = 1000
 MAX_PERMUTATION_ITEMS = 5
 """Permutations of more items than this are not expanded (5! = 120 orders)."""
 
-_NON_WORD = re.compile(r"[^\w'\s]+")
 _RULE_CHARS = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -74,8 +86,8 @@ class Grammar:
     """Sentence templates compiled into the grammar."""
     dropped_sentences: tuple[str, ...] = ()
     """Templates with nothing left to say, as ``Intent: template``."""
-    _sentences: tuple[_Node, ...] = field(default=(), repr=False, compare=False)
-    _rules: Mapping[str, _Node | None] = field(default_factory=dict, repr=False, compare=False)
+    _sentences: tuple[Node, ...] = field(default=(), repr=False, compare=False)
+    _rules: Mapping[str, Node | None] = field(default_factory=dict, repr=False, compare=False)
 
     def accepts(self, text: str) -> bool:
         """True when `text` is a whole sentence of the grammar.
@@ -86,78 +98,8 @@ class Grammar:
         """
         words = tuple(words_of(text))
         return bool(words) and any(
-            len(words) in _ends(node, words, 0, self._rules) for node in self._sentences
+            len(words) in end_positions(node, words, 0, self._rules) for node in self._sentences
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Word:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Seq:
-    items: tuple[_Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Alt:
-    items: tuple[_Node, ...]
-    optional: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    rule: str
-
-
-_Node = _Word | _Seq | _Alt | _Ref
-_EMPTY = _Seq(())
-"""Says nothing (epsilon); None means "cannot be said"."""
-
-
-def _seq(items: Iterable[_Node | None]) -> _Node | None:
-    flat: list[_Node] = []
-    for item in list(items):  # every item is built, so every missing word is reported
-        if item is None:
-            return None
-        if isinstance(item, _Seq):
-            flat.extend(item.items)
-        else:
-            flat.append(item)
-    return flat[0] if len(flat) == 1 else _Seq(tuple(flat))
-
-
-def _alt(items: Iterable[_Node | None], optional: bool = False) -> _Node | None:
-    kept: list[_Node] = []
-    for item in items:
-        if item is None:
-            continue
-        if item == _EMPTY:
-            optional = True
-            continue
-        if isinstance(item, _Alt):
-            optional = optional or item.optional
-            parts: Iterable[_Node] = item.items
-        else:
-            parts = (item,)
-        kept.extend(p for p in parts if p not in kept)
-    if not kept:
-        return _EMPTY if optional else None
-    if len(kept) == 1 and not optional:
-        return kept[0]
-    return _Alt(tuple(kept), optional)
-
-
-def words_of(text: str) -> list[str]:
-    """Split template or list text into lower-case dictionary-style words.
-
-    Hyphens and underscores separate words ("twenty-one" is "twenty one"), other
-    punctuation is dropped, apostrophes inside words stay ("what's").
-    """
-    text = text.replace("’", "'").replace("-", " ").replace("_", " ").lower()
-    words = (w.strip("'") for w in _NON_WORD.sub(" ", text).split())
-    return [w for w in words if w]
 
 
 class _Compiler:
@@ -167,7 +109,7 @@ class _Compiler:
         self.intents = intents
         self.known = known
         self.language = language
-        self.rules: dict[str, _Node | None] = {}
+        self.rules: dict[str, Node | None] = {}
         self.missing: set[str] = set()
         self._busy: set[str] = set()
 
@@ -190,7 +132,7 @@ class _Compiler:
 
     # -- expressions → nodes ----------------------------------------------------------
 
-    def word(self, word: str) -> _Node | None:
+    def word(self, word: str) -> Node | None:
         if self.known is not None and word not in self.known:
             if word not in self.missing:
                 self.missing.add(word)
@@ -200,16 +142,16 @@ class _Compiler:
                     word,
                 )
             return None
-        return _Word(word)
+        return Word(word)
 
-    def text(self, text: str) -> _Node | None:
-        return _seq(self.word(w) for w in words_of(text))
+    def text(self, text: str) -> Node | None:
+        return seq(self.word(w) for w in words_of(text))
 
-    def expr(self, expr: Expression, scope: tuple[IntentData | None, str]) -> _Node | None:
+    def expr(self, expr: Expression, scope: tuple[IntentData | None, str]) -> Node | None:
         if isinstance(expr, TextChunk):
             return self.text(expr.text)
         if isinstance(expr, Alternative):
-            return _alt((self.expr(i, scope) for i in expr.items), expr.is_optional)
+            return alt((self.expr(i, scope) for i in expr.items), expr.is_optional)
         if isinstance(expr, Permutation):
             return self._permutation(expr, scope)
         if isinstance(expr, Sequence):
@@ -223,14 +165,14 @@ class _Compiler:
 
     def _permutation(
         self, expr: Permutation, scope: tuple[IntentData | None, str]
-    ) -> _Node | None:
+    ) -> Node | None:
         if len(expr.items) > MAX_PERMUTATION_ITEMS:
             _LOGGER.warning("Permutation of %d items is too large; dropping it", len(expr.items))
             return None
         nodes = [self.expr(i, scope) for i in expr.items]
-        return _alt(_seq(order) for order in itertools.permutations(nodes))
+        return alt(seq(order) for order in itertools.permutations(nodes))
 
-    def _sequence(self, expr: Sequence, scope: tuple[IntentData | None, str]) -> _Node | None:
+    def _sequence(self, expr: Sequence, scope: tuple[IntentData | None, str]) -> Node | None:
         # Pieces written without a space between them form one word ("light[s]"), so
         # the sequence is cut into runs at whitespace; a run of several pieces is
         # expanded into its strings and re-split into words.
@@ -244,7 +186,7 @@ class _Compiler:
                         runs[-1].append(part)
             else:
                 runs[-1].append(item)
-        nodes: list[_Node | None] = []
+        nodes: list[Node | None] = []
         for run in runs:
             if len(run) == 1:
                 piece = run[0]
@@ -254,11 +196,11 @@ class _Compiler:
                     nodes.append(self.expr(piece, scope))
             elif run:
                 nodes.append(self._glued(run, scope))
-        return _seq(nodes)
+        return seq(nodes)
 
     def _glued(
         self, run: list[Expression | str], scope: tuple[IntentData | None, str]
-    ) -> _Node | None:
+    ) -> Node | None:
         choices: list[list[str]] = []
         total = 1
         for piece in run:
@@ -270,7 +212,7 @@ class _Compiler:
                 _LOGGER.warning("Template piece expands to over %d words; dropping it", total)
                 return None
             choices.append(strings)
-        return _alt(self.text("".join(parts)) for parts in itertools.product(*choices))
+        return alt(self.text("".join(parts)) for parts in itertools.product(*choices))
 
     def strings(
         self, expr: Expression, scope: tuple[IntentData | None, str], depth: int = 0
@@ -318,7 +260,7 @@ class _Compiler:
 
     # -- named rules ------------------------------------------------------------------
 
-    def _named(self, name: str, build: Callable[[], _Node | None]) -> _Node | None:
+    def _named(self, name: str, build: Callable[[], Node | None]) -> Node | None:
         if name not in self.rules:
             if name in self._busy:
                 _LOGGER.warning("Rule <%s> refers to itself; dropping the reference", name)
@@ -327,27 +269,27 @@ class _Compiler:
             self.rules[name] = build()
             self._busy.discard(name)
         body = self.rules[name]
-        if body is None or body == _EMPTY:
+        if body is None or body == EMPTY:
             return body
-        return _Ref(name)
+        return Ref(name)
 
-    def _list_ref(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
+    def _list_ref(self, name: str, scope: tuple[IntentData | None, str]) -> Node | None:
         local = scope[0] is not None and name in scope[0].slot_lists
         rule_name = _RULE_CHARS.sub("_", f"list_{scope[1] if local else ''}{name}")
         return self._named(rule_name, lambda: self._list_body(name, scope))
 
-    def _list_body(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
+    def _list_body(self, name: str, scope: tuple[IntentData | None, str]) -> Node | None:
         slot_list = self._lists(scope[0]).get(name)
         if isinstance(slot_list, TextSlotList):
-            return _alt(self.expr(v.text_in, scope) for v in slot_list.values)
+            return alt(self.expr(v.text_in, scope) for v in slot_list.values)
         if isinstance(slot_list, RangeSlotList):
-            return _alt(self.text(phrase) for phrase in self.number_phrases(slot_list))
+            return alt(self.text(phrase) for phrase in self.number_phrases(slot_list))
         what = "a wildcard" if slot_list is not None else "missing"
         _LOGGER.warning("List {%s} is %s and cannot be spoken in a grammar", name, what)
         return None
 
-    def _rule_ref(self, name: str, scope: tuple[IntentData | None, str]) -> _Node | None:
-        def body() -> _Node | None:
+    def _rule_ref(self, name: str, scope: tuple[IntentData | None, str]) -> Node | None:
+        def body() -> Node | None:
             rule = self._rules(scope[0]).get(name)
             if rule is None:
                 _LOGGER.warning("Expansion rule <%s> is missing", name)
@@ -359,58 +301,11 @@ class _Compiler:
         local = data is not None and (name in data.expansion_rules or bool(data.slot_lists))
         return self._named(_RULE_CHARS.sub("_", f"rule_{scope[1] if local else ''}{name}"), body)
 
-    def skip(self) -> _Node | None:
+    def skip(self) -> Node | None:
         words = [w for w in self.intents.skip_words if w.strip()]
         if not words:
             return None
-        return self._named("skip", lambda: _alt(self.text(w) for w in words))
-
-
-def _render(node: _Node) -> str:
-    if isinstance(node, _Word):
-        return node.text
-    if isinstance(node, _Ref):
-        return f"<{node.rule}>"
-    if isinstance(node, _Seq):
-        return " ".join(_render(i) for i in node.items)
-    body = " | ".join(_render(i) for i in node.items)
-    return f"[ {body} ]" if node.optional else f"( {body} )"
-
-
-def _walk_words(
-    node: _Node | None, rules: Mapping[str, _Node | None], seen: set[str]
-) -> Iterator[str]:
-    if isinstance(node, _Word):
-        yield node.text
-    elif isinstance(node, _Seq | _Alt):
-        for item in node.items:
-            yield from _walk_words(item, rules, seen)
-    elif isinstance(node, _Ref) and node.rule not in seen:
-        seen.add(node.rule)
-        yield from _walk_words(rules.get(node.rule), rules, seen)
-
-
-def _ends(
-    node: _Node | None, words: tuple[str, ...], pos: int, rules: Mapping[str, _Node | None]
-) -> set[int]:
-    """Positions where `node` can stop when it starts matching `words` at `pos`."""
-    if isinstance(node, _Word):
-        return {pos + 1} if pos < len(words) and words[pos] == node.text else set()
-    if isinstance(node, _Ref):
-        return _ends(rules.get(node.rule), words, pos, rules)
-    if isinstance(node, _Seq):
-        current = {pos}
-        for item in node.items:
-            current = {end for start in current for end in _ends(item, words, start, rules)}
-            if not current:
-                break
-        return current
-    if isinstance(node, _Alt):
-        ends = {pos} if node.optional else set()
-        for item in node.items:
-            ends |= _ends(item, words, pos, rules)
-        return ends
-    return set()
+        return self._named("skip", lambda: alt(self.text(w) for w in words))
 
 
 def compile_grammar(
@@ -428,7 +323,7 @@ def compile_grammar(
     """
     compiler = _Compiler(intents, known_words, language or intents.language)
     skip = compiler.skip()
-    sentences: list[tuple[str, _Node]] = []
+    sentences: list[tuple[str, Node]] = []
     dropped: list[str] = []
     for intent_name, intent in intents.intents.items():
         for index, data in enumerate(intent.data):
@@ -436,12 +331,12 @@ def compile_grammar(
             for sentence in data.sentences:
                 node = compiler.expr(sentence.expression, scope)
                 label = f"{intent_name}: {sentence.text}"
-                if node is None or node == _EMPTY:
+                if node is None or node == EMPTY:
                     _LOGGER.warning("Sentence template %r has nothing left to say; dropped", label)
                     dropped.append(label)
                     continue
                 if skip is not None:
-                    node = _seq([_alt([skip], True), node, _alt([skip], True)])
+                    node = seq([alt([skip], True), node, alt([skip], True)])
                 assert node is not None
                 sentences.append((label, node))
 
@@ -455,13 +350,13 @@ def compile_grammar(
     lines.append("")
     for i, (label, node) in enumerate(sentences):
         lines.append(f"// {label.replace(chr(10), ' ')}")
-        lines.append(f"<sentence{i}> = {_render(node)};")
+        lines.append(f"<sentence{i}> = {render(node)};")
     for rule_name, body in compiler.rules.items():
-        if body is not None and body != _EMPTY:
-            lines.append(f"<{rule_name}> = {_render(body)};")
+        if body is not None and body != EMPTY:
+            lines.append(f"<{rule_name}> = {render(body)};")
 
     seen: set[str] = set()
-    words = {w for _, node in sentences for w in _walk_words(node, compiler.rules, seen)}
+    words = {w for _, node in sentences for w in walk_words(node, compiler.rules, seen)}
     return Grammar(
         jsgf="\n".join(lines) + "\n",
         name=name,

@@ -1,0 +1,132 @@
+"""JSGF grammar nodes: building, rendering as JSGF text, and matching word sequences.
+
+The node tree is what `voiced.asr.grammar` compiles hassil templates into. `None` stands
+for "cannot be said" (a word missing from the dictionary), `EMPTY` for "says nothing".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+_NON_WORD = re.compile(r"[^\w'\s]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seq:
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Alt:
+    items: tuple[Node, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    rule: str
+
+
+Node = Word | Seq | Alt | Ref
+EMPTY = Seq(())
+"""Says nothing (epsilon); None means "cannot be said"."""
+
+
+def seq(items: Iterable[Node | None]) -> Node | None:
+    flat: list[Node] = []
+    for item in list(items):  # every item is built, so every missing word is reported
+        if item is None:
+            return None
+        if isinstance(item, Seq):
+            flat.extend(item.items)
+        else:
+            flat.append(item)
+    return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+
+def alt(items: Iterable[Node | None], optional: bool = False) -> Node | None:
+    kept: list[Node] = []
+    for item in items:
+        if item is None:
+            continue
+        if item == EMPTY:
+            optional = True
+            continue
+        if isinstance(item, Alt):
+            optional = optional or item.optional
+            parts: Iterable[Node] = item.items
+        else:
+            parts = (item,)
+        kept.extend(p for p in parts if p not in kept)
+    if not kept:
+        return EMPTY if optional else None
+    if len(kept) == 1 and not optional:
+        return kept[0]
+    return Alt(tuple(kept), optional)
+
+
+def words_of(text: str) -> list[str]:
+    """Split template or list text into lower-case dictionary-style words.
+
+    Hyphens and underscores separate words ("twenty-one" is "twenty one"), other
+    punctuation is dropped, apostrophes inside words stay ("what's").
+    """
+    text = text.replace("’", "'").replace("-", " ").replace("_", " ").lower()
+    words = (w.strip("'") for w in _NON_WORD.sub(" ", text).split())
+    return [w for w in words if w]
+
+
+def render(node: Node) -> str:
+    if isinstance(node, Word):
+        return node.text
+    if isinstance(node, Ref):
+        return f"<{node.rule}>"
+    if isinstance(node, Seq):
+        return " ".join(render(i) for i in node.items)
+    body = " | ".join(render(i) for i in node.items)
+    return f"[ {body} ]" if node.optional else f"( {body} )"
+
+
+def walk_words(
+    node: Node | None, rules: Mapping[str, Node | None], seen: set[str]
+) -> Iterator[str]:
+    if isinstance(node, Word):
+        yield node.text
+    elif isinstance(node, Seq | Alt):
+        for item in node.items:
+            yield from walk_words(item, rules, seen)
+    elif isinstance(node, Ref) and node.rule not in seen:
+        seen.add(node.rule)
+        yield from walk_words(rules.get(node.rule), rules, seen)
+
+
+def end_positions(
+    node: Node | None, words: tuple[str, ...], pos: int, rules: Mapping[str, Node | None]
+) -> set[int]:
+    """Positions where `node` can stop when it starts matching `words` at `pos`."""
+    if isinstance(node, Word):
+        return {pos + 1} if pos < len(words) and words[pos] == node.text else set()
+    if isinstance(node, Ref):
+        return end_positions(rules.get(node.rule), words, pos, rules)
+    if isinstance(node, Seq):
+        current = {pos}
+        for item in node.items:
+            current = {end for start in current for end in end_positions(item, words, start, rules)}
+            if not current:
+                break
+        return current
+    if isinstance(node, Alt):
+        ends = {pos} if node.optional else set()
+        for item in node.items:
+            ends |= end_positions(item, words, pos, rules)
+        return ends
+    return set()
+
+
