@@ -15,22 +15,30 @@ _NON_WORD = re.compile(r"[^\w'\s]+")
 
 @dataclass(frozen=True, slots=True)
 class Word:
+    """One dictionary word."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class Seq:
+    """Items one after another (empty: says nothing)."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Alt:
+    """One of the items; `optional` also allows nothing."""
+
     items: tuple[Node, ...]
     optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Ref:
+    """A named rule."""
+
     rule: str
 
 
@@ -40,6 +48,7 @@ EMPTY = Seq(())
 
 
 def seq(items: Iterable[Node | None]) -> Node | None:
+    """A flattened sequence; None when any item cannot be said."""
     flat: list[Node] = []
     for item in list(items):  # every item is built, so every missing word is reported
         if item is None:
@@ -52,6 +61,7 @@ def seq(items: Iterable[Node | None]) -> Node | None:
 
 
 def alt(items: Iterable[Node | None], optional: bool = False) -> Node | None:
+    """Alternatives without duplicates or unsayable items; None when none is left."""
     kept: list[Node] = []
     for item in items:
         if item is None:
@@ -84,6 +94,7 @@ def words_of(text: str) -> list[str]:
 
 
 def render(node: Node) -> str:
+    """JSGF text of a node."""
     if isinstance(node, Word):
         return node.text
     if isinstance(node, Ref):
@@ -97,6 +108,7 @@ def render(node: Node) -> str:
 def walk_words(
     node: Node | None, rules: Mapping[str, Node | None], seen: set[str]
 ) -> Iterator[str]:
+    """Every word `node` can say, following rules once each (`seen`)."""
     if isinstance(node, Word):
         yield node.text
     elif isinstance(node, Seq | Alt):
