@@ -203,3 +203,18 @@ async def test_bad_input_is_reported_and_service_continues(mosquitto: Mosquitto,
         assert any(e["siteId"] == "stranger" for e in errors)
         async with Satellite("127.0.0.1", mosquitto.port, "good") as sat:
             assert _check(entry, await sat.command(_pcm(entry), timeout=60)) is None
+
+
+async def test_utterance_ends_when_the_satellite_goes_quiet(mosquitto: Mosquitto,
+                                                            tmp_path: Path) -> None:
+    """A satellite that stops streaming mid-command (crash, network) still gets an answer."""
+    config = make_config(tmp_path, mosquitto.port)
+    entry = COMMANDS[5]
+    async with running_daemon(config), \
+            Satellite("127.0.0.1", mosquitto.port, "shed") as sat, \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        await peer.subscribe(f"hermes/intent/{entry['intent']}")
+        await sat.stream(_pcm(entry), realtime=False, trailing_silence_ms=0)
+        async with asyncio.timeout(15):
+            msg = await anext(aiter(peer.messages))
+        assert json.loads(msg.payload)["siteId"] == "shed"  # type: ignore[arg-type]

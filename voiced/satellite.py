@@ -31,6 +31,8 @@ from voiced.transport import native
 log = logging.getLogger(__name__)
 
 FRAME_BYTES = ms_to_bytes(SATELLITE_FRAME_MS)
+ROOM_TONE_MAX = 60.0
+"""Loudest trailing noise (RMS, about -55 dBFS), so it never passes for speech."""
 TRAILING_SILENCE_MS = 1200
 """Silence sent after a file so the server's endpointer sees the end of speech."""
 
@@ -100,14 +102,15 @@ def last_speech_offset(pcm: bytes) -> int:
 
 
 def room_tone(pcm: bytes, ms: int) -> bytes:
-    """`ms` of quiet noise at the level of the recording's last 100 ms, so the trailing
-    "silence" sounds like the room the recording ends in (digital zeros would not)."""
+    """`ms` of quiet noise at the recording's own noise floor (its quietest 20 ms frames),
+    so the trailing "silence" sounds like the room (digital zeros would not)."""
     import numpy as np
 
     n = ms_to_bytes(ms) // 2
-    tail = np.frombuffer(pcm[-ms_to_bytes(100):], dtype=np.int16).astype(np.float64)
-    level = float(np.sqrt(np.mean(tail**2))) if tail.size else 0.0
-    noise = np.random.default_rng(len(pcm)).normal(0.0, min(level, 300.0), n)
+    samples = np.frombuffer(pcm[: len(pcm) // FRAME_BYTES * FRAME_BYTES], dtype=np.int16)
+    frames = samples.astype(np.float64).reshape(-1, FRAME_BYTES // 2)
+    level = float(np.percentile(np.sqrt(np.mean(frames**2, axis=1)), 10)) if frames.size else 0.0
+    noise = np.random.default_rng(len(pcm)).normal(0.0, min(level, ROOM_TONE_MAX), n)
     return np.clip(np.round(noise), -32768, 32767).astype("<i2").tobytes()
 
 

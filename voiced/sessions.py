@@ -37,7 +37,9 @@ from voiced.vad.webrtc import WebrtcVad
 log = logging.getLogger(__name__)
 
 IDLE_CHECK_S = 0.25
-"""How often an idle worker checks its wake-session timeout."""
+"""How often an idle worker checks its timeouts."""
+STALL_S = 1.5
+"""An utterance whose audio stops arriving for this long is ended (satellite gone)."""
 
 
 class StreamingDecode:
@@ -155,6 +157,7 @@ class SiteWorker:
         self._last_speech_at = 0.0
         self._started_wall = 0.0
         self._current_session = ""
+        self._last_audio_at = 0.0
         self.dropped = 0
         self.frames = 0
         self.busy = False
@@ -204,6 +207,7 @@ class SiteWorker:
         return self.mode == SiteMode.ALWAYS or self._listening is not None
 
     async def _audio(self, item: Audio) -> None:
+        self._last_audio_at = item.received
         pcm = self._converter.convert(item.pcm, item.fmt.rate, item.fmt.width,
                                       item.fmt.channels, item.float_format)
         for frame in self._framer.push(pcm):
@@ -301,6 +305,11 @@ class SiteWorker:
                                                   listening.custom_data)
 
     async def _check_timeout(self) -> None:
+        if self._segmenter.in_speech and time.monotonic() - self._last_audio_at > STALL_S:
+            log.warning("site %s: audio stopped mid-utterance; ending it", self.site)
+            for event in self._segmenter.stop(EndReason.TIMEOUT):
+                await self._segment_event(event)
+            return
         listening = self._listening
         if listening is None or self._segmenter.in_speech:
             return
