@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import yaml
 from support import FIXTURES, Mosquitto, free_port, make_config, running_daemon
 
 from voiced.audio.wav import build_wav, read_wav_file
-from voiced.satellite import Answer, Satellite
+from voiced.satellite import Answer, Satellite, last_speech_offset
+from voiced.sessions import STALL_S
 
 pytestmark = pytest.mark.slow
 
@@ -214,7 +216,11 @@ async def test_utterance_ends_when_the_satellite_goes_quiet(mosquitto: Mosquitto
             Satellite("127.0.0.1", mosquitto.port, "shed") as sat, \
             aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
         await peer.subscribe(f"hermes/intent/{entry['intent']}")
-        await sat.stream(_pcm(entry), realtime=False, trailing_silence_ms=0)
+        pcm = _pcm(entry)
+        cut = pcm[:last_speech_offset(pcm)]  # the stream stops while speech is going on
+        started = time.monotonic()
+        await sat.stream(cut, realtime=False, trailing_silence_ms=0)
         async with asyncio.timeout(15):
             msg = await anext(aiter(peer.messages))
         assert json.loads(msg.payload)["siteId"] == "shed"  # type: ignore[arg-type]
+        assert time.monotonic() - started >= STALL_S
