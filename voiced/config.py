@@ -119,6 +119,9 @@ class AsrConfig(Strict):
 
     backend: Literal["pocketsphinx", "whisper"] = "pocketsphinx"
     mode: Literal["grammar", "open"] = "grammar"
+    processes: int = Field(0, ge=0, le=64)
+    """pocketsphinx: worker processes for decoding (0: one per CPU core; 1: in-process).
+    Its binding keeps the GIL while decoding, so processes are what use several cores."""
     """pocketsphinx: decode constrained by the intents' grammar, or open vocabulary."""
     language: str = "en"
     min_confidence: float = Field(0.5, ge=0, le=1)

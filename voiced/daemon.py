@@ -377,6 +377,8 @@ class Daemon:
             await self.pipeline.close()
         if self.speakers is not None:
             await self.speakers.close()
+        if self.transcriber is not None:
+            await self.engine.run(self.transcriber.close)
         if self.history is not None:
             self.history.close()
         if self.broker is not None:

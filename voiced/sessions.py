@@ -42,6 +42,10 @@ STALL_S = 1.5
 """An utterance whose audio stops arriving for this long is ended (satellite gone)."""
 
 
+_CLOSING: set[asyncio.Task[None]] = set()
+"""Streams being released after their utterance was abandoned."""
+
+
 class StreamingDecode:
     """Feeds one utterance to the recognizer as it arrives, in order, off the loop."""
 
@@ -84,9 +88,19 @@ class StreamingDecode:
         return self._stream
 
     def cancel(self) -> None:
-        """Abandon the utterance."""
+        """Abandon the utterance (its decoder is released once any feed in flight ends)."""
         if self._pump is not None:
             self._pump.cancel()
+        task = asyncio.create_task(self._close(), name="asr-cancel")
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    async def _close(self) -> None:
+        if self._pump is not None:
+            await asyncio.wait({self._pump})  # let a feed in flight end; never raises
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await self._engine.run(stream.close)
 
 
 def _feed(stream: AsrStream, chunk: bytes) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,9 @@ class AsrStream(ABC):
         """Best hypothesis so far, if the backend can tell."""
         return None
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Abandon the utterance (it was too short, or the session ended)."""
+
 
 class Transcriber(ABC):
     """A speech recognizer. `transcribe` is the one required method.
@@ -45,6 +49,9 @@ class Transcriber(ABC):
 
     def load(self) -> None:  # noqa: B027 - optional hook
         """Load the model and warm it up (called once before readiness)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release models and worker processes (daemon shutdown)."""
 
     def reload(self, intents: IntentRecognizer) -> None:  # noqa: B027 - optional hook
         """Rebuild what depends on the intents (grammar, prompt) after they changed."""
@@ -77,6 +84,11 @@ def create_transcriber(
 ) -> Transcriber:
     """Build the configured backend (not yet loaded)."""
     if config.backend == "pocketsphinx":
+        processes = config.processes or (os.cpu_count() or 1)
+        if processes > 1:
+            from voiced.asr.workers import PooledTranscriber
+
+            return PooledTranscriber(config, intents, processes)
         from voiced.asr.pocketsphinx import PocketsphinxTranscriber
 
         return PocketsphinxTranscriber(config, intents)

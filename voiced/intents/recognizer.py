@@ -68,6 +68,8 @@ class IntentRecognizer:
         self.intents = intents
         self.language = language
         self.files = tuple(files)
+        self.document: dict[str, Any] | None = None
+        """The merged YAML document the intents came from (rebuilds them elsewhere)."""
         # the same sentences without their context requirements: tells "not allowed"
         # from "not understood"
         self._ungated = _without_context_rules(intents)
@@ -109,7 +111,9 @@ class IntentRecognizer:
         if not intents.intents:
             where = ", ".join(str(p) for p in paths) or "(no paths)"
             raise IntentError("intents_invalid", f"{where}: no intents defined")
-        return cls(intents, language, files, fuzzy, fuzzy_min_confidence)
+        recognizer = cls(intents, language, files, fuzzy, fuzzy_min_confidence)
+        recognizer.document = merged
+        return recognizer
 
     # ---- matching ------------------------------------------------------------------
     def _match(self, text: str, context: Mapping[str, Any],
