@@ -110,7 +110,7 @@ class FuzzyMatcher:
         for i in range(n):
             yield from self._fix(heard, i, substitute_only=True)
         for i in range(n):
-            conf = self.confidence(n, 1.0)
+            conf = self.confidence(n, 0.75)
             if conf >= self.min_confidence:
                 yield Correction(" ".join(heard[:i] + heard[i + 1:]), f"delete {heard[i]}", conf)
         conf = self.confidence(n, 0.75)

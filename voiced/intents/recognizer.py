@@ -143,6 +143,8 @@ class IntentRecognizer:
 
             def accept(candidate: str) -> bool:
                 match = self._match(candidate, context, intent_filter)
+                if match is not None and any(e.is_wildcard for e in match.entities_list):
+                    return False  # a wildcard takes any words: no evidence for a guess
                 if match is None:
                     # a guess that lands on a restricted command blocks every other guess
                     match = recognize_best(candidate, self._ungated, language=self.language)
