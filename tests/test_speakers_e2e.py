@@ -50,7 +50,8 @@ async def test_enrolled_voice_unlocks_and_others_are_refused(mosquitto: Mosquitt
     await _enroll(state, "alice", "flite-awb", tmp_path / "voices")
     handlers = [
         {"intent": "UnlockDoor", "plugin": "mqtt_publish",
-         "options": {"topic": "home/door/{door}/set", "payload": {"lock": False, "by": "{speaker}"}}},
+         "options": {"topic": "home/door/{door}/set",
+                     "payload": {"lock": False, "by": "{speaker}"}}},
         {"intent": "PlayMusic", "plugin": "mqtt_publish",
          "options": {"topic": "music/{site}/play", "payload": {"playlist": "{speaker.playlist}"}}},
     ]
