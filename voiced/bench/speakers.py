@@ -19,7 +19,13 @@ utterance of every voice is identified in every fold:
 * FAR / FRR at the calibrated threshold: the same trials, each fold at its own threshold;
 * strangers accepted: utterances of voices not enrolled in that fold that were given a
   name, i.e. would have run a command gated to that name (the target is zero);
-* embedding time: one utterance at a time, as the daemon does at N = 1.
+* embedding time: one utterance at a time, as the daemon does at N = 1;
+* speaker time after the endpoint: the same utterances fed to the streaming path
+  (`start_stream`) in 20 ms chunks, as a satellite sends them; what is timed is `finish()`,
+  the work left when the person stops speaking. Its vector is compared with the whole
+  utterance's (cosine). For a backend that streams, the same again for a copy 20 dB
+  quieter, where resemblyzer's volume normalization makes the stream interpolate between
+  gains (see `voiced.speakers.streaming`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,10 @@ REAL_STRANGERS = ("espeak-en-us+m3", "espeak-en-gb+f2")
 """espeak-ng voices that are never enrolled in the real-speaker set."""
 ENROLL_VOICE = {"kal": "flite-kal16"}
 """The voice a person enrolls with when they have several (others are tests only)."""
+CHUNK_MS = 20
+"""Chunk size the streaming path is fed in (a satellite's frame)."""
+QUIET_DB = 20.0
+"""How much quieter the second streaming pass is (below resemblyzer's -30 dBFS target)."""
 
 
 def register(sub: Any) -> None:
@@ -92,6 +102,92 @@ class SetResult:
     """Enrolled people's utterances given someone else's name."""
     genuine_trials: int
     impostor_trials: int
+
+
+@dataclass(slots=True)
+class Timings:
+    """Per test utterance: whole-utterance and streaming figures."""
+
+    embed_ms: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    finish_ms: list[float] = field(default_factory=list)
+    feed_ms: list[float] = field(default_factory=list)
+    """Time spent in `feed()` over the whole utterance."""
+    cosine: list[float] = field(default_factory=list)
+    finish_steps: list[int] = field(default_factory=list)
+    """LSTM steps left for `finish()` (resemblyzer; the whole utterance: 160 a window)."""
+    quiet_finish_ms: list[float] = field(default_factory=list)
+    quiet_feed_ms: list[float] = field(default_factory=list)
+    quiet_cosine: list[float] = field(default_factory=list)
+
+    def report(self) -> dict[str, float]:
+        """Means, medians and p95s for the JSON report."""
+        out = {
+            "embed_ms_mean": statistics.fmean(self.embed_ms),
+            "embed_ms_median": statistics.median(self.embed_ms),
+            "embed_ms_p95": float(np.percentile(self.embed_ms, 95)),
+            "utterance_s_mean": statistics.fmean(self.seconds),
+            "feed_ms_per_audio_s": sum(self.feed_ms) / sum(self.seconds),
+            "stream_cosine_min": min(self.cosine),
+        }
+        if self.finish_steps:
+            out["finish_steps_mean"] = statistics.fmean(self.finish_steps)
+            out["finish_steps_max"] = max(self.finish_steps)
+        for name, values in (("endpoint", self.finish_ms),
+                             ("quiet_endpoint", self.quiet_finish_ms)):
+            if values:
+                out[f"{name}_ms_mean"] = statistics.fmean(values)
+                out[f"{name}_ms_median"] = statistics.median(values)
+                out[f"{name}_ms_p95"] = float(np.percentile(values, 95))
+        if self.quiet_cosine:
+            out["quiet_stream_cosine_min"] = min(self.quiet_cosine)
+            out["quiet_feed_ms_per_audio_s"] = sum(self.quiet_feed_ms) / sum(self.seconds)
+        return out
+
+
+def _stream(embedder: Any, pcm: bytes) -> tuple[np.ndarray, float, float, int | None]:
+    """(vector, ms in finish(), ms in all feed() calls, LSTM steps in finish()) for `pcm`
+    fed in 20 ms chunks."""
+    from voiced.const import ms_to_bytes
+
+    chunk = ms_to_bytes(CHUNK_MS)
+    stream = embedder.start_stream()
+    fed = 0.0
+    for i in range(0, len(pcm), chunk):
+        started = time.perf_counter()
+        stream.feed(pcm[i : i + chunk])
+        fed += time.perf_counter() - started
+    started = time.perf_counter()
+    vector = stream.finish()
+    finish_ms = (time.perf_counter() - started) * 1000
+    return vector, finish_ms, fed * 1000, getattr(stream, "finish_steps", None)
+
+
+def _quieter(pcm: bytes, db: float) -> bytes:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64) * 10 ** (-db / 20)
+    return np.round(samples).astype("<i2").tobytes()
+
+
+def _time_utterance(embedder: Any, pcm: bytes, timings: Timings) -> np.ndarray:
+    """The whole-utterance vector, with both paths timed and compared."""
+    started = time.perf_counter()
+    vector = embedder.embed(pcm)
+    timings.embed_ms.append((time.perf_counter() - started) * 1000)
+    timings.seconds.append(len(pcm) / BYTES_PER_SECOND)
+    streamed, finish_ms, feed_ms, steps = _stream(embedder, pcm)
+    timings.finish_ms.append(finish_ms)
+    timings.feed_ms.append(feed_ms)
+    timings.cosine.append(float(np.dot(vector, streamed)))
+    if steps is not None:
+        timings.finish_steps.append(steps)
+    if not embedder.supports_streaming:
+        return vector  # buffered: nothing depends on the level
+    quiet = _quieter(pcm, QUIET_DB)
+    streamed, finish_ms, feed_ms, _ = _stream(embedder, quiet)
+    timings.quiet_finish_ms.append(finish_ms)
+    timings.quiet_feed_ms.append(feed_ms)
+    timings.quiet_cosine.append(float(np.dot(embedder.embed(quiet), streamed)))
+    return vector
 
 
 @dataclass(slots=True)
@@ -205,8 +301,7 @@ def _run_set(
     strangers: Sequence[voices.Voice],
     embedder: Any,
     args: argparse.Namespace,
-    timings: list[float],
-    durations: list[float],
+    timings: Timings,
 ) -> SetResult:
     from voiced.audio.wav import read_wav_file
     from voiced.speakers.matching import DEFAULT_FAR_WEIGHT
@@ -221,14 +316,8 @@ def _run_set(
         enrolls_with = ENROLL_VOICE.get(voice.person, voice.id)
         if voice in set_voices and enrolls_with == voice.id:
             people[voice.person] = _embed_enrollment(embedder, enroll_files)
-        vectors = []
-        for f in test_files:
-            pcm = read_wav_file(f)
-            started = time.perf_counter()
-            vectors.append(embedder.embed(pcm))
-            timings.append((time.perf_counter() - started) * 1000)
-            durations.append(len(pcm) / BYTES_PER_SECOND)
-        tests[voice.id] = vectors
+        tests[voice.id] = [_time_utterance(embedder, read_wav_file(f), timings)
+                           for f in test_files]
     return _evaluate(name, people, tests, person_of, args.margin,
                      args.far_weight or DEFAULT_FAR_WEIGHT)
 
@@ -253,16 +342,15 @@ def run(args: argparse.Namespace) -> int:
         started = time.monotonic()
         embedder = create_embedder(args.backend, args.model, args.device, args.state_dir)
         embedder.load()
-        timings: list[float] = []
-        durations: list[float] = []
+        timings = Timings()
         results = []
         if "real" in sets:
             strangers = [voices.ALL_VOICES[v] for v in REAL_STRANGERS]
             results.append(_run_set("real-speaker voices", voices.REAL_VOICES, strangers,
-                                    embedder, args, timings, durations))
+                                    embedder, args, timings))
         if "espeak" in sets:
             results.append(_run_set("espeak-ng voices", voices.ESPEAK_VOICES, (),
-                                    embedder, args, timings, durations))
+                                    embedder, args, timings))
     except VoicedError as exc:
         print(f"voiced bench speakers: {exc.message}", file=sys.stderr)
         return 1
@@ -271,9 +359,8 @@ def run(args: argparse.Namespace) -> int:
         "model_id": embedder.model_id,
         "device": resolve_device(args.device),
         "cpu": platform.processor() or platform.machine(),
-        "embed_ms_mean": statistics.fmean(timings),
-        "embed_ms_p95": float(np.percentile(timings, 95)),
-        "utterance_s_mean": statistics.fmean(durations),
+        "streaming": embedder.supports_streaming,
+        **timings.report(),
         "wall_s": time.monotonic() - started,
         "sets": [asdict(r) for r in results],
     }
@@ -304,6 +391,21 @@ def _print_report(report: dict[str, Any], results: list[SetResult]) -> None:
               f"{r.stranger_utterances} utterances")
         print(f"  enrolled but misnamed       {r.misnamed}")
     print(f"\nembedding time per utterance: {report['embed_ms_mean']:.1f} ms mean, "
-          f"{report['embed_ms_p95']:.1f} ms p95 (utterances {report['utterance_s_mean']:.2f} s "
-          f"on average; {report['cpu']})")
+          f"{report['embed_ms_median']:.1f} ms median, {report['embed_ms_p95']:.1f} ms p95 "
+          f"(utterances {report['utterance_s_mean']:.2f} s on average; {report['cpu']})")
+    how = "streaming" if report["streaming"] else "buffered: no streaming in this backend"
+    print(f"speaker time after the endpoint ({how}; finish() after {CHUNK_MS} ms chunks): "
+          f"{report['endpoint_ms_mean']:.1f} ms mean, {report['endpoint_ms_median']:.1f} ms "
+          f"median, {report['endpoint_ms_p95']:.1f} ms p95")
+    print(f"  vector vs whole utterance: cosine >= {report['stream_cosine_min']:.7f}; "
+          f"feed() while speaking: {report['feed_ms_per_audio_s']:.1f} ms per second of audio")
+    if "finish_steps_mean" in report:
+        print(f"  LSTM steps left for finish(): {report['finish_steps_mean']:.0f} mean, "
+              f"{report['finish_steps_max']} max (the whole utterance: 160 per window)")
+    if "quiet_endpoint_ms_mean" in report:
+        print(f"  {QUIET_DB:.0f} dB quieter: {report['quiet_endpoint_ms_mean']:.1f} ms mean, "
+              f"{report['quiet_endpoint_ms_median']:.1f} ms median, "
+              f"{report['quiet_endpoint_ms_p95']:.1f} ms p95; cosine >= "
+              f"{report['quiet_stream_cosine_min']:.7f}; feed() "
+              f"{report['quiet_feed_ms_per_audio_s']:.1f} ms per second of audio")
     print(f"wall time {report['wall_s']:.0f} s")

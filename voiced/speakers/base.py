@@ -2,6 +2,8 @@
 
 An embedder turns one utterance (internal-format PCM, see `voiced.const`) into a fixed-size,
 L2-normalized vector; cosine similarity between two vectors is then a plain dot product.
+`start_stream` embeds an utterance as it arrives (`EmbeddingStream`); backends that cannot
+do the work early buffer the audio and embed it at the end.
 `model_id` names the exact model that made a vector (backend and weights), so vectors made
 by different models are never compared: the store keeps it next to every enrollment.
 """
@@ -71,6 +73,48 @@ class SpeakerEmbedder(ABC):
     def supports_batching(self) -> bool:
         """True when `embed_batch` is faster than one `embed` call per utterance."""
         return False
+
+    @property
+    def supports_streaming(self) -> bool:
+        """True when `start_stream` does the embedding work while audio arrives."""
+        return False
+
+    def start_stream(self) -> EmbeddingStream:
+        """A stream for one utterance; this default buffers it and embeds it at the end."""
+        return BufferedStream(self)
+
+
+class EmbeddingStream(ABC):
+    """One utterance embedded as its audio arrives: `feed` any number of times, then
+    `finish` once. Blocking, like the embedder's methods; one call at a time per stream.
+
+    `finish` returns the vector `embed` would return for all the PCM fed (the streaming
+    implementation documents how closely).
+    """
+
+    @abstractmethod
+    def feed(self, pcm: bytes) -> None:
+        """More internal-format PCM, in any chunk size."""
+
+    @abstractmethod
+    def finish(self) -> Vector:
+        """The L2-normalized embedding of everything fed."""
+
+
+class BufferedStream(EmbeddingStream):
+    """Keeps the audio and embeds it whole at `finish` (backends without streaming)."""
+
+    def __init__(self, embedder: SpeakerEmbedder) -> None:
+        self._embedder = embedder
+        self._pcm = bytearray()
+
+    def feed(self, pcm: bytes) -> None:
+        """Keep `pcm`."""
+        self._pcm.extend(pcm)
+
+    def finish(self) -> Vector:
+        """The whole utterance's embedding."""
+        return self._embedder.embed(bytes(self._pcm))
 
 
 def pcm_to_float(pcm: bytes) -> npt.NDArray[np.float32]:

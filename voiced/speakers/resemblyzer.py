@@ -2,7 +2,8 @@
 
 A 3-layer LSTM over 40-band mel frames, 256-dimensional output. An utterance is cut into
 1.6 s partial windows; the utterance vector is the normalized mean of the partials. A batch
-of utterances runs as one forward pass over all their partials.
+of utterances runs as one forward pass over all their partials. `start_stream` computes the
+partials while the utterance is spoken (`voiced.speakers.streaming`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy.typing as npt
 from voiced.const import SAMPLE_RATE
 from voiced.errors import SpeakerError
 from voiced.speakers.base import (
+    EmbeddingStream,
     SpeakerEmbedder,
     Vector,
     file_digest,
@@ -94,6 +96,24 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
     def supports_batching(self) -> bool:
         """One forward pass covers every utterance of a batch."""
         return True
+
+    @property
+    def supports_streaming(self) -> bool:
+        """Partial windows are embedded as soon as their audio is final."""
+        return True
+
+    @property
+    def encoder(self) -> Any:
+        """The loaded `VoiceEncoder`."""
+        if self._encoder is None:
+            raise RuntimeError("resemblyzer: load() first")
+        return self._encoder
+
+    def start_stream(self) -> EmbeddingStream:
+        """A `ResemblyzerStream`: `finish` leaves only the utterance's last window to do."""
+        from voiced.speakers.streaming import ResemblyzerStream
+
+        return ResemblyzerStream(self)
 
     def embed(self, pcm: bytes) -> Vector:
         """The embedding of one utterance."""

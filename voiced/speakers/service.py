@@ -6,6 +6,10 @@ the daemon can run it concurrently with speech recognition on the same utterance
 profiles come from the enrollment store and are reloaded whenever the store changes (an
 enrollment from the command line, a calibration), without restarting the daemon.
 
+`start_stream` is the streaming form of `identify`: the daemon feeds the utterance's audio
+as it is spoken and calls `finish` at the endpoint, where (with resemblyzer) only the last
+partial window is left to embed.
+
 The threshold is, in order: `speakers.threshold` from voiced.yaml, the one stored by
 `voiced speakers calibrate` for the loaded model, the backend's default.
 """
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING
 from voiced.const import ms_to_bytes
 from voiced.inference import InferenceEngine, MicroBatcher
 from voiced.models import NO_SPEAKER, SpeakerMatch
-from voiced.speakers.base import SpeakerEmbedder, create_embedder
+from voiced.speakers.base import EmbeddingStream, SpeakerEmbedder, Vector, create_embedder
 from voiced.speakers.enrollment import EnrollmentResult, enroll
 from voiced.speakers.matching import Matcher
 from voiced.speakers.quality import QualityLimits
@@ -143,17 +147,20 @@ class SpeakerService:
         if not matcher.profiles or not todo:
             return results
         vectors = self.embedder.embed_batch([pcms[i] for i in todo])
-        adapting = adapt and self.options.adapt
-        extra = self.options.adapt_extra
         for i, vector in zip(todo, vectors, strict=True):
-            match = matcher.identify(vector)
-            results[i] = match
-            if adapting and matcher.may_adapt(vector, match, extra):
-                self.store.add_adapted(match.name, self.embedder.model_id, vector,
-                                       keep=self.options.adapt_keep)
-                self.adapted += 1
-                log.debug("adapted %s's profile (score %.3f)", match.name, match.confidence)
+            results[i] = self._conclude(matcher, vector, adapt)
         return results
+
+    def _conclude(self, matcher: Matcher, vector: Vector, adapt: bool) -> SpeakerMatch:
+        """Match one utterance's vector; adapt the profile when allowed and confident."""
+        match = matcher.identify(vector)
+        if adapt and self.options.adapt and matcher.may_adapt(vector, match,
+                                                              self.options.adapt_extra):
+            self.store.add_adapted(match.name, self.embedder.model_id, vector,
+                                   keep=self.options.adapt_keep)
+            self.adapted += 1
+            log.debug("adapted %s's profile (score %.3f)", match.name, match.confidence)
+        return match
 
     # the daemon's interface
 
@@ -162,6 +169,15 @@ class SpeakerService:
         if self._batcher is None:
             raise RuntimeError("SpeakerService was created without an inference engine")
         return await self._batcher.submit(pcm)
+
+    def start_stream(self) -> SpeakerStream:
+        """A stream for one utterance: feed its audio as it is spoken, `finish` at the end.
+
+        Cheap (no model work, no store access): call it anywhere. When nobody is enrolled
+        the stream only keeps the audio, so a household without profiles spends nothing.
+        """
+        embedding = self.embedder.start_stream() if self._matcher.profiles else None
+        return SpeakerStream(self, embedding)
 
     async def enroll(
         self,
@@ -189,6 +205,49 @@ class SpeakerService:
         if self._batcher is not None:
             await self._batcher.close()
         self.store.close()
+
+
+class SpeakerStream:
+    """`identify` for one utterance whose audio arrives in pieces.
+
+    `feed` and `finish` are blocking: the daemon calls them through the inference engine,
+    one at a time. The embedding work happens in `feed` as far as the backend can do it
+    early (resemblyzer: every partial window but the last); `finish` does the rest, matches
+    and adapts exactly as `identify` does for the same audio.
+    """
+
+    def __init__(self, service: SpeakerService, embedding: EmbeddingStream | None) -> None:
+        self._service = service
+        self._embedding = embedding
+        self._pcm = bytearray()
+        """The audio, kept only when nobody was enrolled at the start (no embedding)."""
+        self._bytes = 0
+        self._finished = False
+
+    def feed(self, pcm: bytes) -> None:
+        """More internal-format PCM (16 kHz, 16-bit, mono), in any chunk size."""
+        if self._finished:
+            raise RuntimeError("speaker stream: feed() after finish()")
+        self._bytes += len(pcm)
+        if self._embedding is not None:
+            self._embedding.feed(pcm)
+        else:
+            self._pcm.extend(pcm)
+
+    def finish(self) -> SpeakerMatch:
+        """Who spoke everything fed (`unknown` with confidence 0 when not sure)."""
+        if self._finished:
+            raise RuntimeError("speaker stream: finish() twice")
+        self._finished = True
+        service = self._service
+        matcher = service._current_matcher()
+        if not matcher.profiles or self._bytes < ms_to_bytes(MIN_IDENTIFY_MS):
+            return NO_SPEAKER
+        if self._embedding is not None:
+            vector = self._embedding.finish()
+        else:  # someone enrolled while this was spoken
+            vector = service.embedder.embed(bytes(self._pcm))
+        return service._conclude(matcher, vector, adapt=True)
 
 
 def create_speaker_service(
