@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from voiced import __version__, systemd
-from voiced.asr.base import Transcriber, create_transcriber
+from voiced.asr.base import AsrStream, Transcriber, create_transcriber
 from voiced.audio.wav import parse_wav
 from voiced.config import Config
 from voiced.const import MAX_AUDIO_PAYLOAD
@@ -31,7 +31,7 @@ from voiced.intents.router import Router
 from voiced.intents.sources import official_intents
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
-from voiced.sessions import Audio, Control, SiteWorker, StreamingDecode
+from voiced.sessions import Audio, Control, SiteWorker, StreamingFeed
 from voiced.storage import History
 from voiced.transport import hermes, native
 from voiced.transport.broker import EmbeddedBroker
@@ -199,7 +199,8 @@ class Daemon:
         assert self.transcriber and self.outputs
         worker = SiteWorker(site, cfg.sites.mode_for(site), cfg.vad, cfg.sites.queue_chunks,
                             self.engine, self.transcriber, self.outputs, self._utterance,
-                            streaming=self.transcriber.supports_streaming)
+                            streaming=self.transcriber.supports_streaming,
+                            speakers=self.speakers)
         self.sites[site] = worker
         self._site_tasks[site] = asyncio.create_task(worker.run(), name=f"site-{site}")
         log.info("site %s connected (%s)", site, worker.mode)
@@ -258,9 +259,11 @@ class Daemon:
             worker.offer(Control("stop"))
 
     # ---- pipeline hooks ----------------------------------------------------------------
-    async def _utterance(self, utt: Utterance, decode: StreamingDecode | None) -> None:
+    async def _utterance(self, utt: Utterance, decode: StreamingFeed[AsrStream] | None,
+                         speaker: StreamingFeed[Any] | None) -> None:
         assert self.pipeline is not None
-        task = asyncio.create_task(self.pipeline.process(utt, decode), name=f"utt-{utt.site}")
+        task = asyncio.create_task(self.pipeline.process(utt, decode, speaker),
+                                   name=f"utt-{utt.site}")
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from voiced.asr.base import Transcriber
+from voiced.asr.base import AsrStream, Transcriber
 from voiced.config import Config
 from voiced.enrollment import ENROLL_INTENT, ENROLL_MARK, Turn, VoiceEnrollment
 from voiced.errors import VoicedError
@@ -30,7 +30,7 @@ from voiced.models import (
     Transcript,
     Utterance,
 )
-from voiced.sessions import StreamingDecode
+from voiced.sessions import StreamingFeed
 from voiced.storage import History, UtteranceRecord
 from voiced.transport import hermes
 from voiced.transport.outputs import Outputs
@@ -84,7 +84,8 @@ class Pipeline:
         if self._batcher is not None:
             await self._batcher.close()
 
-    async def _transcribe(self, utt: Utterance, decode: StreamingDecode | None) -> Transcript:
+    async def _transcribe(self, utt: Utterance,
+                          decode: StreamingFeed[AsrStream] | None) -> Transcript:
         if self._batcher is not None:
             if decode is not None:
                 decode.cancel()
@@ -94,14 +95,21 @@ class Pipeline:
             return await self._engine.run(stream.finish)
         return await self._engine.run(self._transcriber.transcribe, utt.pcm)
 
-    async def _identify(self, utt: Utterance) -> tuple[SpeakerMatch, float]:
+    async def _identify(self, utt: Utterance,
+                        feed: StreamingFeed[Any] | None) -> tuple[SpeakerMatch, float]:
+        """Who spoke; the time it took after the endpoint (ms)."""
         if self._speakers is None:
             return NO_SPEAKER, 0.0
         started = time.monotonic()
-        match = await self._speakers.identify(utt.pcm)
+        if feed is not None:
+            stream = await feed.finish()
+            match = await self._engine.run(stream.finish)
+        else:
+            match = await self._speakers.identify(utt.pcm)
         return match, (time.monotonic() - started) * 1000
 
-    async def process(self, utt: Utterance, decode: StreamingDecode | None) -> None:
+    async def process(self, utt: Utterance, decode: StreamingFeed[AsrStream] | None,
+                      speaker_feed: StreamingFeed[Any] | None = None) -> None:
         """Run one utterance through recognition, intents and handlers."""
         site = utt.site
         if self._enrollment is not None and self._enrollment.active(site):
@@ -112,7 +120,8 @@ class Pipeline:
         timings: dict[str, float] = {Stage.VAD: (utt.endpoint_at - utt.last_speech_at) * 1000}
         try:
             asr_task = asyncio.create_task(self._transcribe(utt, decode), name=f"asr-{site}")
-            speaker_task = asyncio.create_task(self._identify(utt), name=f"speaker-{site}")
+            speaker_task = asyncio.create_task(self._identify(utt, speaker_feed),
+                                               name=f"speaker-{site}")
             try:
                 transcript = await asr_task
             finally:

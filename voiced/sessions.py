@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from voiced.asr.base import AsrStream, Transcriber
 from voiced.audio.buffers import FrameBuffer
@@ -46,16 +47,27 @@ _CLOSING: set[asyncio.Task[None]] = set()
 """Streams being released after their utterance was abandoned."""
 
 
-class StreamingDecode:
-    """Feeds one utterance to the recognizer as it arrives, in order, off the loop."""
+class Feedable(Protocol):
+    """A model stream fed while the person speaks (speech recognition, speaker ID)."""
 
-    def __init__(self, engine: InferenceEngine, transcriber: Transcriber,
-                 on_partial: Callable[[str], Awaitable[None]] | None = None) -> None:
+    def feed(self, pcm: bytes) -> None: ...
+
+
+S = TypeVar("S", bound=Feedable)
+
+
+class StreamingFeed(Generic[S]):
+    """Feeds one utterance to a model stream as it arrives, in order, off the loop."""
+
+    def __init__(self, engine: InferenceEngine, start: Callable[[], S],
+                 on_partial: Callable[[str], Awaitable[None]] | None = None,
+                 name: str = "asr") -> None:
         self._engine = engine
-        self._transcriber = transcriber
+        self._start = start
         self._on_partial = on_partial
+        self._name = name
         self._pending = bytearray()
-        self._stream: AsrStream | None = None
+        self._stream: S | None = None
         self._pump: asyncio.Task[None] | None = None
         self._last_partial: str | None = None
 
@@ -63,11 +75,11 @@ class StreamingDecode:
         """Queue audio for decoding."""
         self._pending += audio
         if self._pump is None or self._pump.done():
-            self._pump = asyncio.create_task(self._run(), name="asr-feed")
+            self._pump = asyncio.create_task(self._run(), name=f"{self._name}-feed")
 
     async def _run(self) -> None:
         if self._stream is None:
-            self._stream = await self._engine.run(self._transcriber.start_stream)
+            self._stream = await self._engine.run(self._start)
         while self._pending:
             chunk = bytes(self._pending)
             self._pending.clear()
@@ -76,8 +88,8 @@ class StreamingDecode:
                 self._last_partial = partial
                 await self._on_partial(partial)
 
-    async def finish(self) -> AsrStream:
-        """Wait until all queued audio is decoded; returns the stream."""
+    async def finish(self) -> S:
+        """Wait until all queued audio is fed; returns the stream."""
         while self._pump is not None and not self._pump.done():
             await self._pump
         if self._pump is not None:
@@ -91,7 +103,7 @@ class StreamingDecode:
         """Abandon the utterance (its decoder is released once any feed in flight ends)."""
         if self._pump is not None:
             self._pump.cancel()
-        task = asyncio.create_task(self._close(), name="asr-cancel")
+        task = asyncio.create_task(self._close(), name=f"{self._name}-cancel")
         _CLOSING.add(task)
         task.add_done_callback(_CLOSING.discard)
 
@@ -100,12 +112,15 @@ class StreamingDecode:
             await asyncio.wait({self._pump})  # let a feed in flight end; never raises
         if self._stream is not None:
             stream, self._stream = self._stream, None
-            await self._engine.run(stream.close)
+            close = getattr(stream, "close", None)
+            if close is not None:
+                await self._engine.run(close)
 
 
-def _feed(stream: AsrStream, chunk: bytes) -> str | None:
+def _feed(stream: Feedable, chunk: bytes) -> str | None:
     stream.feed(chunk)
-    return stream.partial()
+    partial = getattr(stream, "partial", None)
+    return partial() if partial is not None else None
 
 
 @dataclass(slots=True)
@@ -120,7 +135,8 @@ class Listening:
     intent_filter: tuple[str, ...] = ()
 
 
-UtteranceHandler = Callable[[Utterance, StreamingDecode | None], Awaitable[None]]
+UtteranceHandler = Callable[
+    [Utterance, "StreamingFeed[AsrStream] | None", "StreamingFeed[Any] | None"], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -151,7 +167,8 @@ class SiteWorker:
 
     def __init__(self, site: str, mode: SiteMode, vad: VadConfig, queue_size: int,
                  engine: InferenceEngine, transcriber: Transcriber, outputs: Outputs,
-                 on_utterance: UtteranceHandler, streaming: bool) -> None:
+                 on_utterance: UtteranceHandler, streaming: bool,
+                 speakers: Any = None) -> None:
         self.site = site
         self.mode = mode
         self._vad_config = vad
@@ -160,6 +177,8 @@ class SiteWorker:
         self._outputs = outputs
         self._on_utterance = on_utterance
         self._streaming = streaming
+        self._speakers = speakers
+        self._speaker: StreamingFeed[Any] | None = None
         self.queue: asyncio.Queue[Audio | Control] = asyncio.Queue(maxsize=queue_size)
         self.pcm_format: PcmFormat = INTERNAL_FORMAT
         self._converter = StreamConverter()
@@ -167,7 +186,7 @@ class SiteWorker:
         self._vad = WebrtcVad(vad.aggressiveness)
         self._segmenter = Segmenter(SegmenterSettings.from_config(vad))
         self._listening: Listening | None = None
-        self._decode: StreamingDecode | None = None
+        self._decode: StreamingFeed | None = None
         self._last_speech_at = 0.0
         self._started_wall = 0.0
         self._current_session = ""
@@ -246,15 +265,19 @@ class SiteWorker:
             await self._outputs.event(
                 PipelineEvent(EventType.SPEECH_STARTED, self.site, session_id))
             if self._streaming:
-                self._decode = StreamingDecode(self._engine, self._transcriber, self._partial)
+                self._decode = StreamingFeed(self._engine, self._transcriber.start_stream,
+                                             self._partial)
                 self._decode.push(event.audio)
+            if self._speakers is not None:
+                self._speaker = StreamingFeed(self._engine, self._speakers.start_stream,
+                                              name="speaker")
+                self._speaker.push(event.audio)
         elif isinstance(event, SpeechAudio):
-            if self._decode is not None:
-                self._decode.push(event.audio)
+            for feed in (self._decode, self._speaker):
+                if feed is not None:
+                    feed.push(event.audio)
         elif isinstance(event, SpeechDiscarded):
-            if self._decode is not None:
-                self._decode.cancel()
-                self._decode = None
+            self._drop_feeds()
         elif isinstance(event, SpeechEnded):
             await self._ended(event)
 
@@ -280,6 +303,7 @@ class SiteWorker:
             intent_filter=listening.intent_filter if listening else (),
         )
         decode, self._decode = self._decode, None
+        speaker, self._speaker = self._speaker, None
         if listening is None:
             # always-listening: the session exists from the moment a command was heard
             await self._outputs.session_started(self.site, session_id, None)
@@ -289,7 +313,7 @@ class SiteWorker:
             EventType.SPEECH_ENDED, self.site, session_id,
             {"reason": str(event.reason), "speechMs": round(event.speech_ms, 1),
              "seconds": round(utterance.duration_s, 3)}))
-        await self._on_utterance(utterance, decode)
+        await self._on_utterance(utterance, decode, speaker)
 
     async def _control(self, item: Control) -> None:
         if item.kind in ("listen", "continue"):
@@ -331,13 +355,17 @@ class SiteWorker:
             return
         self._listening = None
         self._segmenter.reset()
-        if self._decode is not None:
-            self._decode.cancel()
-            self._decode = None
+        self._drop_feeds()
         log.info("site %s: no speech within %.1f s; session %s timed out", self.site,
                  self._vad_config.wake_timeout_s, listening.session_id)
         await self._outputs.session_ended(self.site, listening.session_id, Termination.TIMEOUT,
                                           listening.custom_data)
+
+    def _drop_feeds(self) -> None:
+        for feed in (self._decode, self._speaker):
+            if feed is not None:
+                feed.cancel()
+        self._decode = self._speaker = None
 
     async def shutdown(self) -> None:
         """Process what is queued, then end an utterance in progress (it is still
