@@ -20,7 +20,7 @@ from voiced.asr.base import AsrStream, Transcriber
 from voiced.audio.buffers import FrameBuffer
 from voiced.audio.wav import StreamConverter
 from voiced.config import SiteMode, VadConfig
-from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES
+from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES, VAD_FRAME_MS
 from voiced.inference import InferenceEngine
 from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utterance
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 IDLE_CHECK_S = 0.25
 """How often an idle worker checks its timeouts."""
+FEED_SILENCE_MS = 200
+"""Trailing silence fed to the models before holding the rest back (the end of speech
+needs some; decoding the whole end-of-speech wait would be wasted work)."""
+FEED_SILENCE_FRAMES = FEED_SILENCE_MS // VAD_FRAME_MS
 STALL_S = 1.5
 """An utterance whose audio stops arriving for this long is ended (satellite gone)."""
 
@@ -191,6 +195,9 @@ class SiteWorker:
         self._started_wall = 0.0
         self._current_session = ""
         self._last_audio_at = 0.0
+        self._frame_is_speech = False
+        self._silence_run = 0
+        self._held: list[bytes] = []
         self.dropped = 0
         self.frames = 0
         self.busy = False
@@ -252,6 +259,7 @@ class SiteWorker:
                 if not self.accepting:
                     continue
             speech = self._vad.is_speech(frame)
+            self._frame_is_speech = speech
             if speech:
                 self._last_speech_at = item.received
             for event in self._segmenter.process(frame, speech):
@@ -273,9 +281,7 @@ class SiteWorker:
                                               name="speaker")
                 self._speaker.push(event.audio)
         elif isinstance(event, SpeechAudio):
-            for feed in (self._decode, self._speaker):
-                if feed is not None:
-                    feed.push(event.audio)
+            self._feed_frame(event.audio)
         elif isinstance(event, SpeechDiscarded):
             self._drop_feeds()
         elif isinstance(event, SpeechEnded):
@@ -304,6 +310,8 @@ class SiteWorker:
         )
         decode, self._decode = self._decode, None
         speaker, self._speaker = self._speaker, None
+        self._held.clear()
+        self._silence_run = 0
         if listening is None:
             # always-listening: the session exists from the moment a command was heard
             await self._outputs.session_started(self.site, session_id, None)
@@ -361,11 +369,30 @@ class SiteWorker:
         await self._outputs.session_ended(self.site, listening.session_id, Termination.TIMEOUT,
                                           listening.custom_data)
 
+    def _feed_frame(self, audio: bytes) -> None:
+        """Feed the models, holding back trailing silence beyond FEED_SILENCE_MS: if the
+        utterance ends there it is never decoded; if speech resumes it is fed first."""
+        if self._frame_is_speech:
+            self._silence_run = 0
+            if self._held:
+                audio = b"".join(self._held) + audio
+                self._held.clear()
+        else:
+            self._silence_run += 1
+            if self._silence_run > FEED_SILENCE_FRAMES:
+                self._held.append(audio)
+                return
+        for feed in (self._decode, self._speaker):
+            if feed is not None:
+                feed.push(audio)
+
     def _drop_feeds(self) -> None:
         for feed in (self._decode, self._speaker):
             if feed is not None:
                 feed.cancel()
         self._decode = self._speaker = None
+        self._held.clear()
+        self._silence_run = 0
 
     async def shutdown(self) -> None:
         """Process what is queued, then end an utterance in progress (it is still

@@ -46,6 +46,9 @@ def register(sub: Any) -> None:
     p.add_argument("--mqtt-port", type=int, help="port of an external broker")
     p.add_argument("--raw", action="store_true", help="native raw PCM instead of Hermes WAV")
     p.add_argument("--config", type=Path, help="voiced.yaml for the server under test")
+    p.add_argument("--state-dir", type=Path,
+                   help="the server's state folder (e.g. with enrolled speakers); default: "
+                        "a new temporary one")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -79,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
             conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
             broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
+        state = args.state_dir or Path(tmp) / "state"
         cmd = [sys.executable, "-m", "voiced.cli", "-q", "serve", "--mqtt-host", args.mqtt_host,
-               "--mqtt-port", str(port), "--state-dir", str(Path(tmp) / "state")]
+               "--mqtt-port", str(port), "--state-dir", str(state)]
         if args.config:
             cmd += ["--config", str(args.config)]
         if args.broker == "embedded":
@@ -154,6 +158,7 @@ async def _bench(args: argparse.Namespace, files: list[Path], port: int) -> dict
     total = [a.intent_latency_ms for a in answers if a.intent_latency_ms is not None]
     endpoint = [a.timings["vad"] for a in answers if "vad" in a.timings]
     processing = [a.timings["processing"] for a in answers if "processing" in a.timings]
+    speaker = [a.timings["speaker"] for a in answers if "speaker" in a.timings]
     return {
         "satellites": args.satellites,
         "utterances": len(answers),
@@ -169,6 +174,8 @@ async def _bench(args: argparse.Namespace, files: list[Path], port: int) -> dict
                                          "p95": round(_pct(processing, 95), 1),
                                          "mean": round(statistics.fmean(processing), 1)
                                          if processing else None},
+        "speaker_after_endpoint_ms": {"p50": round(_pct(speaker, 50), 1),
+                                      "p95": round(_pct(speaker, 95), 1)} if speaker else None,
         "transport": "raw" if args.raw else "hermes",
         "broker": args.broker,
     }
@@ -181,5 +188,9 @@ def _print(r: dict[str, Any]) -> None:
                        ("endpoint_wait_ms", "  endpoint wait"),
                        ("processing_after_endpoint_ms", "  processing after endpoint")):
         print(f"{label:30s} p50 {r[key]['p50']:7.1f} ms   p95 {r[key]['p95']:7.1f} ms")
+    if r.get("speaker_after_endpoint_ms"):
+        s = r["speaker_after_endpoint_ms"]
+        label = "  speaker stage after endpoint"
+        print(f"{label:30s} p50 {s['p50']:7.1f} ms   p95 {s['p95']:7.1f} ms")
 
 
