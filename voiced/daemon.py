@@ -42,6 +42,7 @@ from voiced.watch import snapshot
 
 log = logging.getLogger(__name__)
 
+ENGINE_THREADS = 16
 WATCH_INTERVAL_S = 1.0
 """How often intent files are checked for changes."""
 STATS_INTERVAL_S = 2.0
@@ -55,7 +56,9 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         """voiced.yaml, re-read on reload for its handlers (None: keep the handlers)."""
-        self.engine = InferenceEngine(workers=2)
+        # threads mostly wait on worker processes, the GPU or batches: enough of them that
+        # an utterance's final decode never queues behind other sites' feeds
+        self.engine = InferenceEngine(workers=ENGINE_THREADS)
         self.recognizer: IntentRecognizer | None = None
         self.transcriber: Transcriber | None = None
         self.speakers: Any = None

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
+URGENT = frozenset({"finish", "transcribe"})
+"""Requests served before waiting feeds."""
 
 
 def _recognizer(document: Mapping[str, Any], language: str) -> IntentRecognizer:
@@ -94,18 +96,32 @@ class _Worker:
                                    name=f"voiced-asr-{index}", daemon=True)
         self.process.start()
         child.close()
-        self.lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent = 0
         self.active = 0
 
     def call(self, op: str, key: int = 0, arg: Any = None) -> Any:
-        with self.lock:
-            try:
-                self.conn.send((op, key, arg))
-                ok, value = self.conn.recv()
-            except (EOFError, OSError, BrokenPipeError) as exc:
-                raise AsrError("asr_worker_died",
-                               f"speech recognition worker {self.process.name} stopped "
-                               f"(exit code {self.process.exitcode})") from exc
+        # an utterance that has ended goes before feeds of utterances still being spoken:
+        # its answer is what someone is waiting for
+        urgent = op in URGENT
+        with self._cond:
+            self._urgent += urgent
+            while self._busy or (not urgent and self._urgent):
+                self._cond.wait()
+            self._urgent -= urgent
+            self._busy = True
+        try:
+            self.conn.send((op, key, arg))
+            ok, value = self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            raise AsrError("asr_worker_died",
+                           f"speech recognition worker {self.process.name} stopped "
+                           f"(exit code {self.process.exitcode})") from exc
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
         if not ok:
             raise AsrError("asr_failed", str(value))
         return value
