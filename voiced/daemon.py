@@ -24,6 +24,7 @@ from voiced.config import Config
 from voiced.const import MAX_AUDIO_PAYLOAD
 from voiced.enrollment import VoiceEnrollment
 from voiced.errors import VoicedError
+from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.intents.api import PluginContext
 from voiced.intents.recognizer import IntentRecognizer
@@ -31,7 +32,7 @@ from voiced.intents.router import Router
 from voiced.intents.sources import official_intents
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
-from voiced.sessions import Audio, Control, SiteWorker, StreamingFeed
+from voiced.sessions import Audio, Control, SiteWorker
 from voiced.storage import History
 from voiced.transport import hermes, native
 from voiced.transport.broker import EmbeddedBroker

@@ -17,6 +17,7 @@ from voiced.asr.base import AsrStream, Transcriber
 from voiced.config import Config
 from voiced.enrollment import ENROLL_INTENT, ENROLL_MARK, Turn, VoiceEnrollment
 from voiced.errors import VoicedError
+from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine, MicroBatcher
 from voiced.intents.router import HandlerOutcome, Outcome, Router
 from voiced.models import (
@@ -30,7 +31,6 @@ from voiced.models import (
     Transcript,
     Utterance,
 )
-from voiced.sessions import StreamingFeed
 from voiced.storage import History, UtteranceRecord
 from voiced.transport import hermes
 from voiced.transport.outputs import Outputs
