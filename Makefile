@@ -23,7 +23,7 @@ setup: system-deps $(VENV)/.installed
 
 ## the first command: set up, start voiced on the embedded defaults, play the samples
 run: setup
-	$(BIN)/voiced serve --embedded-broker --demo
+	$(BIN)/voiced serve --config config/voiced.yaml --embedded-broker --demo
 
 ## the second command: set up and run the whole test suite (lint, types, tests)
 test: setup lint typecheck pytest

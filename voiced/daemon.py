@@ -30,7 +30,7 @@ from voiced.intents.api import PluginContext
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router
 from voiced.intents.sources import official_intents
-from voiced.models import Utterance
+from voiced.models import UNKNOWN_SPEAKER, Utterance
 from voiced.pipeline import Pipeline
 from voiced.sessions import Audio, Control, SiteWorker
 from voiced.storage import History
@@ -140,7 +140,7 @@ class Daemon:
             extra.append(official_intents(cfg.language, cfg.areas, cfg.entities, cfg.floors,
                                           cfg.zones))
         overrides = []
-        people = sorted(self.config.speakers.people)
+        people = sorted(p for p in self.config.speakers.people if p != UNKNOWN_SPEAKER)
         if people:
             overrides.append({"lists": {"person": {"values": people}}})
         return IntentRecognizer.load(cfg.paths, cfg.language, extra=extra, overrides=overrides,
