@@ -37,8 +37,9 @@ import aiohttp
 from pydantic import Field, field_validator, model_validator
 
 from voiced.errors import PluginError
-from voiced.intents.api import Plugin, PluginOptions, Request, Response
+from voiced.intents.api import PluginOptions, Request, Response
 
+from ._client import HttpClientPlugin
 from ._render import render_answer
 
 __all__ = [
@@ -199,23 +200,11 @@ async def _call(
     return status, text
 
 
-class HomeAssistantPlugin(Plugin):
+class HomeAssistantPlugin(HttpClientPlugin):
     """Call one Home Assistant service per intent."""
 
     name: ClassVar[str] = "home_assistant"
     Options: ClassVar[type[HomeAssistantOptions]] = HomeAssistantOptions
-
-    _session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        """Open the HTTP client session."""
-        self._session = aiohttp.ClientSession()
-
-    async def stop(self) -> None:
-        """Close the HTTP client session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def handle(self, request: Request) -> Response:
         """POST the service call; raise PluginError("ha_unreachable", ...) and friends."""

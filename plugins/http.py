@@ -26,8 +26,9 @@ import aiohttp
 from pydantic import ConfigDict, Field, field_validator
 
 from voiced.errors import PluginError
-from voiced.intents.api import Plugin, PluginOptions, Request, Response
+from voiced.intents.api import PluginOptions, Request, Response
 
+from ._client import HttpClientPlugin
 from ._render import render_answer
 
 __all__ = ["HttpOptions", "HttpPlugin"]
@@ -74,23 +75,11 @@ class HttpOptions(PluginOptions):
         return value
 
 
-class HttpPlugin(Plugin):
+class HttpPlugin(HttpClientPlugin):
     """Send one HTTP request per intent; optionally speak something from the response."""
 
     name: ClassVar[str] = "http"
     Options: ClassVar[type[HttpOptions]] = HttpOptions
-
-    _session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        """Open the shared HTTP client session."""
-        self._session = aiohttp.ClientSession()
-
-    async def stop(self) -> None:
-        """Close the HTTP client session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def handle(self, request: Request) -> Response:
         """Send the request; raise PluginError on a network error, timeout or bad status."""

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 COMMAND_MODULES: tuple[str, ...] = (
     "voiced.commands.serve",
@@ -25,13 +26,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 """Modules that each add subcommands (a missing one is skipped with a warning)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser."""
-    parser = argparse.ArgumentParser(prog="voiced", description="A private home voice server.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+def register_modules(sub: Any, modules: Sequence[str]) -> None:
+    """Let each module add its subcommands (a module that is not there is skipped)."""
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -39,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="voiced", description="A private home voice server.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    register_modules(parser.add_subparsers(dest="command", metavar="COMMAND"), COMMAND_MODULES)
     return parser
 
 

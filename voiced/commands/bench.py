@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
 BENCH_MODULES: tuple[str, ...] = (
@@ -17,12 +16,6 @@ BENCH_MODULES: tuple[str, ...] = (
 def register(sub: Any) -> None:
     """Add `voiced bench` and its benchmarks."""
     parser: argparse.ArgumentParser = sub.add_parser("bench", help="run a benchmark")
-    bench_sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
-    for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(bench_sub)
+    from voiced.cli import register_modules
+
+    register_modules(parser.add_subparsers(dest="bench", metavar="BENCHMARK"), BENCH_MODULES)
