@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from voiced.errors import ConfigError
+from voiced.yamlfile import read_yaml
 
 
 class Strict(BaseModel):
@@ -308,16 +309,8 @@ def load_config(path: Path | None) -> Config:
     """
     if path is None:
         return Config()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("config_unreadable", f"{path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError("config_syntax", f"{where}: {exc}") from exc
+    data, text = read_yaml(path, ConfigError, "config_syntax")
+    data = data or {}
     if not isinstance(data, dict):
         raise ConfigError("config_syntax", f"{path}: expected a mapping at the top level")
     problems = config_errors(data, str(path), text)

@@ -17,6 +17,7 @@ from hassil import Intents, parse_sentence
 from hassil.expression import Expression, Group, ListReference, RuleReference
 
 from voiced.errors import IntentError
+from voiced.yamlfile import read_yaml
 
 
 def intent_files(paths: Sequence[Path]) -> list[Path]:
@@ -34,17 +35,8 @@ def intent_files(paths: Sequence[Path]) -> list[Path]:
 
 def read_file(path: Path) -> tuple[dict[str, Any], list[Reference]]:
     """One intents file, checked; also the list and rule references its templates make."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise IntentError("intents_invalid", f"{path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise IntentError("intents_invalid", f"{path}{line}: YAML syntax error: {problem}") from exc
+    data, text = read_yaml(path, IntentError, "intents_invalid")
+    data = data or {}
     if not isinstance(data, dict):
         raise IntentError("intents_invalid", f"{path}:1: expected a mapping with `intents:`")
     references = _Checker(path, text).check(data)
