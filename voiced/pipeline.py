@@ -156,7 +156,8 @@ class Pipeline:
         result = IntentResult(transcript.text, None)
         if (transcript.is_speech and transcript.text.strip()
                 and transcript.confidence >= self.config.asr.min_confidence):
-            context: dict[str, Any] = {"site": site, "speaker": speaker.name}
+            context: dict[str, Any] = {"site": site, "speaker": speaker.name,
+                                       "language": transcript.language}
             if area:
                 context["area"] = area
             result = self.recognizer.recognize(transcript.text, context, utt.intent_filter)

@@ -86,3 +86,11 @@ def test_candidates_are_only_known_words() -> None:
     fixed = best_correction(matcher, "turn on the kitchn lights",
                             lambda s: s == "turn on the kitchen lights")
     assert fixed is not None and fixed.edit == "replace kitchn→kitchen"
+
+
+def test_site_area_fills_the_room_and_is_never_guessed(recognizer: IntentRecognizer) -> None:
+    here = recognizer.recognize("turn on the lights", {"area": "kitchen", "speaker": "unknown"})
+    assert here.name == "HassTurnOn" and here.slot_values()["area"] == "kitchen"
+    # a site without an area: not understood, not refused, and no room made up
+    nowhere = recognizer.recognize("turn on the lights", {"speaker": "unknown"})
+    assert nowhere.name is None and nowhere.refused_intent is None

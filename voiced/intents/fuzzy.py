@@ -67,7 +67,8 @@ class FuzzyMatcher:
 
     def __init__(self, vocabulary: Iterable[str], insertable: Iterable[str] = (),
                  min_confidence: float = 0.6, also_known: Iterable[str] = (),
-                 bigrams: Iterable[tuple[str, str]] = ()) -> None:
+                 bigrams: Iterable[tuple[str, str]] = (),
+                 never_insert: Iterable[str] = ()) -> None:
         self.vocabulary = sorted({w.lower() for w in vocabulary if w})
         self._by_first: dict[str, list[str]] = {}
         for w in self.vocabulary:
@@ -75,6 +76,8 @@ class FuzzyMatcher:
         self.insertable = sorted({w.lower() for w in insertable})
         self.min_confidence = min_confidence
         self._known = set(self.vocabulary) | {w.lower() for w in also_known}
+        self._never_insert = {w.lower() for w in never_insert}
+        """Words only ever said as slot values: inserting one would invent a value."""
         self._after: dict[str, set[str]] = {}
         self._before: dict[str, set[str]] = {}
         for a, b in bigrams:
@@ -82,8 +85,10 @@ class FuzzyMatcher:
             self._before.setdefault(b, set()).add(a)
 
     def _similar(self, word: str) -> list[str]:
-        return difflib.get_close_matches(word, self.vocabulary, n=MAX_SUBSTITUTES,
-                                         cutoff=SIMILARITY_CUTOFF)
+        # a misheard word sounds like the real one, so it is about as long
+        return [w for w in difflib.get_close_matches(word, self.vocabulary, n=MAX_SUBSTITUTES,
+                                                     cutoff=SIMILARITY_CUTOFF)
+                if abs(len(w) - len(word)) <= max(1, len(word) // 2)]
 
     def confidence(self, n_words: int, cost: float) -> float:
         """Confidence of a correction of `cost` (0..1 per edit) in an n-word sentence."""
@@ -129,9 +134,10 @@ class FuzzyMatcher:
             fits = after & before
         else:
             fits = after or before or set()
+        fits -= self._never_insert
         if fits:
             return sorted(fits)[:MAX_INSERTIONS]
-        return self.insertable
+        return [w for w in self.insertable if w not in self._never_insert]
 
     def _fix(self, heard: list[str], i: int, substitute_only: bool = False
              ) -> Iterator[Correction]:

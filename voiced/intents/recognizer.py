@@ -40,14 +40,19 @@ BIGRAM_SAMPLES = 50
 """Sample sentences per intent used to learn which words follow which."""
 
 
-def _without_context_rules(intents: Intents) -> Intents:
-    """A copy of `intents` whose data blocks have no requires/excludes_context."""
+def _without_speaker_rules(intents: Intents) -> Intents:
+    """A copy of `intents` whose data blocks do not care who speaks (other context rules,
+    such as an area the site must have, stay)."""
     from dataclasses import replace
 
     from hassil.intents import Intent
 
+    def drop(rules: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in rules.items() if k != "speaker"}
+
     return replace(intents, intents={
-        name: Intent(name, [replace(d, requires_context={}, excludes_context={})
+        name: Intent(name, [replace(d, requires_context=drop(d.requires_context),
+                                    excludes_context=drop(d.excludes_context))
                             for d in body.data])
         for name, body in intents.intents.items()})
 
@@ -72,7 +77,7 @@ class IntentRecognizer:
         """The merged YAML document the intents came from (rebuilds them elsewhere)."""
         # the same sentences without their context requirements: tells "not allowed"
         # from "not understood"
-        self._ungated = _without_context_rules(intents)
+        self._ungated = _without_speaker_rules(intents)
         self.gated = frozenset(
             name for name, body in intents.intents.items()
             if any("speaker" in d.requires_context for d in body.data))
@@ -83,7 +88,7 @@ class IntentRecognizer:
             self._fuzzy = FuzzyMatcher(
                 self.vocabulary() | {w for text in samples for w in words(text)},
                 self._common_words(), fuzzy_min_confidence, number_words(language),
-                _bigrams(samples))
+                _bigrams(samples), self._value_words() - self._template_words())
 
     @classmethod
     def load(cls, paths: Sequence[Path], language: str = "en",
@@ -128,6 +133,11 @@ class IntentRecognizer:
                 return result
         return None
 
+    def _match_ignoring_speaker(self, text: str,
+                                context: Mapping[str, Any]) -> RecognizeResult | None:
+        ctx = {k: v for k, v in context.items() if v is not None and k != "speaker"}
+        return recognize_best(text, self._ungated, intent_context=ctx, language=self.language)
+
     def recognize(self, text: str, context: Mapping[str, Any] | None = None,
                   intent_filter: Sequence[str] = ()) -> IntentResult:
         """Match `text`; the context gates `requires_context` intents."""
@@ -135,7 +145,7 @@ class IntentRecognizer:
         result = self._match(text, context, intent_filter)
         if result is not None:
             return self._to_result(text, result, 1.0, "template")
-        blocked = recognize_best(text, self._ungated, language=self.language)
+        blocked = self._match_ignoring_speaker(text, context)
         if blocked is not None and (not intent_filter or blocked.intent.name in intent_filter):
             return IntentResult(text, None, refused_intent=blocked.intent.name)
         if self._fuzzy is not None:
@@ -147,7 +157,7 @@ class IntentRecognizer:
                     return False  # a wildcard takes any words: no evidence for a guess
                 if match is None:
                     # a guess that lands on a restricted command blocks every other guess
-                    match = recognize_best(candidate, self._ungated, language=self.language)
+                    match = self._match_ignoring_speaker(candidate, context)
                     if match is None or match.intent.name not in self.gated:
                         return False
                 found[candidate] = match
@@ -273,6 +283,21 @@ class IntentRecognizer:
                     texts.append(" ".join(
                         exp.text for exp in walk(text_in) if isinstance(exp, TextChunk)))
         return texts
+
+    def _template_words(self) -> set[str]:
+        return {w for exp in self._expressions() if isinstance(exp, TextChunk)
+                for w in words(exp.original_text or exp.text or "")}
+
+    def _value_words(self) -> set[str]:
+        found: set[str] = set()
+        for slot_list in self.intents.slot_lists.values():
+            for value in getattr(slot_list, "values", []) or []:
+                text_in = getattr(value, "text_in", None)
+                if text_in is not None:
+                    for exp in walk(text_in):
+                        if isinstance(exp, TextChunk):
+                            found.update(words(exp.original_text or exp.text or ""))
+        return found
 
     def _common_words(self) -> list[str]:
         counts: dict[str, int] = {}
