@@ -87,3 +87,43 @@ async def test_enrolled_voice_unlocks_and_others_are_refused(mosquitto: Mosquitt
     db = sqlite3.connect(state / "voiced.db")
     outcomes = [r[0] for r in db.execute("SELECT outcome FROM utterances ORDER BY id")]
     assert outcomes == ["handled", "refused", "handled"]
+
+
+async def test_learn_my_voice_from_a_satellite(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """"learn my voice as alice", three sentences, then alice's voice is known."""
+    config = make_config(tmp_path, mosquitto.port,
+                         speakers={"backend": "resemblyzer", "voice_enrollment": True,
+                                   "alice": {"playlist": "Alice's mix"}})
+    ask = _flite("awb", "learn my voice as alice", tmp_path / "learn.wav")
+    samples = [read_wav_file(w) for w in voices.enrollment_and_test(
+        voices.ALL_VOICES["flite-awb"], tmp_path / "voices", 3, 0)[0]]
+    unlock = _flite("awb", "unlock the front door", tmp_path / "unlock.wav")
+    async with running_daemon(config), aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        await peer.subscribe("hermes/tts/say")
+        await peer.subscribe("hermes/dialogueManager/sessionEnded")
+        said: list[str] = []
+
+        async def next_say() -> str:
+            async with asyncio.timeout(60):
+                async for msg in peer.messages:
+                    if msg.topic.value == "hermes/tts/say":
+                        text = str(json.loads(msg.payload)["text"])  # type: ignore[arg-type]
+                        said.append(text)
+                        return text
+            raise AssertionError("no answer")
+
+        async with Satellite("127.0.0.1", mosquitto.port, "study") as sat:
+            await sat.stream(ask, realtime=False)
+            assert "Please say" in await next_say(), said
+            for pcm in samples:
+                await sat.stream(pcm, realtime=False)
+                reply = await next_say()
+            assert reply.startswith("Got it"), said
+            async with asyncio.timeout(30):  # the enrollment session ends
+                async for msg in peer.messages:
+                    if msg.topic.value.endswith("sessionEnded"):
+                        break
+            await asyncio.sleep(0.2)
+            answer = await sat.command(unlock, timeout=60)
+    assert answer.intent == "UnlockDoor", answer
+    assert answer.speaker is not None and answer.speaker["name"] == "alice"
