@@ -195,6 +195,19 @@ class EntityConfig(Strict):
     area: str | None = None
 
 
+class HomeAssistantImportConfig(Strict):
+    """Fill the `area` and `name` lists from a Home Assistant at start-up and reload."""
+
+    url: str
+    token_env: str = "HA_TOKEN"
+    """Environment variable holding a long-lived access token (never the token here)."""
+    token_credential: str | None = None
+    """systemd credential name ($CREDENTIALS_DIRECTORY/<name>) holding the token."""
+    domains: list[str] = Field(default_factory=lambda: ["light", "switch", "fan", "cover",
+                                                        "lock", "media_player", "climate"])
+    timeout_s: float = Field(10.0, gt=0)
+
+
 class IntentsConfig(Strict):
     """Where intents come from."""
 
@@ -209,6 +222,8 @@ class IntentsConfig(Strict):
     """Zones for the official sentences ("who is at work"); empty keeps HA's wildcard."""
     entities: list[EntityConfig] = Field(default_factory=list)
     """Devices for the official sentences' {name} list."""
+    home_assistant: HomeAssistantImportConfig | None = None
+    """Import areas and entity names from Home Assistant (they override the lists above)."""
     fuzzy: bool = True
     """Recover commands with one misheard, dropped or extra word."""
     fuzzy_min_confidence: float = Field(0.6, ge=0, le=1)

@@ -79,6 +79,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.reloads = 0
         self._tts: Any = None
+        self._ha_lists: dict[str, Any] = {}
         self.started_at = 0.0
         self.ready = asyncio.Event()
 
@@ -88,6 +89,7 @@ class Daemon:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         systemd.status("loading intents")
+        await self._import_home_assistant()
         self.recognizer = await self.engine.run(self._load_intents)
         log.info("loaded %d intents from %s", len(self.recognizer.intent_names()),
                  ", ".join(str(p) for p in cfg.intents.paths))
@@ -139,12 +141,34 @@ class Daemon:
         if cfg.official:
             extra.append(official_intents(cfg.language, cfg.areas, cfg.entities, cfg.floors,
                                           cfg.zones))
-        overrides = []
+        overrides: list[dict[str, Any]] = []
+        if self._ha_lists:
+            overrides.append({"lists": self._ha_lists})
         people = sorted(p for p in self.config.speakers.people if p != UNKNOWN_SPEAKER)
         if people:
             overrides.append({"lists": {"person": {"values": people}}})
         return IntentRecognizer.load(cfg.paths, cfg.language, extra=extra, overrides=overrides,
                                      fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence)
+
+    async def _import_home_assistant(self) -> None:
+        """Areas and entity names from Home Assistant; on failure keep what we had."""
+        ha = self.config.intents.home_assistant
+        if ha is None:
+            return
+        from voiced_plugins.home_assistant import import_home_assistant
+
+        try:
+            imported = await import_home_assistant(
+                ha.url, token_env=ha.token_env, token_credential=ha.token_credential,
+                domains=set(ha.domains), timeout_s=ha.timeout_s)
+        except VoicedError as exc:
+            log.error("could not import areas and devices from Home Assistant at %s (%s); "
+                      "using the lists from voiced.yaml and the intent files", ha.url,
+                      exc.message)
+            return
+        self._ha_lists = imported.to_hassil_lists()
+        log.info("imported %d areas and %d devices from Home Assistant",
+                 len(imported.areas), len(imported.entities))
 
     def _slot_names(self, intent: str) -> set[str] | None:
         assert self.recognizer is not None
@@ -310,6 +334,7 @@ class Daemon:
                     from voiced.config import load_config
 
                     handlers = load_config(self.config_path).handlers
+                await self._import_home_assistant()
                 recognizer = await self.engine.run(self._load_intents)
             except VoicedError as exc:
                 log.error("reload failed, keeping the previous intents: %s", exc.message)
