@@ -19,25 +19,23 @@ from typing import Any
 
 from voiced import __version__, systemd
 from voiced.asr.base import AsrStream, Transcriber, create_transcriber
-from voiced.audio.wav import parse_wav
 from voiced.config import Config
-from voiced.const import MAX_AUDIO_PAYLOAD
 from voiced.enrollment import VoiceEnrollment
 from voiced.errors import VoicedError
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
+from voiced.ingest import route
 from voiced.intents.api import PluginContext
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router
 from voiced.intents.sources import official_intents
 from voiced.models import UNKNOWN_SPEAKER, Utterance
 from voiced.pipeline import Pipeline
-from voiced.sessions import Audio, Control, SiteWorker
+from voiced.sessions import Control, SiteWorker
 from voiced.storage import History
 from voiced.transport import hermes, native
 from voiced.transport.broker import EmbeddedBroker
 from voiced.transport.mqtt import MqttLink
-from voiced.transport.native import PcmFormat
 from voiced.transport.outputs import Outputs
 from voiced.watch import snapshot
 
@@ -235,56 +233,7 @@ class Daemon:
         return worker
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        if len(payload) > MAX_AUDIO_PAYLOAD:
-            site = topic.split("/")[2] if topic.count("/") >= 3 else None
-            self._error("audioServer", "payload_too_large",
-                        f"{topic}: {len(payload)} bytes is over the {MAX_AUDIO_PAYLOAD}-byte limit",
-                        site)
-            return
-        nat = native.parse_topic(topic)
-        if nat is not None:
-            site, kind = nat
-            worker = self._worker(site)
-            if worker is None:
-                return
-            if kind == "format":
-                try:
-                    worker.pcm_format = native.parse_format(topic, payload)
-                except VoicedError as exc:
-                    self._error("audioServer", exc.code, exc.message, site)
-            else:
-                fmt = worker.pcm_format
-                if len(payload) % (fmt.width * fmt.channels):
-                    self._error("audioServer", "pcm_partial_frame",
-                                f"{topic}: {len(payload)} bytes is not a whole number of "
-                                f"{fmt.width * fmt.channels}-byte frames", site)
-                    return
-                worker.offer(Audio(payload, fmt, False))
-            return
-        try:
-            msg = hermes.parse_topic(topic, payload)
-        except VoicedError as exc:
-            self._error("transport", exc.code, exc.message, None)
-            return
-        if msg is None:
-            return
-        worker = self._worker(msg.site)
-        if worker is None:
-            return
-        if msg.kind == hermes.Inbound.AUDIO_FRAME:
-            try:
-                wav = parse_wav(payload)
-            except VoicedError as exc:
-                self._error("audioServer", exc.code, f"{topic}: {exc.message}", msg.site)
-                return
-            worker.offer(Audio(wav.pcm, PcmFormat(wav.rate, wav.width, wav.channels),
-                               wav.float_format))
-        elif msg.kind in (hermes.Inbound.HOTWORD, hermes.Inbound.START_LISTENING):
-            worker.offer(Control("listen", session_id=msg.data.get("sessionId"),
-                                 wakeword_id=msg.wakeword_id or msg.data.get("wakewordId"),
-                                 custom_data=msg.data.get("customData")))
-        elif msg.kind == hermes.Inbound.STOP_LISTENING:
-            worker.offer(Control("stop"))
+        route(topic, payload, self._worker, self._error)
 
     # ---- pipeline hooks ----------------------------------------------------------------
     async def _utterance(self, utt: Utterance, decode: StreamingFeed[AsrStream] | None,
