@@ -244,7 +244,9 @@ async def test_follow_up_question_is_heard_without_a_wake_word(mosquitto: Mosqui
     shutil.copytree(REPO / "config" / "intents", intents)
     (intents / "which.yaml").write_text(
         "language: en\nintents:\n  HassCancelTimer:\n    data:\n"
-        "      - sentences: ['the {minutes} minute one']\n")
+        "      - sentences: ['the {running:minutes} minute one']\n"
+        "lists:\n  running:\n    values:\n"
+        "      - {in: five, out: 5}\n      - {in: ten, out: 10}\n")
     handlers = [{"intent": "HassStartTimer", "plugin": "timer"},
                 {"intent": "HassCancelTimer", "plugin": "timer"}]
     # about the dialogue, not acoustic confidence: a fresh decoder's first utterances
