@@ -18,7 +18,13 @@ import pytest
 from voiced.errors import PluginError
 from voiced.tts import PIPER_VOICE_ENV, find_tts, synthesize
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+
+@pytest.fixture(autouse=False)
+def espeak() -> None:
+    """espeak-ng must be there (`make test` installs it): a missing one fails, never skips."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (run `make test`, which installs it)")
+
 
 # Writes a 0.5 s 440 Hz tone to the -f file after checking the arguments and reading stdin.
 FAKE_PIPER = f"""#!{sys.executable}
@@ -67,7 +73,7 @@ def fake_piper(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return model
 
 
-@needs_espeak
+@pytest.mark.usefixtures("espeak")
 @pytest.mark.usefixtures("no_piper")
 async def test_espeak_makes_a_valid_wav() -> None:
     assert find_tts() == "espeak-ng"
@@ -81,7 +87,7 @@ async def test_espeak_makes_a_valid_wav() -> None:
     assert max(abs(s) for s in samples) > 1000  # speech, not silence
 
 
-@needs_espeak
+@pytest.mark.usefixtures("espeak")
 @pytest.mark.usefixtures("no_piper")
 async def test_text_is_never_an_option() -> None:
     """Text that looks like a command-line option is spoken, not obeyed."""
@@ -89,7 +95,7 @@ async def test_text_is_never_an_option() -> None:
     assert params.nframes / params.framerate > 1.0
 
 
-@needs_espeak
+@pytest.mark.usefixtures("espeak")
 @pytest.mark.usefixtures("no_piper")
 async def test_espeak_voice_and_unknown_voice() -> None:
     params, _ = read_wav(await synthesize("guten Tag", voice="de"))

@@ -104,10 +104,12 @@ def build_ecapa_folder(folder: Path, seed: int = 0) -> Path:
 
 
 def need_synths(*synths: voices.Synth) -> None:
-    """Skip when a synthesizer that makes the test voices is not installed."""
+    """Fail clearly when a synthesizer that makes the test voices is not installed
+    (`make test` installs them through .ci/system-deps)."""
     missing = [s for s in synths if not voices.synth_available(s)]
     if missing:
-        pytest.skip(f"synthesizer not installed: {', '.join(missing)}")
+        pytest.fail(f"synthesizer not installed: {', '.join(missing)} "
+                    "(run `make test`, which installs flite, festival and espeak-ng)")
 
 
 def speaker_wavs(

@@ -32,7 +32,7 @@ def padded_speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, int,
     Offsets are in bytes of internal-format audio.
     """
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+        pytest.fail("espeak-ng is not installed (run `make test`, which installs it)")
     path: Path = tmp_path_factory.mktemp("speech") / "cmd.wav"
     subprocess.run(
         ["espeak-ng", "-w", str(path), "turn on the kitchen light"], check=True, timeout=30
