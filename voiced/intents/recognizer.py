@@ -255,20 +255,10 @@ class IntentRecognizer:
 
     def vocabulary(self) -> set[str]:
         """Lower-case words of all templates, list values and expansion rules."""
-        vocab: set[str] = set()
-        exps = list(self._expressions())
+        vocab = self._template_words() | self._value_words()
         for rule in self.intents.expansion_rules.values():
-            exps.extend(walk(rule.expression))
-        for exp in exps:
-            if isinstance(exp, TextChunk):
-                vocab.update(words(exp.original_text or exp.text or ""))
-        for slot_list in self.intents.slot_lists.values():
-            for value in getattr(slot_list, "values", []) or []:
-                text_in = getattr(value, "text_in", None)
-                if text_in is not None:
-                    for exp in walk(text_in):
-                        if isinstance(exp, TextChunk):
-                            vocab.update(words(exp.original_text or exp.text or ""))
+            vocab.update(w for exp in walk(rule.expression) if isinstance(exp, TextChunk)
+                         for w in words(exp.original_text or exp.text or ""))
         vocab.update(w for s in self.intents.skip_words for w in words(s))
         return {w for w in vocab if re.fullmatch(r"[\w']+", w)}
 
@@ -276,28 +266,24 @@ class IntentRecognizer:
         """Sample sentences and list values: the words and word pairs people say."""
         texts = [s for _, s in sample_intents(self.intents, max_sentences_per_intent=BIGRAM_SAMPLES,
                                               language=self.language)]
-        for slot_list in self.intents.slot_lists.values():
-            for value in getattr(slot_list, "values", []) or []:
-                text_in = getattr(value, "text_in", None)
-                if text_in is not None:
-                    texts.append(" ".join(
-                        exp.text for exp in walk(text_in) if isinstance(exp, TextChunk)))
+        texts.extend(self._value_texts())
         return texts
 
     def _template_words(self) -> set[str]:
         return {w for exp in self._expressions() if isinstance(exp, TextChunk)
                 for w in words(exp.original_text or exp.text or "")}
 
-    def _value_words(self) -> set[str]:
-        found: set[str] = set()
+    def _value_texts(self) -> Iterator[str]:
+        """What people say for each value of the slot lists."""
         for slot_list in self.intents.slot_lists.values():
             for value in getattr(slot_list, "values", []) or []:
                 text_in = getattr(value, "text_in", None)
                 if text_in is not None:
-                    for exp in walk(text_in):
-                        if isinstance(exp, TextChunk):
-                            found.update(words(exp.original_text or exp.text or ""))
-        return found
+                    yield " ".join(exp.original_text or exp.text or "" for exp in walk(text_in)
+                                   if isinstance(exp, TextChunk))
+
+    def _value_words(self) -> set[str]:
+        return {w for text in self._value_texts() for w in words(text)}
 
     def _common_words(self) -> list[str]:
         counts: dict[str, int] = {}
