@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from voiced.storage import MIGRATIONS, History, Outcome, UtteranceRecord, connect, migrate
+from voiced.models import Outcome
+from voiced.storage import MIGRATIONS, History, UtteranceRecord, connect, migrate
 
 
 def record(site: str = "kitchen", started: float = 1000.0, **changes: object) -> UtteranceRecord:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from voiced.errors import SpeakerError
-from voiced.models import SpeakerMatch
+from voiced.models import Outcome, SpeakerMatch
 
 if TYPE_CHECKING:
     from voiced.speakers.service import SpeakerService
@@ -48,7 +48,7 @@ class Turn:
 
     text: str
     more: bool
-    outcome: str = "enrolling"
+    outcome: Outcome = Outcome.ENROLLING
 
 
 class VoiceEnrollment:
@@ -71,15 +71,15 @@ class VoiceEnrollment:
     def start(self, site: str, name: str | None, speaker: SpeakerMatch) -> Turn:
         """The person asked to be learned as `name`."""
         if not name:
-            return Turn("Which name should I learn your voice as?", False, "refused")
+            return Turn("Which name should I learn your voice as?", False, Outcome.REFUSED)
         if self._known(name):
             if speaker.name != name:
                 log.warning("site %s: %s asked to add samples to %s; refused", site,
                             speaker.name, name)
-                return Turn(f"Only {name} can add to {name}'s voice.", False, "refused")
+                return Turn(f"Only {name} can add to {name}'s voice.", False, Outcome.REFUSED)
         elif not self._allow_new:
             return Turn("Learning new voices by voice is turned off. Use voiced speakers "
-                        "enroll on the server.", False, "refused")
+                        "enroll on the server.", False, Outcome.REFUSED)
         self._sessions[site] = _Enrolling(name)
         return Turn(f"Okay {name}. Please say: {PROMPTS[0]}", True)
 
@@ -87,7 +87,7 @@ class VoiceEnrollment:
         """One more sample; stores them all after the last."""
         session = self._sessions.get(site)
         if session is None:
-            return Turn("There is no enrollment in progress.", False, "refused")
+            return Turn("There is no enrollment in progress.", False, Outcome.REFUSED)
         session.samples.append(pcm)
         if len(session.samples) < self._samples:
             return Turn(f"Thanks. Now say: {PROMPTS[len(session.samples)]}", True)
@@ -96,12 +96,12 @@ class VoiceEnrollment:
             result = await self._service.enroll(session.name, session.samples,
                                                 source=f"satellite:{site}")
         except SpeakerError as exc:
-            return Turn(f"I could not learn your voice: {exc.message}", False, "error")
+            return Turn(f"I could not learn your voice: {exc.message}", False, Outcome.ERROR)
         if not result.ok:
             problems = "; ".join(r.describe() for _, r in result.refused())
             return Turn(f"I could not learn your voice: {problems}. Please try again.", False,
-                        "error")
-        return Turn(f"Got it, I will know your voice, {session.name}.", False, "enrolled")
+                        Outcome.ERROR)
+        return Turn(f"Got it, I will know your voice, {session.name}.", False, Outcome.ENROLLED)
 
     def cancel(self, site: str) -> None:
         """Forget a session (timeout, stop)."""

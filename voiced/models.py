@@ -43,6 +43,19 @@ class Termination(StrEnum):
     ERROR = "error"
 
 
+class Outcome(StrEnum):
+    """What became of an utterance, as recorded in the history."""
+
+    HANDLED = "handled"
+    NOT_RECOGNIZED = "not_recognized"
+    NO_HANDLER = "no_handler"
+    REFUSED = "refused"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    ENROLLING = "enrolling"
+    ENROLLED = "enrolled"
+
+
 class EventType(StrEnum):
     """Native events published under `voiced/events/<site>`."""
 

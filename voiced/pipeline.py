@@ -19,11 +19,12 @@ from voiced.enrollment import ENROLL_INTENT, ENROLL_MARK, Turn, VoiceEnrollment
 from voiced.errors import VoicedError
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine, MicroBatcher
-from voiced.intents.router import HandlerOutcome, Outcome, Router
+from voiced.intents.router import HandlerOutcome, Router
 from voiced.models import (
     NO_SPEAKER,
     EventType,
     IntentResult,
+    Outcome,
     PipelineEvent,
     SpeakerMatch,
     Stage,
@@ -177,7 +178,8 @@ class Pipeline:
             await self._outputs.event(PipelineEvent(EventType.NOT_RECOGNIZED, site, sid, {
                 "text": transcript.text}, timings))
             await self._end(utt, Termination.INTENT_NOT_RECOGNIZED)
-            await self._record(utt, transcript, result, speaker, "not_recognized", None, timings)
+            await self._record(utt, transcript, result, speaker, Outcome.NOT_RECOGNIZED, None,
+                               timings)
             return
         timings["processing"] = (time.monotonic() - utt.endpoint_at) * 1000
         payload = hermes.intent_parsed(result, transcript, site, sid, utt.custom_data,
@@ -267,7 +269,7 @@ class Pipeline:
         if turn.more and self._continue is not None:
             self._continue(utt.site, utt.session_id, (), ENROLL_MARK)
         else:
-            await self._end(utt, Termination.NOMINAL if turn.outcome == "enrolled"
+            await self._end(utt, Termination.NOMINAL if turn.outcome == Outcome.ENROLLED
                             else Termination.ABORTED_BY_USER, None)
 
     async def _failed(self, utt: Utterance, component: str, code: str, message: str,
@@ -275,7 +277,7 @@ class Pipeline:
         await self._outputs.error(component, code, message, utt.site, utt.session_id)
         await self._end(utt, Termination.ERROR, message)
         await self._record(utt, Transcript("", 0.0), IntentResult("", None), NO_SPEAKER,
-                           "error", f"{code}: {message}", timings)
+                           Outcome.ERROR, f"{code}: {message}", timings)
 
     async def _end(self, utt: Utterance, reason: Termination, error: str | None = None) -> None:
         await self._outputs.session_ended(utt.site, utt.session_id, reason, utt.custom_data, error)

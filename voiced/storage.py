@@ -52,16 +52,6 @@ MIGRATIONS: list[str] = [
 """Schema steps; `PRAGMA user_version` is the number of steps applied."""
 
 
-class Outcome:
-    """Common values of `UtteranceRecord.outcome` (free text is allowed too)."""
-
-    HANDLED = "handled"
-    NOT_RECOGNIZED = "not_recognized"
-    ERROR = "error"
-    REFUSED = "refused"
-    NO_HANDLER = "no_handler"
-
-
 @dataclass(frozen=True, slots=True)
 class UtteranceRecord:
     """One utterance as it went through the pipeline, for the history."""
@@ -84,7 +74,7 @@ class UtteranceRecord:
     speaker_confidence: float | None
     """0..1; None when speaker identification is off."""
     outcome: str
-    """See `Outcome`: handled, not_recognized, error, refused, no_handler."""
+    """A `voiced.models.Outcome` value."""
     outcome_detail: str | None
     timings_ms: Mapping[str, float]
     """Stage -> milliseconds; stored as JSON."""

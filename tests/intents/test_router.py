@@ -8,8 +8,8 @@ from typing import Any
 
 from voiced.config import HandlerConfig
 from voiced.intents.api import Plugin, PluginContext, Request, Response
-from voiced.intents.router import Outcome, Router, discover_plugins
-from voiced.models import NO_SPEAKER, IntentResult, Slot, SpeakerMatch
+from voiced.intents.router import Router, discover_plugins
+from voiced.models import NO_SPEAKER, IntentResult, Outcome, Slot, SpeakerMatch
 
 SLOTS = {"HassTurnOn": {"area", "name"}, "PlayMusic": set(), "Slow": set(), "Boom": set()}
 

@@ -23,7 +23,7 @@ from voiced.config import HandlerConfig
 from voiced.errors import PluginError
 from voiced.intents import templates
 from voiced.intents.api import Plugin, PluginContext, Request, Response
-from voiced.models import IntentResult, SpeakerMatch
+from voiced.models import IntentResult, Outcome, SpeakerMatch
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +50,11 @@ class HandlerStatus:
         return {"intent": self.intent, "plugin": self.plugin, "ok": self.ok, "error": self.error}
 
 
-class Outcome:
-    """Handler outcomes recorded in history (plain strings)."""
-
-    HANDLED = "handled"
-    NO_HANDLER = "no_handler"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-    REFUSED = "refused"
-
-
 @dataclass(frozen=True, slots=True)
 class HandlerOutcome:
     """What happened when an intent was handed to its handlers."""
 
-    outcome: str
+    outcome: Outcome
     plugin: str | None = None
     response: Response | None = None
     error: str | None = None
@@ -248,8 +238,9 @@ class Router:
                               details=tuple(details))
 
     @staticmethod
-    def _outcome(outcome: str, cfg: HandlerConfig, started: float, details: list[dict[str, Any]],
-                 *, error: str | None, code: str) -> HandlerOutcome:
+    def _outcome(outcome: Outcome, cfg: HandlerConfig, started: float,
+                 details: list[dict[str, Any]], *, error: str | None,
+                 code: str) -> HandlerOutcome:
         return HandlerOutcome(outcome, plugin=cfg.plugin, error=error, code=code,
                               duration_ms=(time.monotonic() - started) * 1000,
                               details=tuple(details))
