@@ -1,14 +1,18 @@
-"""The daemon with the Whisper backend selected: a small random-weight checkpoint of the
-real architecture, loaded by the real loader, over a real mosquitto. Two satellites that
-finish speaking together are decoded in one batch."""
+"""The daemon with the Whisper backend selected, over a real mosquitto, with checkpoints of
+the real architecture loaded by the real loader: random weights (two satellites that finish
+speaking together are decoded in one batch), and a scripted model whose German output
+must reach the German intent files and come back with `lang: de`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+import aiomqtt
 import pytest
 import yaml
+from scripted_whisper import write_scripted_checkpoint
 from support import FIXTURES, Mosquitto, make_config, running_daemon
 
 from voiced.asr.whisper_models import write_random_checkpoint
@@ -44,3 +48,37 @@ async def test_whisper_backend_end_to_end_batches_sites(mosquitto: Mosquitto,
         batches = daemon.pipeline._batcher.history  # type: ignore[union-attr]
         assert sum(b.size for b in batches) == 2
         assert max(b.size for b in batches) == 2, batches
+
+
+async def test_detected_language_picks_that_languages_intents(mosquitto: Mosquitto,
+                                                              tmp_path: Path) -> None:
+    intents = tmp_path / "intents"
+    (intents / "de").mkdir(parents=True)
+    (intents / "lights.yaml").write_text(
+        "language: en\nintents:\n  LightOn:\n    data:\n"
+        "      - sentences: ['turn on the light in the {area}']\n"
+        "lists:\n  area:\n    values: [kitchen]\n")
+    (intents / "de" / "licht.yaml").write_text(
+        "language: de\nintents:\n  LightOn:\n    data:\n"
+        "      - sentences: ['schalte das licht in der {area} ein']\n"
+        "lists:\n  area:\n    values: [{in: küche, out: kitchen}]\n")
+    model = write_scripted_checkpoint(tmp_path / "says-german.pt",
+                                      "Schalte das Licht in der Küche ein", "de")
+    handlers = [{"intent": "LightOn", "plugin": "say", "options": {"text": "{lang}: {area}"}}]
+    config = make_config(tmp_path, mosquitto.port, intents={"paths": [str(intents)]},
+                         handlers=handlers,
+                         asr={"backend": "whisper", "model": str(model), "device": "cpu",
+                              "language": "auto", "prompt_tokens": 0})
+    entry = yaml.safe_load((FIXTURES / "commands.yaml").read_text())["commands"][0]
+    pcm = read_wav_file(FIXTURES / entry["file"])
+    async with running_daemon(config), aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        await peer.subscribe("hermes/intent/LightOn")
+        async with Satellite("127.0.0.1", mosquitto.port, "kitchen") as sat:
+            answer = await sat.command(pcm, timeout=60)
+        async with asyncio.timeout(10):
+            message = await anext(aiter(peer.messages))
+    assert answer.intent == "LightOn", answer
+    assert answer.slots == {"area": "kitchen"}
+    assert answer.said == ["de: kitchen"]
+    parsed = json.loads(message.payload)  # type: ignore[arg-type]
+    assert parsed["lang"] == "de" and parsed["input"] == "Schalte das Licht in der Küche ein"

@@ -120,11 +120,12 @@ class AsrConfig(Strict):
 
     backend: Literal["pocketsphinx", "whisper"] = "pocketsphinx"
     mode: Literal["grammar", "open"] = "grammar"
+    """pocketsphinx: decode constrained by the intents' grammar, or open vocabulary."""
     processes: int = Field(0, ge=0, le=64)
     """pocketsphinx: worker processes for decoding (0: one per CPU core; 1: in-process).
     Its binding keeps the GIL while decoding, so processes are what use several cores."""
-    """pocketsphinx: decode constrained by the intents' grammar, or open vocabulary."""
     language: str = "en"
+    """whisper: a language code, or auto (detected per utterance)."""
     min_confidence: float = Field(0.5, ge=0, le=1)
     """Transcripts below this are treated as not recognized."""
     model: str | None = None

@@ -21,11 +21,12 @@ from voiced import __version__, systemd
 from voiced.asr.base import AsrStream, Transcriber, create_transcriber
 from voiced.config import Config
 from voiced.enrollment import VoiceEnrollment
-from voiced.errors import VoicedError
+from voiced.errors import IntentError, VoicedError
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.ingest import route
 from voiced.intents.api import PluginContext
+from voiced.intents.loading import language_code
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router
 from voiced.intents.sources import official_intents
@@ -89,7 +90,9 @@ class Daemon:
         systemd.status("loading intents")
         await self._import_home_assistant()
         self.recognizer = await self.engine.run(self._load_intents)
-        log.info("loaded %d intents from %s", len(self.recognizer.intent_names()),
+        log.info("loaded %d intents (languages: %s) from %s",
+                 len(self.recognizer.intent_names()),
+                 ", ".join(r.language for r in self.recognizer.languages()),
                  ", ".join(str(p) for p in cfg.intents.paths))
         systemd.status("loading speech recognition")
         self.transcriber = create_transcriber(cfg.asr, self.recognizer, cfg.state_dir)
@@ -135,10 +138,19 @@ class Daemon:
     def _load_intents(self) -> IntentRecognizer:
         """Intent files, plus the official HA sentences and the people's names."""
         cfg = self.config.intents
-        extra = []
-        if cfg.official:
-            extra.append(official_intents(cfg.language, cfg.areas, cfg.entities, cfg.floors,
-                                          cfg.zones))
+
+        def extra(language: str) -> list[dict[str, Any]]:
+            if not cfg.official:
+                return []
+            try:
+                return [official_intents(language, cfg.areas, cfg.entities, cfg.floors,
+                                         cfg.zones)]
+            except IntentError as exc:
+                if language_code(language) == language_code(cfg.language):
+                    raise
+                log.warning("intents (%s): only your own files: %s", language, exc.message)
+                return []
+
         overrides: list[dict[str, Any]] = []
         if self._ha_lists:
             overrides.append({"lists": self._ha_lists})

@@ -94,6 +94,12 @@ class Vocabulary:
     def vocabulary(self) -> set[str]:
         return self.words
 
+    def languages(self) -> list[Vocabulary]:
+        return [self]
+
+    def for_language(self, language: str | None) -> Vocabulary:
+        return self
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> Iterator[None]:

@@ -39,7 +39,7 @@ from voiced.asr.whisper_models import (
     pick_device,
     resolve_checkpoint,
 )
-from voiced.asr.whisper_prompt import DEFAULT_PROMPT_TOKENS, build_prompt
+from voiced.asr.whisper_prompt import build_prompt
 from voiced.const import SAMPLE_RATE, SAMPLE_WIDTH
 from voiced.errors import AsrError
 from voiced.models import Transcript
@@ -53,11 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NO_SPEECH_THRESHOLD = 0.6
-"""No-speech probability above which audio is dropped as not speech (whisper's default)."""
-DEFAULT_MAX_TOKENS = 128
-"""Most tokens decoded per utterance: a 10-second command needs about 40; the cap stops
-hallucination loops on noise early."""
 WINDOW_SECONDS = 30
 """Whisper's fixed input window; longer audio is cut (commands are far shorter)."""
 
@@ -116,12 +111,10 @@ class WhisperTranscriber(Transcriber):
         self.config = config
         self.intents = intents
         self.cache_dir = Path(state_dir) / "models" / "whisper"
-        self.no_speech_threshold = float(
-            getattr(config, "no_speech_threshold", DEFAULT_NO_SPEECH_THRESHOLD)
-        )
-        self.max_tokens = int(getattr(config, "max_tokens", DEFAULT_MAX_TOKENS))
-        self.prompt_max_tokens = int(getattr(config, "prompt_tokens", DEFAULT_PROMPT_TOKENS))
-        self.partial_interval_ms = float(getattr(config, "partial_interval_ms", 700.0))
+        self.no_speech_threshold = config.no_speech_threshold
+        self.max_tokens = config.max_tokens
+        self.prompt_max_tokens = config.prompt_tokens
+        self.partial_interval_ms = config.partial_interval_ms
         """New audio needed before the next partial decode of a stream."""
         self.partial_max_duty = 0.25
         """Largest share of wall time one stream's partial decodes may take."""
@@ -211,8 +204,12 @@ class WhisperTranscriber(Transcriber):
 
     def refresh_prompt(self) -> None:
         """Rebuild the initial prompt from the intents' vocabulary (after a reload)."""
-        vocabulary = getattr(self.intents, "vocabulary", None)
-        words = vocabulary() if vocabulary is not None else ()
+        words: set[str] = set()
+        if self.intents is not None:
+            # a configured language uses its own sentences; detection any language's
+            sets = ([self.intents.for_language(self.language)] if self.language
+                    else self.intents.languages())
+            words = set().union(*(s.vocabulary() for s in sets))
         text, tokens = build_prompt(words, self._tokenizer.encode, self.prompt_max_tokens)
         self.prompt_text, self.prompt_tokens = text, tokens
         if text:

@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intents", type=Path, action="append", metavar="PATH",
                    help="intent file or folder (repeatable; default from the config)")
     p.add_argument("--config", type=Path, help="voiced.yaml (areas, language, intent paths)")
+    p.add_argument("--language", help="use this language's intent files (default: the main "
+                                      "language, intents.language)")
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -49,7 +51,8 @@ def recognize(args: argparse.Namespace) -> int:
     except VoicedError as exc:
         print(f"voiced intents: {exc.message}", file=sys.stderr)
         return 1
-    context: dict[str, Any] = {"site": args.site, "speaker": args.speaker}
+    context: dict[str, Any] = {"site": args.site, "speaker": args.speaker,
+                               "language": args.language}
     area = config.sites.area_for(args.site)
     if area:
         context["area"] = area
@@ -70,6 +73,6 @@ def sample_sentences(args: argparse.Namespace) -> int:
     except VoicedError as exc:
         print(f"voiced intents: {exc.message}", file=sys.stderr)
         return 1
-    for sentence in recognizer.sample(args.n):
+    for sentence in recognizer.for_language(args.language).sample(args.n):
         print(sentence)
     return 0

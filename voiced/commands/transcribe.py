@@ -147,7 +147,8 @@ def transcribe_pcm(
         transcript.confidence >= min_confidence
     ):
         started = time.perf_counter()
-        result = recognizer.recognize(transcript.text, context or {})
+        result = recognizer.recognize(transcript.text,
+                                      {"language": transcript.language, **(context or {})})
         nlu_ms = (time.perf_counter() - started) * 1000
         out["intent"] = result.name
         out["slots"] = result.slot_values()

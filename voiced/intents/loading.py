@@ -7,6 +7,7 @@ all files are merged, since one file may use a list another defines.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,19 @@ from hassil.expression import Expression, Group, ListReference, RuleReference
 
 from voiced.errors import IntentError
 from voiced.yamlfile import read_yaml
+
+LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+"""A language code as Home Assistant's sentence files use them (en, de, pt-BR, zh-cn)."""
+
+
+def language_code(code: str) -> str:
+    """The form voiced compares language codes in: lower case, `-` between parts."""
+    return code.strip().lower().replace("_", "-")
+
+
+def file_language(document: Mapping[str, Any], default: str) -> str:
+    """The language of an intents file (its `language:` key; none: `default`)."""
+    return language_code(document.get("language") or default)
 
 
 def intent_files(paths: Sequence[Path]) -> list[Path]:
@@ -101,6 +115,11 @@ class _Checker:
         return value
 
     def check(self, data: dict[str, Any]) -> list[Reference]:
+        language = data.get("language")
+        if language is not None and not (isinstance(language, str)
+                                         and LANGUAGE_CODE.fullmatch(language)):
+            self.fail(("language",), f"`language` must be a language code such as en, de or "
+                                     f"pt-BR, not {language!r}")
         for name, body in self.mapping(("intents",), data.get("intents"), "`intents`").items():
             at: tuple[Any, ...] = ("intents", name)
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):

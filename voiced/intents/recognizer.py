@@ -4,6 +4,9 @@ Files load and merge the way Home Assistant merges custom sentences: intents' `d
 blocks accumulate, `lists` and `expansion_rules` entries are replaced by later files,
 `skip_words` accumulate. Errors name the file and line. When no template matches, a fuzzy
 fallback (`voiced.intents.fuzzy`) tries sentences one edit away.
+
+Each language has its own set of files (a file's `language:` key): `recognize` uses the set
+of the language the speech was heard in (`context["language"]`), else the main one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,9 @@ from voiced.intents.fuzzy import FuzzyMatcher, best_correction, number_words, wo
 from voiced.intents.loading import (
     Reference,
     check_references,
+    file_language,
     intent_files,
+    language_code,
     merge,
     read_file,
     walk,
@@ -38,6 +43,9 @@ INSERTABLE_LIMIT = 25
 """The most common template words tried as insertions by the fuzzy fallback."""
 BIGRAM_SAMPLES = 50
 """Sample sentences per intent used to learn which words follow which."""
+
+Extra = Callable[[str], Sequence[Mapping[str, Any]]]
+"""Documents that go before a language's files (e.g. the official sentences)."""
 
 
 def _without_speaker_rules(intents: Intents) -> Intents:
@@ -75,6 +83,8 @@ class IntentRecognizer:
         self.files = tuple(files)
         self.document: dict[str, Any] | None = None
         """The merged YAML document the intents came from (rebuilds them elsewhere)."""
+        self.translations: dict[str, IntentRecognizer] = {}
+        """The sets for other languages (files with another `language:`), by code."""
         # the same sentences without their context requirements: tells "not allowed"
         # from "not understood"
         self._ungated = _without_speaker_rules(intents)
@@ -92,33 +102,78 @@ class IntentRecognizer:
 
     @classmethod
     def load(cls, paths: Sequence[Path], language: str = "en",
-             extra: Sequence[Mapping[str, Any]] = (), fuzzy: bool = True,
+             extra: Sequence[Mapping[str, Any]] | Extra = (), fuzzy: bool = True,
              fuzzy_min_confidence: float = 0.6,
              overrides: Sequence[Mapping[str, Any]] = ()) -> IntentRecognizer:
-        """Load and merge intent files. `extra` documents (e.g. the official sentences) go
-        first, so files can extend them; `overrides` (e.g. lists from voiced.yaml) last."""
+        """Load and merge intent files, one set per language.
+
+        A file's `language:` key says which set it joins (no key: `language`, the main
+        set); each other language becomes a recognizer in `translations`. `extra`
+        documents (e.g. the official sentences) go first, so files can extend them: a
+        sequence for the main language, or a function of the language for every set.
+        `overrides` (e.g. lists from voiced.yaml) go last, into every set."""
+        language = language_code(language)
         files = intent_files(paths)
-        merged: dict[str, Any] = {"language": language, "intents": {}}
-        for document in extra:
-            merge(merged, document)
-        references: list[Reference] = []
+        grouped: dict[str, list[tuple[Path, dict[str, Any], list[Reference]]]] = {language: []}
         for path in files:
             document, found = read_file(path)
-            merge(merged, document)
-            references.extend(found)
-        for document in overrides:
-            merge(merged, document)
-        check_references(merged, references)
-        try:
-            intents = Intents.from_dict(merged)
-        except Exception as exc:
-            raise IntentError("intents_invalid", f"merged intents are invalid: {exc}") from exc
-        if not intents.intents:
-            where = ", ".join(str(p) for p in paths) or "(no paths)"
-            raise IntentError("intents_invalid", f"{where}: no intents defined")
-        recognizer = cls(intents, language, files, fuzzy, fuzzy_min_confidence)
-        recognizer.document = merged
-        return recognizer
+            grouped.setdefault(file_language(document, language), []).append(
+                (path, document, found))
+
+        def build(lang: str) -> IntentRecognizer:
+            entries = grouped[lang]
+            merged: dict[str, Any] = {"intents": {}}
+            for document in (extra(lang) if callable(extra) else
+                             extra if lang == language else ()):
+                merge(merged, document)
+            references: list[Reference] = []
+            for _, document, found in entries:
+                merge(merged, document)
+                references.extend(found)
+            for document in overrides:
+                merge(merged, document)
+            merged["language"] = lang
+            check_references(merged, references)
+            try:
+                intents = Intents.from_dict(merged)
+            except Exception as exc:
+                raise IntentError("intents_invalid",
+                                  f"merged intents ({lang}) are invalid: {exc}") from exc
+            if not intents.intents:
+                where = ", ".join(str(p) for p in paths) or "(no paths)"
+                others = sorted(set(grouped) - {lang})
+                found_in = f"; the files define languages: {', '.join(others)}" if others else ""
+                raise IntentError("intents_invalid",
+                                  f"{where}: no intents defined for language {lang!r}{found_in}")
+            recognizer = cls(intents, lang, [path for path, _, _ in entries], fuzzy,
+                             fuzzy_min_confidence)
+            recognizer.document = merged
+            return recognizer
+
+        main = build(language)
+        main.translations = {lang: build(lang) for lang in sorted(grouped) if lang != language}
+        return main
+
+    def for_language(self, language: str | None) -> IntentRecognizer:
+        """The sentences for `language`: its own set when the files define one (matched
+        exactly, then by the part before `-`: Whisper says `pt` for a `pt-BR` set), else
+        the main set."""
+        if not language:
+            return self
+        code = language_code(language)
+        if code == self.language:
+            return self
+        if code in self.translations:
+            return self.translations[code]
+        base = code.split("-")[0]
+        if self.language.split("-")[0] == base:
+            return self
+        return next((r for lang, r in self.translations.items() if lang.split("-")[0] == base),
+                    self)
+
+    def languages(self) -> list[IntentRecognizer]:
+        """The main set, then one per other language."""
+        return [self, *self.translations.values()]
 
     # ---- matching ------------------------------------------------------------------
     def _match(self, text: str, context: Mapping[str, Any],
@@ -140,8 +195,12 @@ class IntentRecognizer:
 
     def recognize(self, text: str, context: Mapping[str, Any] | None = None,
                   intent_filter: Sequence[str] = ()) -> IntentResult:
-        """Match `text`; the context gates `requires_context` intents."""
+        """Match `text` with the sentences of `context["language"]` (the main set when
+        the files have none for it); the context gates `requires_context` intents."""
         context = context or {}
+        target = self.for_language(context.get("language"))
+        if target is not self:
+            return target.recognize(text, context, intent_filter)
         result = self._match(text, context, intent_filter)
         if result is not None:
             return self._to_result(text, result, 1.0, "template")
@@ -217,8 +276,8 @@ class IntentRecognizer:
 
     # ---- introspection --------------------------------------------------------------
     def intent_names(self) -> list[str]:
-        """Every intent name."""
-        return sorted(self.intents.intents)
+        """Every intent name, in every language."""
+        return sorted({name for r in self.languages() for name in r.intents.intents})
 
     def _expressions(self, intent: str | None = None) -> Iterator[Expression]:
         for name, body in self.intents.intents.items():
@@ -231,8 +290,9 @@ class IntentRecognizer:
                     yield from walk(rule.expression)
 
     def slot_names(self, intent: str) -> set[str]:
-        """Every slot an intent's sentences (or fixed slots) can fill."""
-        names: set[str] = set()
+        """Every slot an intent's sentences (or fixed slots) can fill, in any language."""
+        names: set[str] = set().union(
+            *(r.slot_names(intent) for r in self.translations.values()))
         body = self.intents.intents.get(intent)
         if body is None:
             return names
