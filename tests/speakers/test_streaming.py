@@ -19,20 +19,20 @@ from voiced.const import SAMPLE_RATE, ms_to_bytes
 from voiced.inference import InferenceEngine
 from voiced.models import NO_SPEAKER, UNKNOWN_SPEAKER, SpeakerMatch
 from voiced.speakers.base import BufferedStream, pcm_to_float
+from voiced.speakers.frontend import (
+    INT16_MAX,
+    PAD,
+    VAD_FRAME,
+    Growing,
+    mel_frames,
+    speech_mask,
+    volume_gain,
+)
 from voiced.speakers.resemblyzer import ResemblyzerEmbedder
 from voiced.speakers.service import ServiceOptions, SpeakerService
 from voiced.speakers.speechbrain import SpeechbrainEmbedder
 from voiced.speakers.store import SpeakerStore
-from voiced.speakers.streaming import (
-    INT16_MAX,
-    PAD,
-    VAD_FRAME,
-    ResemblyzerStream,
-    _Growing,
-    _mel,
-    speech_mask,
-    volume_gain,
-)
+from voiced.speakers.streaming import ResemblyzerStream
 
 Wavs = Callable[..., tuple[list[Path], list[Path]]]
 
@@ -107,13 +107,14 @@ def test_trim_and_mel_are_resemblyzers(utterances: list[bytes]) -> None:
         trimmed = wav[:usable][np.repeat(speech_mask(flags), VAD_FRAME)]
         assert np.array_equal(trimmed, trim_long_silences(wav))
 
-        buffer = _Growing()
+        buffer = Growing()
         buffer.append(np.zeros(PAD, dtype=np.float32))
         buffer.append(trimmed)
         expected = wav_to_mel_spectrogram(trimmed)
-        got = _mel(buffer, 0, len(expected))
+        got = mel_frames(buffer, 0, len(expected))
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-6)
-        np.testing.assert_allclose(_mel(buffer, 37, 90), expected[37:90], rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(mel_frames(buffer, 37, 90), expected[37:90],
+                                   rtol=1e-3, atol=1e-6)
 
 
 def test_volume_gain_is_resemblyzers() -> None:

@@ -11,7 +11,8 @@
 5. each window through a 3-layer LSTM; its last hidden state -> linear -> ReLU -> unit
    length; the utterance vector is the normalized mean of the windows' vectors.
 
-`ResemblyzerStream` does the same steps as the audio arrives. Each is causal with a short
+`ResemblyzerStream` does the same steps as the audio arrives (steps 1-3 are in
+`voiced.speakers.frontend`). Each is causal with a short
 look-ahead: a VAD frame's mask is final 7 frames (210 ms) later; a mel frame is final once
 the trimmed audio reaches 12.5 ms past its centre; the LSTM is a recurrence, so the state of
 every open window (at most 3 overlap) is advanced over final frames as they appear, all as
@@ -50,13 +51,23 @@ import numpy.typing as npt
 
 from voiced.const import SAMPLE_RATE, SAMPLE_WIDTH
 from voiced.speakers.base import EmbeddingStream, Vector, l2_normalize
+from voiced.speakers.frontend import (
+    HOP,
+    INT16_MAX,
+    PAD,
+    TARGET_DBFS,
+    Trim,
+    gain_db,
+    mel_frames,
+    to_float,
+    volume_gain,
+)
 
 if TYPE_CHECKING:
     from voiced.speakers.resemblyzer import ResemblyzerEmbedder
 
 log = logging.getLogger(__name__)
 
-Floats = npt.NDArray[np.float32]
 
 VAD_TOLERANCE_DB = 0.05
 """Running-gain drift after which the VAD flags are redone at the new gain."""
@@ -70,152 +81,8 @@ ADVANCE_FRAMES = 16
 """While audio arrives, LSTM states advance once this many mel frames (160 ms) are final:
 every call has a fixed cost (about 0.5 ms, against 40 us a step)."""
 
-INT16_MAX = 2**15 - 1
-"""resemblyzer's scale for levels and for the PCM it gives webrtcvad."""
-TARGET_DBFS = -30.0
-"""resemblyzer's `audio_norm_target_dBFS`."""
-VAD_FRAME = 30 * SAMPLE_RATE // 1000
-"""Samples per webrtcvad frame in resemblyzer's trimming (`vad_window_length`, 30 ms)."""
-VAD_AVERAGE = 8
-"""`vad_moving_average_width`: frames averaged."""
-VAD_DILATE = 6
-"""`vad_max_silence_length`: the mask is dilated by a structure one longer than this."""
-VAD_LOOKAHEAD = VAD_AVERAGE // 2 + VAD_DILATE // 2
-"""Frames after a VAD frame that decide whether it is kept (7)."""
-HOP = 10 * SAMPLE_RATE // 1000
-"""Samples per mel frame (`mel_window_step`, 10 ms)."""
-N_FFT = 25 * SAMPLE_RATE // 1000
-"""Mel window (`mel_window_length`, 25 ms), centred on its frame."""
-PAD = N_FFT // 2
-N_MELS = 40
 WINDOW_FRAMES = 160
 """Mel frames per partial window (`partials_n_frames`, 1.6 s)."""
-
-
-def volume_gain(wav: Floats) -> np.float32 | None:
-    """The factor resemblyzer's `normalize_volume(increase_only=True)` scales `wav` by.
-
-    None when it leaves the audio as it is (at or above the target, or digital silence).
-    The arithmetic is resemblyzer's (float32), so `wav * gain` is bit for bit what it makes.
-    """
-    if not np.any(wav):
-        return None
-    rms = np.sqrt(np.mean((wav * INT16_MAX) ** 2))
-    change = TARGET_DBFS - 20 * np.log10(rms / INT16_MAX)
-    if change < 0:
-        return None
-    return np.float32(10 ** (change / 20))
-
-
-def gain_db(gain: np.float32 | None) -> float:
-    """A gain in dB (None: 0)."""
-    return 0.0 if gain is None else 20 * math.log10(float(gain))
-
-
-def speech_mask(flags: npt.NDArray[np.int8]) -> npt.NDArray[np.bool_]:
-    """resemblyzer's `trim_long_silences` mask over VAD frames, from webrtcvad's flags.
-
-    A frame is kept when, within 3 frames either side, there is a frame where at least 5 of
-    the 8 frames from 3 before to 4 after it are speech (frames past either end count as
-    silence). Entry k depends on flags k - 6 .. k + 7 only.
-    """
-    if flags.size == 0:
-        return np.zeros(0, dtype=bool)
-    half = VAD_AVERAGE // 2
-    padded = np.concatenate([np.zeros(half - 1), flags, np.zeros(half)])
-    # the moving average is rounded half to even: 4 of 8 is 0.5, which rounds down
-    voiced = np.convolve(padded, np.ones(VAD_AVERAGE), "valid") >= half + 1
-    side = VAD_DILATE // 2
-    padded = np.concatenate([np.zeros(side), voiced, np.zeros(side)])
-    mask: npt.NDArray[np.bool_] = np.convolve(padded, np.ones(VAD_DILATE + 1), "valid") > 0
-    return mask
-
-
-@functools.cache
-def _mel_filters() -> tuple[npt.NDArray[np.float64], Floats]:
-    """The STFT window and mel filter bank of librosa's `melspectrogram` for resemblyzer."""
-    import librosa
-
-    window = librosa.filters.get_window("hann", N_FFT, fftbins=True)
-    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS)
-    return np.asarray(window, dtype=np.float64), np.asarray(basis, dtype=np.float32)
-
-
-class _Growing:
-    """An append-only float32 array with amortized growth."""
-
-    def __init__(self, capacity: int = SAMPLE_RATE) -> None:
-        self._data = np.zeros(capacity, dtype=np.float32)
-        self.size = 0
-
-    def append(self, values: Floats) -> None:
-        end = self.size + len(values)
-        if end > len(self._data):
-            grown = np.zeros(max(end, 2 * len(self._data)), dtype=np.float32)
-            grown[: self.size] = self._data[: self.size]
-            self._data = grown
-        self._data[self.size : end] = values
-        self.size = end
-
-    def get(self, start: int, stop: int) -> Floats:
-        """Values `start:stop`, zeros where that runs past the end (a copy)."""
-        out = np.zeros(stop - start, dtype=np.float32)
-        have = min(stop, self.size) - start
-        if have > 0:
-            out[:have] = self._data[start : start + have]
-        return out
-
-
-def _to_float(samples: npt.NDArray[np.int16]) -> Floats:
-    """`pcm_to_float`: what resemblyzer is given."""
-    return (samples.astype(np.float32) / 32768.0).astype(np.float32)
-
-
-class _Trim:
-    """Silence trimming as audio arrives, with webrtcvad run at one gain.
-
-    `trimmed` holds the kept samples without the gain (the mel frames are scaled instead),
-    after `PAD` zeros (the mel frames are centred).
-    """
-
-    def __init__(self, gain: np.float32 | None) -> None:
-        import webrtcvad
-
-        self.gain = gain
-        self._vad = webrtcvad.Vad(3)
-        self.flags = np.zeros(0, dtype=np.int8)
-        self.keep = np.zeros(0, dtype=bool)
-        """Keep-or-cut of the VAD frames decided so far."""
-        self.trimmed = _Growing()
-        self.trimmed.append(np.zeros(PAD, dtype=np.float32))
-
-    def update(self, samples: npt.NDArray[np.int16], final: bool) -> None:
-        """Run webrtcvad on new complete frames; cut or keep those now decided."""
-        total = len(samples) // VAD_FRAME
-        done = len(self.flags)
-        if total > done:
-            wav = _to_float(samples[done * VAD_FRAME : total * VAD_FRAME])
-            if self.gain is not None:
-                wav = wav * self.gain
-            pcm = np.round(wav * INT16_MAX).astype(np.int16).tobytes()
-            width = VAD_FRAME * SAMPLE_WIDTH
-            new = [self._vad.is_speech(pcm[i : i + width], sample_rate=SAMPLE_RATE)
-                   for i in range(0, len(pcm), width)]
-            self.flags = np.concatenate([self.flags, np.array(new, dtype=np.int8)])
-        decided = total if final else max(0, total - VAD_LOOKAHEAD)
-        masked = len(self.keep)
-        if decided <= masked:
-            return
-        # entries masked..decided look 6 frames back: flags before `lo` cannot reach them
-        lo = max(0, masked - VAD_LOOKAHEAD)
-        new_keep = speech_mask(self.flags[lo:total])[masked - lo : decided - lo]
-        self.keep = np.concatenate([self.keep, new_keep])
-        for k in np.flatnonzero(new_keep) + masked:
-            self.trimmed.append(_to_float(samples[k * VAD_FRAME : (k + 1) * VAD_FRAME]))
-
-    def kept_before(self, frame: int) -> int:
-        """Trimmed samples that come from VAD frames before `frame`."""
-        return int(np.count_nonzero(self.keep[:frame])) * VAD_FRAME
 
 
 @dataclass(slots=True)
@@ -259,7 +126,7 @@ class _Partials:
             self.done.pop(s, None)
         self.mel_done = min([frame, *hit])
 
-    def advance(self, trim: _Trim, stop: int, kept: set[int] | None) -> None:
+    def advance(self, trim: Trim, stop: int, kept: set[int] | None) -> None:
         """Advance the windows over mel frames `mel_done..stop`.
 
         `kept` (at the end): the starts of the windows the utterance keeps; others are
@@ -277,7 +144,7 @@ class _Partials:
                 self.open.append(_Window(s))
         if stop <= start:
             return
-        mel = torch.from_numpy(_mel(trim.trimmed, start, stop))
+        mel = torch.from_numpy(mel_frames(trim.trimmed, start, stop))
         scales = torch.tensor([10 ** ((gain_db(self.gain) + o) / 10) for o in self.offsets_db],
                               dtype=torch.float32)
         # one batch row per (window, gain): mel power scales with the gain squared
@@ -340,19 +207,6 @@ def _step() -> int:
     return round(SAMPLE_RATE / PARTIAL_RATE / HOP)
 
 
-def _mel(trimmed: _Growing, start: int, stop: int) -> Floats:
-    """Mel power frames start..stop of the trimmed audio (zeros past its end), (n, 40).
-
-    librosa's `melspectrogram` with resemblyzer's settings, framed here: the buffer already
-    holds the centring pad, and the window and filters are made once.
-    """
-    window, basis = _mel_filters()
-    y = trimmed.get(start * HOP, (stop - 1) * HOP + N_FFT)
-    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP]
-    power = np.abs(np.fft.rfft(frames * window, axis=1).astype(np.complex64)) ** 2
-    return np.ascontiguousarray(power @ basis.T, dtype=np.float32)
-
-
 class ResemblyzerStream(EmbeddingStream):
     """One utterance embedded as it arrives; `finish` returns what `embed` would.
 
@@ -376,7 +230,7 @@ class ResemblyzerStream(EmbeddingStream):
         self.finish_steps = 0
         self.vad_redone = 0
         self.lstm_redone = 0
-        self._trim = _Trim(None)
+        self._trim = Trim(None)
         self._partials = _Partials(self._encoder, None)
 
     def feed(self, pcm: bytes) -> None:
@@ -430,13 +284,13 @@ class ResemblyzerStream(EmbeddingStream):
             self._redo_lstm(gain)
 
     def _gain_now(self) -> np.float32 | None:
-        return volume_gain(_to_float(self._samples[: self._n]))
+        return volume_gain(to_float(self._samples[: self._n]))
 
     def _redo_vad(self, gain: np.float32 | None) -> None:
         """webrtcvad at `gain`; LSTM work is rewound only from where the trim changed."""
         self.vad_redone += 1
         old = self._trim
-        new = _Trim(gain)
+        new = Trim(gain)
         new.update(self._samples[: self._n], final=False)
         self._trim = new
         n = min(len(old.keep), len(new.keep))
