@@ -10,7 +10,7 @@ through; the decoder's output at position p is then LayerNorm(token + position) 
 token embeddings. Each scripted token gets its own basis direction as its embedding, and
 position p's positional embedding points (much harder) at the direction of the token that
 must follow it. Position 0 (start of transcript) points at the language token, which is
-what language detection reads.
+what language detection reads, or at the no-speech token.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ POSITION_SCALE = 100.0
 """Length of a positional embedding (it outweighs the token at that position)."""
 
 
-def write_scripted_checkpoint(path: Path, text: str, language: str = "en") -> Path:
-    """A checkpoint that transcribes any audio as `text` in `language`.
+def write_scripted_checkpoint(path: Path, text: str, language: str = "en",
+                              no_speech: bool = False) -> Path:
+    """A checkpoint that transcribes any audio as `text` in `language`; with `no_speech`,
+    one that also judges every audio not to be speech (no-speech probability ~1; detection
+    then finds no particular language: configure one).
 
     Decoding must run without an initial prompt (`asr.prompt_tokens: 0`) and without
     timestamps, as voiced decodes: a prompt would shift the positions.
@@ -41,7 +44,8 @@ def write_scripted_checkpoint(path: Path, text: str, language: str = "en") -> Pa
     tokenizer = get_tokenizer(True, num_languages=99, language=language, task="transcribe")
     prefix = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
     script = [*prefix, *tokenizer.encode(" " + text), tokenizer.eot]
-    direction = {token: i for i, token in enumerate(dict.fromkeys(script))}
+    direction = {token: i for i, token in enumerate(dict.fromkeys(
+        [*script, tokenizer.no_speech]))}
     if len(direction) > DIMS.n_text_state:
         raise ValueError(f"{text!r}: too many distinct tokens for {DIMS.n_text_state} dims")
     generator = torch.Generator().manual_seed(0)
@@ -66,7 +70,8 @@ def write_scripted_checkpoint(path: Path, text: str, language: str = "en") -> Pa
             embedding[token, axis] = TOKEN_SCALE
         position = decoder.positional_embedding
         position.zero_()
-        position[0, direction[script[1]]] = POSITION_SCALE  # language detection
+        # the start of transcript: language detection, and the no-speech probability
+        position[0, direction[tokenizer.no_speech if no_speech else script[1]]] = POSITION_SCALE
         for p in range(len(prefix) - 1, len(script) - 1):
             position[p, direction[script[p + 1]]] = POSITION_SCALE
     torch.save({"dims": asdict(DIMS), "model_state_dict": model.state_dict()}, path)

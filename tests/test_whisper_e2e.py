@@ -82,3 +82,45 @@ async def test_detected_language_picks_that_languages_intents(mosquitto: Mosquit
     assert answer.said == ["de: kitchen"]
     parsed = json.loads(message.payload)  # type: ignore[arg-type]
     assert parsed["lang"] == "de" and parsed["input"] == "Schalte das Licht in der Küche ein"
+
+
+async def test_not_speech_is_dropped_before_the_intents(mosquitto: Mosquitto,
+                                                         tmp_path: Path) -> None:
+    """A cough heard as "turn on the kitchen light" with a high no-speech probability."""
+    from voiced.storage import History
+
+    model = write_scripted_checkpoint(tmp_path / "cough.pt", "turn on the kitchen light",
+                                      "en", no_speech=True)
+    config = make_config(tmp_path, mosquitto.port,
+                         asr={"backend": "whisper", "model": str(model), "device": "cpu",
+                              "language": "en", "prompt_tokens": 0})
+    entry = yaml.safe_load((FIXTURES / "commands.yaml").read_text())["commands"][0]
+    pcm = read_wav_file(FIXTURES / entry["file"])
+    async with running_daemon(config), aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        await peer.subscribe("hermes/asr/textCaptured")
+        await peer.subscribe("voiced/events/hall")
+        async with Satellite("127.0.0.1", mosquitto.port, "hall") as sat:
+            answer = await sat.command(pcm, timeout=60)
+        got: dict[str, dict[str, object]] = {}
+        async with asyncio.timeout(10):
+            async for message in peer.messages:
+                data = json.loads(message.payload)  # type: ignore[arg-type]
+                got[data.get("type") or message.topic.value] = data
+                if "not_recognized" in got and "hermes/asr/textCaptured" in got:
+                    break
+    assert answer.intent is None and answer.termination == "intentNotRecognized", answer
+    assert answer.text == ""
+    assert got["hermes/asr/textCaptured"]["text"] == ""
+    assert got["transcript"]["isSpeech"] is False
+    assert got["not_recognized"]["reason"] == "not_speech"
+    assert got["not_recognized"]["text"] == "turn on the kitchen light"
+    history = History(config.state_dir / "voiced.db")
+    try:
+        async with asyncio.timeout(10):  # recorded just after the session ended
+            while not (records := history.recent(1)):
+                await asyncio.sleep(0.05)
+    finally:
+        history.close()
+    (record,) = records
+    assert (record.outcome, record.outcome_detail) == ("not_speech", "not_speech")
+    assert record.text == "turn on the kitchen light"

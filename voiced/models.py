@@ -48,6 +48,8 @@ class Outcome(StrEnum):
 
     HANDLED = "handled"
     NOT_RECOGNIZED = "not_recognized"
+    NOT_SPEECH = "not_speech"
+    """The recognizer judged the audio not to be speech (Whisper's no-speech probability)."""
     NO_HANDLER = "no_handler"
     REFUSED = "refused"
     ERROR = "error"

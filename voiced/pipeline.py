@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from voiced.asr.base import AsrStream, Transcriber
@@ -144,8 +145,11 @@ class Pipeline:
     async def _after_asr(self, utt: Utterance, transcript: Transcript, speaker: SpeakerMatch,
                          timings: dict[str, float]) -> None:
         site, sid = utt.site, utt.session_id
+        # audio the recognizer judged not to be speech (a TV, a cough) was heard as nothing:
+        # Hermes gets empty text, the event and the history keep what was decoded
+        heard = transcript if transcript.is_speech else replace(transcript, text="", tokens=())
         await self._outputs.publish("hermes/asr/textCaptured", hermes.text_captured(
-            transcript, utt.duration_s, site, sid, utt.wakeword_id))
+            heard, utt.duration_s, site, sid, utt.wakeword_id))
         await self._outputs.event(PipelineEvent(EventType.TRANSCRIPT, site, sid, {
             "text": transcript.text, "confidence": round(transcript.confidence, 4),
             "language": transcript.language, "isSpeech": transcript.is_speech}, timings))
@@ -171,15 +175,20 @@ class Pipeline:
             return
         if not result.recognized:
             timings["processing"] = (time.monotonic() - utt.endpoint_at) * 1000
+            reason = ("not_speech" if not transcript.is_speech
+                      else "empty" if not transcript.text.strip()
+                      else "low_confidence"
+                      if transcript.confidence < self.config.asr.min_confidence else "no_match")
             await self._outputs.publish("hermes/nlu/intentNotRecognized",
                                         hermes.intent_not_recognized(
-                                            transcript.text, site, sid, utt.custom_data,
+                                            heard.text, site, sid, utt.custom_data,
                                             speaker if self._speakers else None))
             await self._outputs.event(PipelineEvent(EventType.NOT_RECOGNIZED, site, sid, {
-                "text": transcript.text}, timings))
+                "text": transcript.text, "reason": reason}, timings))
             await self._end(utt, Termination.INTENT_NOT_RECOGNIZED)
-            await self._record(utt, transcript, result, speaker, Outcome.NOT_RECOGNIZED, None,
-                               timings)
+            await self._record(utt, transcript, result, speaker,
+                               Outcome.NOT_SPEECH if reason == "not_speech"
+                               else Outcome.NOT_RECOGNIZED, reason, timings)
             return
         timings["processing"] = (time.monotonic() - utt.endpoint_at) * 1000
         payload = hermes.intent_parsed(result, transcript, site, sid, utt.custom_data,
