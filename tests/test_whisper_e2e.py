@@ -71,17 +71,31 @@ async def test_detected_language_picks_that_languages_intents(mosquitto: Mosquit
                               "language": "auto", "prompt_tokens": 0})
     entry = yaml.safe_load((FIXTURES / "commands.yaml").read_text())["commands"][0]
     pcm = read_wav_file(FIXTURES / entry["file"])
+    events: list[dict[str, object]] = []
     async with running_daemon(config), aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
         await peer.subscribe("hermes/intent/LightOn")
+        await peer.subscribe("voiced/events/kitchen")
         async with Satellite("127.0.0.1", mosquitto.port, "kitchen") as sat:
-            answer = await sat.command(pcm, timeout=60)
+            # at the pace of speech, so partial transcripts can come before the endpoint
+            answer = await sat.command(pcm, realtime=True, timeout=60)
         async with asyncio.timeout(10):
-            message = await anext(aiter(peer.messages))
+            async for message in peer.messages:
+                data = json.loads(message.payload)  # type: ignore[arg-type]
+                if message.topic.value == "hermes/intent/LightOn":
+                    parsed = data
+                else:
+                    events.append(data)
+                if events and events[-1]["type"] == "session_ended":
+                    break
     assert answer.intent == "LightOn", answer
     assert answer.slots == {"area": "kitchen"}
     assert answer.said == ["de: kitchen"]
-    parsed = json.loads(message.payload)  # type: ignore[arg-type]
     assert parsed["lang"] == "de" and parsed["input"] == "Schalte das Licht in der Küche ein"
+    # partial transcripts while the person speaks, before the endpoint
+    types = [e["type"] for e in events]
+    assert "partial" in types and types.index("partial") < types.index("speech_ended"), types
+    partial = events[types.index("partial")]
+    assert partial["text"] == "Schalte das Licht in der Küche ein"
 
 
 async def test_not_speech_is_dropped_before_the_intents(mosquitto: Mosquitto,
