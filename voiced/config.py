@@ -143,6 +143,10 @@ class AsrConfig(Strict):
     """whisper: initial prompt built from the intents' vocabulary (0: none)."""
     partial_interval_ms: float = Field(700, ge=100)
     """whisper: new audio needed before another partial transcript."""
+    encoder_window_s: int = Field(30, ge=2, le=30)
+    """whisper: seconds of audio the encoder sees. 30 is Whisper's own window; a shorter
+    one (at least vad.max_utterance_ms) cuts the encoder's work in proportion, but the
+    model was trained on 30 s, so check accuracy with your model before relying on it."""
 
 
 class SpeakersConfig(Strict):

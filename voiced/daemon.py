@@ -96,6 +96,11 @@ class Daemon:
                  ", ".join(str(p) for p in cfg.intents.paths))
         systemd.status("loading speech recognition")
         self.transcriber = create_transcriber(cfg.asr, self.recognizer, cfg.state_dir)
+        window_ms = cfg.asr.encoder_window_s * 1000
+        if cfg.asr.backend == "whisper" and window_ms < cfg.vad.max_utterance_ms:
+            log.warning("asr.encoder_window_s is %d s but vad.max_utterance_ms allows %.0f ms: "
+                        "Whisper will not hear the end of longer commands",
+                        cfg.asr.encoder_window_s, cfg.vad.max_utterance_ms)
         await self.engine.run(self.transcriber.load)
         if cfg.speakers.backend != "none":
             from voiced.speakers.service import create_speaker_service

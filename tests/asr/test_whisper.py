@@ -166,6 +166,49 @@ def test_batched_mel_equals_whisper_reference(whisper_auto: WhisperTranscriber) 
         assert torch.allclose(mels[row], reference, atol=1e-5)
 
 
+def test_decodes_as_whisper_itself_does(whisper_auto: WhisperTranscriber) -> None:
+    """voiced encodes, then runs whisper's decoding task on the features: the same tokens
+    as `whisper.decode` on whisper's own mel."""
+    t = whisper_auto
+    for pcm in UTTERANCES[:2]:
+        audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+        mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), TINY.n_mels)
+        reference = whisper.decode(t.model, mel, t.decoding_options())
+        (ours,) = t.decode_batch([pcm])
+        assert ours.token_ids == tuple(reference.tokens) and ours.text == reference.text
+        assert ours.language == reference.language
+
+
+@pytest.mark.parametrize("language", ["en", "auto"])
+def test_shorter_encoder_window(tiny_ckpt: Path, tmp_path: Path, language: str) -> None:
+    t = make(tiny_ckpt, tmp_path, language=language, encoder_window_s=10)
+    mels = t.log_mel(UTTERANCES)
+    assert mels.shape == (4, TINY.n_mels, 1000)
+    assert t.encode(mels).shape == (4, 500, TINY.n_audio_state)
+    # the first 10 seconds of Whisper's mel (the end differs only in the STFT's padding)
+    audio = np.frombuffer(UTTERANCES[1], "<i2").astype(np.float32) / 32768
+    full = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), TINY.n_mels)
+    assert torch.allclose(mels[1][:, :990], full[:, :990], atol=1e-5)
+    batched = t.decode_batch(UTTERANCES)
+    alone = [t.decode_batch([pcm])[0] for pcm in UTTERANCES]
+    assert len({r.token_ids for r in alone}) >= 3
+    assert [r.token_ids for r in batched] == [r.token_ids for r in alone]
+    assert [r.language for r in batched] == [r.language for r in alone]
+    assert t.model.dims.n_audio_ctx == 1500  # as loaded, outside a decode
+    # the encoder attends over 10 s, not 30: its output differs from the 30-second one's
+    full_window = make(tiny_ckpt, tmp_path, language=language)
+    short, full = t.encode(mels), full_window.encode(full_window.log_mel(UTTERANCES))
+    assert not torch.allclose(short, full[:, :500], atol=1e-3)
+
+
+def test_encoder_window_bounds() -> None:
+    from pydantic import ValidationError
+
+    for bad in (1, 31):
+        with pytest.raises(ValidationError, match="encoder_window_s"):
+            AsrConfig(backend="whisper", encoder_window_s=bad)
+
+
 def test_language_detection_per_utterance(whisper_auto: WhisperTranscriber) -> None:
     results = whisper_auto.decode_batch(UTTERANCES)
     mels = whisper_auto.log_mel(UTTERANCES)

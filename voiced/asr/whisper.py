@@ -1,11 +1,12 @@
 """Whisper speech recognition (openai-whisper on torch), batched across satellites.
 
 `WhisperTranscriber.transcribe_batch` decodes several utterances as one batch: their
-log-Mel spectrograms (each padded to Whisper's 30-second window) are stacked, the encoder
-runs once over the stack, and greedy decoding advances every utterance in the same
-decoder passes (`whisper.decode` with a batch of mels). The daemon feeds it through
-`voiced.inference.MicroBatcher`, so commands that end close together on different
-satellites share one GPU pass. Results equal those of one call per utterance.
+log-Mel spectrograms (each padded to Whisper's 30-second window, or the shorter
+`asr.encoder_window_s`) are stacked, the encoder runs once over the stack, and greedy
+decoding advances every utterance in the same decoder passes (`whisper.decode` on the
+encoder's output). The daemon feeds it through `voiced.inference.MicroBatcher`, so
+commands that end close together on different satellites share one GPU pass. Results
+equal those of one call per utterance.
 
 Decoding is greedy (temperature 0) without timestamps, with an initial prompt built from
 the intents' vocabulary (`voiced.asr.whisper_prompt`) and either the configured language
@@ -22,11 +23,13 @@ starts only when the model is free and no final is waiting.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 30
 """Whisper's fixed input window; longer audio is cut (commands are far shorter)."""
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,8 @@ class WhisperTranscriber(Transcriber):
         self.max_tokens = config.max_tokens
         self.prompt_max_tokens = config.prompt_tokens
         self.partial_interval_ms = config.partial_interval_ms
+        self.window_s = config.encoder_window_s
+        """Seconds of audio the encoder sees (Whisper's own: 30; audio is padded or cut)."""
         """New audio needed before the next partial decode of a stream."""
         self.partial_max_duty = 0.25
         """Largest share of wall time one stream's partial decodes may take."""
@@ -234,21 +240,23 @@ class WhisperTranscriber(Transcriber):
         )
 
     def log_mel(self, pcms: Sequence[bytes]) -> torch.Tensor:
-        """Log-Mel spectrograms (batch, n_mels, 3000) on the model's device.
+        """Log-Mel spectrograms (batch, n_mels, 100 × window) on the model's device.
 
         The same computation as `whisper.log_mel_spectrogram(pad_or_trim(audio))` for
-        each utterance; the dynamic-range floor is taken per utterance, so batching does
-        not change any utterance's input. On a GPU all rows go through one STFT; on the
-        CPU row by row, which keeps the working set in cache (several times faster there).
+        each utterance (with the 30-second window); the dynamic-range floor is taken per
+        utterance, so batching does not change any utterance's input. On a GPU all rows go
+        through one STFT; on the CPU row by row, which keeps the working set in cache
+        (several times faster there).
         """
         import numpy as np
         import torch
-        from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, mel_filters
+        from whisper.audio import HOP_LENGTH, N_FFT, mel_filters
 
-        audio = np.zeros((len(pcms), N_SAMPLES), dtype=np.float32)
+        n_samples = self.window_s * SAMPLE_RATE
+        audio = np.zeros((len(pcms), n_samples), dtype=np.float32)
         for row, pcm in enumerate(pcms):
             usable = len(pcm) - len(pcm) % SAMPLE_WIDTH
-            samples = np.frombuffer(pcm[:usable], dtype="<i2")[:N_SAMPLES]
+            samples = np.frombuffer(pcm[:usable], dtype="<i2")[:n_samples]
             audio[row, : len(samples)] = samples.astype(np.float32) / 32768.0
         x = torch.from_numpy(audio).to(self.device)
         window = torch.hann_window(N_FFT, device=x.device)
@@ -264,14 +272,54 @@ class WhisperTranscriber(Transcriber):
             return rows(x)
         return torch.cat([rows(x[i : i + 1]) for i in range(len(pcms))])
 
+    def encode(self, mels: torch.Tensor) -> torch.Tensor:
+        """The encoder's output for a batch of mels (one pass).
+
+        With Whisper's 30-second window this is `model.encoder`. A shorter window
+        (`asr.encoder_window_s`) runs the same layers over fewer frames, with the first
+        part of the positional embedding: the encoder's work shrinks in proportion.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        encoder = self.model.encoder
+        mels = mels.to(encoder.conv1.weight.dtype)
+        with torch.no_grad():
+            if self.window_s == WINDOW_SECONDS:
+                return encoder(mels)  # type: ignore[no-any-return]
+            x = F.gelu(encoder.conv2(F.gelu(encoder.conv1(mels)))).permute(0, 2, 1)
+            x = (x + encoder.positional_embedding[: x.shape[1]]).to(x.dtype)
+            for block in encoder.blocks:
+                x = block(x)
+            return encoder.ln_post(x)  # type: ignore[no-any-return]
+
+    @contextlib.contextmanager
+    def _encoded_length(self, frames: int) -> Iterator[None]:
+        """While decoding, the model's `n_audio_ctx` is the encoded length: whisper takes
+        input of shape (n_audio_ctx, n_audio_state) as encoder output (and skips its
+        encoder, in decoding and in language detection). Only one decode uses the model
+        at a time (`ModelGate`), so nothing else sees the change."""
+        model = self.model
+        dims = model.dims
+        if frames == dims.n_audio_ctx:
+            yield
+            return
+        model.dims = dataclasses.replace(dims, n_audio_ctx=frames)
+        try:
+            yield
+        finally:
+            model.dims = dims
+
     def _decode(self, pcms: Sequence[bytes], max_tokens: int | None) -> list[WhisperResult]:
         import whisper
 
         out: list[WhisperResult] = []
         step = max(1, self.config.max_batch)
         for start in range(0, len(pcms), step):
-            mels = self.log_mel(pcms[start : start + step])
-            results = whisper.decode(self.model, mels, self.decoding_options(max_tokens))
+            features = self.encode(self.log_mel(pcms[start : start + step]))
+            with self._encoded_length(features.shape[1]):
+                results = whisper.decode(self.model, features,
+                                         self.decoding_options(max_tokens))
             out.extend(
                 WhisperResult(
                     text=r.text,

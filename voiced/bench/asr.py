@@ -68,6 +68,8 @@ def register(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=4.0, help="length of each command")
     p.add_argument("--audio", type=Path, help="a WAV file to use as every command")
     p.add_argument("--window-ms", type=float, default=30.0, help="batching window")
+    p.add_argument("--encoder-window", type=int, default=30, metavar="S",
+                   help="whisper: seconds of audio the encoder sees (asr.encoder_window_s)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--state-dir", type=Path,
                    help="model cache and random checkpoints (default: a temporary folder)")
@@ -222,6 +224,7 @@ def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         backend=args.backend, model=model, device=args.device, compute=args.compute,
         batch_window_ms=args.window_ms, max_batch=max(args.concurrency),
         language="en" if args.backend == "pocketsphinx" else "auto",
+        encoder_window_s=args.encoder_window,
     )
     transcriber: Any = create_transcriber(config, None, state_dir)
     forced = args.tokens if args.backend == "whisper" and args.tokens > 0 else None
@@ -255,6 +258,7 @@ def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         "tokens": forced,
         "seconds": args.seconds,
         "window_ms": args.window_ms,
+        "encoder_window_s": args.encoder_window,
         "rounds": args.rounds,
         "load_ms": load_ms,
         "machine": machine,
@@ -276,7 +280,8 @@ def _format(r: dict[str, Any]) -> str:
     lines = [
         f"voiced bench asr: {r['backend']}, {what}, {r['device']} "
         f"{'fp16' if r['fp16'] else 'fp32'}, {r['torch_threads']} torch threads, {tokens}, "
-        f"{r['seconds']:g} s commands, window {r['window_ms']:g} ms, {r['rounds']} rounds",
+        f"{r['seconds']:g} s commands, window {r['window_ms']:g} ms, "
+        f"encoder window {r['encoder_window_s']} s, {r['rounds']} rounds",
         f"machine: {r['machine']}",
         f"load + warm-up: {r['load_ms']:.0f} ms",
         "",
