@@ -162,3 +162,12 @@ def test_transcribe_uses_the_heard_language(folder: Path, tmp_path: Path,
                  "--language", "auto", "--intents", str(folder), "--config", str(config)]) == 0
     line = json.loads(capsys.readouterr().out)
     assert (line["language"], line["intent"], line["slots"]) == ("de", "Weather", {"day": "morgen"})
+
+
+def test_lists_are_per_language(tmp_path: Path) -> None:
+    """A German file cannot use a list that only the English files define."""
+    (tmp_path / "en.yaml").write_text(ENGLISH)
+    (tmp_path / "de.yaml").write_text(GERMAN.split("lists:")[0])
+    with pytest.raises(IntentError, match=r"de\.yaml:\d+: list \{area\} is not defined in any "
+                                          r"file of language 'de'"):
+        IntentRecognizer.load([tmp_path], "en")

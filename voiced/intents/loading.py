@@ -220,8 +220,10 @@ def check_references(merged: Mapping[str, Any], references: Sequence[Reference])
         if ref.name not in (merged.get("lists" if ref.kind == "list" else
                                        "expansion_rules") or {}):
             what = f"{{{ref.name}}}" if ref.kind == "list" else f"<{ref.name}>"
+            language = merged.get("language")
+            of = f" of language {language!r}" if language else ""
             raise IntentError("intents_invalid",
-                              f"{ref.where}: {ref.kind} {what} is not defined in any file")
+                              f"{ref.where}: {ref.kind} {what} is not defined in any file{of}")
 
 
 def walk(exp: Expression) -> Iterator[Expression]:
