@@ -171,3 +171,28 @@ def test_lists_are_per_language(tmp_path: Path) -> None:
     with pytest.raises(IntentError, match=r"de\.yaml:\d+: list \{area\} is not defined in any "
                                           r"file of language 'de'"):
         IntentRecognizer.load([tmp_path], "en")
+
+
+def test_official_sentences_for_every_language(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon loads Home Assistant's sentences for each language that has files; a
+    language the package lacks keeps its own files (and a warning says so)."""
+    from voiced.config import Config
+    from voiced.daemon import Daemon
+
+    (tmp_path / "en.yaml").write_text(ENGLISH)
+    (tmp_path / "de.yaml").write_text(GERMAN)
+    (tmp_path / "ch.yaml").write_text(GERMAN.replace("language: de", "language: de-CH"))
+    (tmp_path / "tlh.yaml").write_text(
+        "language: tlh\nintents:\n  Qapla:\n    data:\n      - sentences: [qapla]\n")
+    config = Config.model_validate({
+        "state_dir": str(tmp_path / "state"),
+        "intents": {"paths": [str(tmp_path)], "official": True, "areas": ["Küche"]}})
+    recognizer = Daemon(config)._load_intents()
+    assert [r.language for r in recognizer.languages()] == ["en", "de", "de-ch", "tlh"]
+    assert recognizer.recognize("schalte das Licht in der Küche an",
+                                {"language": "de"}).name == "HassTurnOn"
+    assert "HassTurnOn" in recognizer.for_language("de-CH").intents.intents
+    assert recognizer.recognize("qapla", {"language": "tlh"}).name == "Qapla"
+    assert "HassTurnOn" not in recognizer.for_language("tlh").intents.intents
+    assert "intents (tlh): only your own files" in caplog.text

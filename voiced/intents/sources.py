@@ -58,6 +58,10 @@ def official_intents(language: str, areas: Sequence[str], entities: Sequence[Any
                           "intents.official needs the package home-assistant-intents "
                           "(pip install home-assistant-intents)") from exc
     data = home_assistant_intents.get_intents(language)
+    if not data:  # voiced compares codes in lower case; the package names de-CH, pt-BR
+        known_as = {code.lower(): code for code in home_assistant_intents.get_languages()}
+        if language.lower() in known_as:
+            data = home_assistant_intents.get_intents(known_as[language.lower()])
     if not data:
         known = ", ".join(sorted(home_assistant_intents.get_languages())[:20])
         raise IntentError("official_unavailable",
