@@ -15,7 +15,8 @@ Durations come from the ``hours``, ``minutes`` and ``seconds`` slots, the option
 from ``name``. When a timer rings the plugin speaks on the satellite that set it, through
 ``context.say`` when the daemon offers it, else by publishing a Hermes ``hermes/tts/say``
 message. Timers live in SQLite (``<state_dir>/timers.db``): after a restart they are
-reloaded, and those that ran out while the daemon was down are announced at once.
+reloaded, and those that ran out while the daemon was down are announced at once, saying
+how long ago they ran out.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ Action = Literal["start", "cancel", "cancel_all", "list"]
 _ANNOUNCE_TRIES = 3
 _ANNOUNCE_RETRY_S = 2.0
 """An announcement that fails (MQTT not up yet after a restart) is retried this often."""
+LATE_NOTICE_S = 30.0
+"""A timer announced this much after it ran out (voiced was not running) says how late."""
 
 
 def infer_action(intent: str | None) -> Action:
@@ -146,9 +149,14 @@ class TimerPlugin(Plugin):
     async def _ring(self, timer: Timer) -> None:
         """Wait for the timer, announce it, then forget it."""
         await asyncio.sleep(max(0.0, timer.ends_at - time.time()))
+        text = timer.announcement
+        late = time.time() - timer.ends_at
+        if late > LATE_NOTICE_S:  # it ran out while voiced was not running: say so
+            late = round(late / 60) * 60 if late >= 120 else late
+            text += f" It ran out {speak_duration(late)} ago, while voiced was not running."
         for attempt in range(1, _ANNOUNCE_TRIES + 1):
             try:
-                await self._announce(timer)
+                await self._announce(timer, text)
                 break
             except Exception as exc:  # the daemon's output path failed; retry, then log
                 log.warning(
@@ -171,15 +179,15 @@ class TimerPlugin(Plugin):
             await remove
             raise
 
-    async def _announce(self, timer: Timer) -> None:
+    async def _announce(self, timer: Timer, text: str) -> None:
         log.info("timer %s on %s is done", timer.id, timer.site)
         if self.context.say is not None:
-            await self.context.say(timer.site, timer.announcement)
+            await self.context.say(timer.site, text)
             return
         await self.context.publish(
             "hermes/tts/say",
             {
-                "text": timer.announcement,
+                "text": text,
                 "siteId": timer.site,
                 "lang": timer.language,
                 "id": str(uuid.uuid4()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -123,6 +124,30 @@ async def test_expired_while_down_is_announced_at_start(
     assert payload["siteId"] == "office"
     assert payload["text"] == "Your 1 second timer is done."
     assert payload["lang"] == "en" and payload["sessionId"] is None and payload["id"]
+    assert stored(context) == []
+
+
+async def test_long_overdue_timer_says_how_late(
+    context: PluginContext, recorder: Any
+) -> None:
+    """A timer that ran out two hours ago while voiced was stopped is not "done" just now."""
+    from voiced_plugins._timer_store import Timer, TimerStore
+
+    store = TimerStore(context.state_dir / "timers.db")
+    store.open()
+    now = time.time()
+    store.add(Timer(id="overdue", site="kitchen", name="pasta", duration_s=600,
+                    ends_at=now - 2 * 3600 - 50, created_at=now - 2 * 3600 - 650,
+                    announcement="The pasta timer is done."))
+    plugin = TimerPlugin(context)
+    await plugin.start()
+    try:
+        await recorder.wait(1, limit_s=5)
+    finally:
+        await plugin.stop()
+    [(_, payload)] = recorder.published
+    assert payload["text"] == ("The pasta timer is done. It ran out 2 hours and 1 minute ago, "
+                               "while voiced was not running.")
     assert stored(context) == []
 
 
