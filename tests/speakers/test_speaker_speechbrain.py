@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import speechbrain  # noqa: F401  (a dependency: a broken install fails here, never skips)
 
 from voiced.config import SpeakersConfig
 from voiced.errors import SpeakerError
@@ -22,8 +23,6 @@ from voiced.speakers.enrollment import enroll
 from voiced.speakers.service import SpeakerService
 from voiced.speakers.speechbrain import DEFAULT_MODEL, SpeechbrainEmbedder, model_savedir
 from voiced.speakers.store import SpeakerStore
-
-pytest.importorskip("speechbrain")
 
 _recording: list[list[str]] = []
 
