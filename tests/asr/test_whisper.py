@@ -299,15 +299,20 @@ def test_half_precision_model(whisper_auto: WhisperTranscriber, tiny_ckpt: Path)
     results = t.decode_batch(UTTERANCES[:2])
     assert [len(r.token_ids) for r in results] == [3, 3]
     assert t.decoding_options().fp16
+    t.window_s = 10  # the shorter encoder window in half precision too
+    assert t.encode(t.log_mel(UTTERANCES[:2])).dtype == torch.float16
+    assert [len(r.token_ids) for r in t.decode_batch(UTTERANCES[:2])] == [3, 3]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fp16_batched_equals_unbatched(tiny_ckpt: Path, tmp_path: Path) -> None:
     t = make(tiny_ckpt, tmp_path, device="cuda", compute="fp16")
     assert t.fp16 and next(t.model.parameters()).dtype == torch.float16
-    batched = t.decode_batch(UTTERANCES)
-    assert [r.token_ids for r in batched] == [t.decode_batch([p])[0].token_ids
-                                              for p in UTTERANCES]
+    for window in (30, 10):
+        t.window_s = window
+        batched = t.decode_batch(UTTERANCES)
+        assert [r.token_ids for r in batched] == [t.decode_batch([p])[0].token_ids
+                                                  for p in UTTERANCES]
 
 
 @pytest.fixture
