@@ -28,6 +28,18 @@ def stored(context: PluginContext) -> list[tuple[Any, ...]]:
         return db.execute("SELECT site, name, duration_s FROM timers ORDER BY ends_at").fetchall()
 
 
+async def announced_after_start(context: PluginContext, recorder: Any) -> list[Any]:
+    """Start a timer plugin (a daemon start), wait for its first announcement, stop it;
+    what it published."""
+    plugin = TimerPlugin(context)
+    await plugin.start()
+    try:
+        await recorder.wait(1, limit_s=5)
+    finally:
+        await plugin.stop()
+    return list(recorder.published)
+
+
 async def test_timer_rings_on_its_site_and_is_forgotten(
     plugin: TimerPlugin, make_request: Any, recorder: Any, say_context: PluginContext
 ) -> None:
@@ -113,13 +125,7 @@ async def test_expired_while_down_is_announced_at_start(
     await asyncio.sleep(1.2)  # the daemon is "down" while the timer runs out
     assert recorder.published == []
 
-    second = TimerPlugin(context)
-    await second.start()
-    try:
-        await recorder.wait(1, limit_s=5)
-    finally:
-        await second.stop()
-    [(topic, payload)] = recorder.published
+    [(topic, payload)] = await announced_after_start(context, recorder)
     assert topic == "hermes/tts/say"
     assert payload["siteId"] == "office"
     assert payload["text"] == "Your 1 second timer is done."
@@ -139,13 +145,7 @@ async def test_long_overdue_timer_says_how_late(
     store.add(Timer(id="overdue", site="kitchen", name="pasta", duration_s=600,
                     ends_at=now - 2 * 3600 - 50, created_at=now - 2 * 3600 - 650,
                     announcement="The pasta timer is done."))
-    plugin = TimerPlugin(context)
-    await plugin.start()
-    try:
-        await recorder.wait(1, limit_s=5)
-    finally:
-        await plugin.stop()
-    [(_, payload)] = recorder.published
+    [(_, payload)] = await announced_after_start(context, recorder)
     assert payload["text"] == ("The pasta timer is done. It ran out 2 hours and 1 minute ago, "
                                "while voiced was not running.")
     assert stored(context) == []

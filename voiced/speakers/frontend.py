@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -85,24 +86,28 @@ def mel_filters() -> tuple[npt.NDArray[np.float64], Floats]:
 
 
 class Growing:
-    """An append-only float32 array with amortized growth."""
+    """An append-only array with amortized growth (float32 samples unless told)."""
 
-    def __init__(self, capacity: int = SAMPLE_RATE) -> None:
-        self._data = np.zeros(capacity, dtype=np.float32)
+    def __init__(self, capacity: int = SAMPLE_RATE, dtype: type = np.float32) -> None:
+        self._data: npt.NDArray[Any] = np.zeros(capacity, dtype=dtype)
         self.size = 0
 
-    def append(self, values: Floats) -> None:
+    def append(self, values: npt.NDArray[Any]) -> None:
         end = self.size + len(values)
         if end > len(self._data):
-            grown = np.zeros(max(end, 2 * len(self._data)), dtype=np.float32)
+            grown = np.zeros(max(end, 2 * len(self._data)), dtype=self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size : end] = values
         self.size = end
 
-    def get(self, start: int, stop: int) -> Floats:
+    def view(self) -> npt.NDArray[Any]:
+        """The values so far (no copy: valid until the next `append`)."""
+        return self._data[: self.size]
+
+    def get(self, start: int, stop: int) -> npt.NDArray[Any]:
         """Values `start:stop`, zeros where that runs past the end (a copy)."""
-        out = np.zeros(stop - start, dtype=np.float32)
+        out = np.zeros(stop - start, dtype=self._data.dtype)
         have = min(stop, self.size) - start
         if have > 0:
             out[:have] = self._data[start : start + have]

@@ -56,6 +56,7 @@ from voiced.speakers.frontend import (
     INT16_MAX,
     PAD,
     TARGET_DBFS,
+    Growing,
     Trim,
     gain_db,
     mel_frames,
@@ -220,8 +221,7 @@ class ResemblyzerStream(EmbeddingStream):
     def __init__(self, embedder: ResemblyzerEmbedder) -> None:
         self._embedder = embedder
         self._encoder = embedder.encoder
-        self._samples = np.zeros(SAMPLE_RATE, dtype=np.int16)
-        self._n = 0
+        self._samples = Growing(dtype=np.int16)
         self._odd = b""
         """A byte of a sample split across chunks."""
         self._sumsq = 0.0
@@ -243,17 +243,11 @@ class ResemblyzerStream(EmbeddingStream):
         if not usable:
             return
         chunk = np.frombuffer(data[:usable], dtype="<i2")
-        end = self._n + len(chunk)
-        if end > len(self._samples):
-            grown = np.zeros(max(end, 2 * len(self._samples)), dtype=np.int16)
-            grown[: self._n] = self._samples[: self._n]
-            self._samples = grown
-        self._samples[self._n : end] = chunk
-        self._n = end
+        self._samples.append(chunk)
         scaled = chunk.astype(np.float64) * (INT16_MAX / 32768.0)
         self._sumsq += float(np.dot(scaled, scaled))
         self._follow_gain()
-        self._trim.update(self._samples[: self._n], final=False)
+        self._trim.update(self._samples.view(), final=False)
         trimmed = self._trim.trimmed.size - PAD
         # mel frame t is final once the trimmed audio reaches t * HOP + PAD
         ready = (trimmed - PAD) // HOP + 1 if trimmed >= PAD else 0
@@ -264,7 +258,7 @@ class ResemblyzerStream(EmbeddingStream):
         """Redo VAD flags, or all LSTM work, when the running gain has moved too far."""
         if self._sumsq == 0.0:
             return
-        level = 10 * math.log10(self._sumsq / self._n / INT16_MAX**2)
+        level = 10 * math.log10(self._sumsq / self._samples.size / INT16_MAX**2)
         running = max(0.0, TARGET_DBFS - level)
         if abs(running - gain_db(self._trim.gain)) > VAD_TOLERANCE_DB or (
                 (running == 0.0) != (self._trim.gain is None)):
@@ -284,14 +278,14 @@ class ResemblyzerStream(EmbeddingStream):
             self._redo_lstm(gain)
 
     def _gain_now(self) -> np.float32 | None:
-        return volume_gain(to_float(self._samples[: self._n]))
+        return volume_gain(to_float(self._samples.view()))
 
     def _redo_vad(self, gain: np.float32 | None) -> None:
         """webrtcvad at `gain`; LSTM work is rewound only from where the trim changed."""
         self.vad_redone += 1
         old = self._trim
         new = Trim(gain)
-        new.update(self._samples[: self._n], final=False)
+        new.update(self._samples.view(), final=False)
         self._trim = new
         n = min(len(old.keep), len(new.keep))
         differ = np.flatnonzero(old.keep[:n] != new.keep[:n])
@@ -305,7 +299,7 @@ class ResemblyzerStream(EmbeddingStream):
     def _redo_lstm(self, gain: np.float32 | None) -> None:
         self.lstm_redone += 1
         log.debug("speaker stream: LSTM basis %.2f -> %.2f dB after %.2f s",
-                  gain_db(self._partials.gain), gain_db(gain), self._n / SAMPLE_RATE)
+                  gain_db(self._partials.gain), gain_db(gain), self._samples.size / SAMPLE_RATE)
         self._partials = _Partials(self._encoder, gain)
 
     def finish(self) -> Vector:
@@ -323,11 +317,11 @@ class ResemblyzerStream(EmbeddingStream):
             self._redo_vad(gain)
         if not self._partials.covers(gain):
             self._redo_lstm(gain)
-        self._trim.update(self._samples[: self._n], final=True)
+        self._trim.update(self._samples.view(), final=True)
         trimmed = self._trim.trimmed.size - PAD
         if trimmed < MIN_TRIMMED_S * SAMPLE_RATE:
             # too little speech: resemblyzer embeds the untrimmed audio
-            return self._embedder.embed(self._samples[: self._n].tobytes())
+            return self._embedder.embed(self._samples.view().tobytes())
         _, mel_slices = VoiceEncoder.compute_partial_slices(trimmed, PARTIAL_RATE, MIN_COVERAGE)
         kept = {s.start for s in mel_slices}
         self._partials.advance(self._trim, max(s.stop for s in mel_slices), kept)
