@@ -145,26 +145,20 @@ async def test_token_from_systemd_credential(
     assert fake.requests[0]["body"] == {}
 
 
-async def test_missing_credential_directory(
-    plugin: HomeAssistantPlugin, monkeypatch: pytest.MonkeyPatch, make_request: Any
-) -> None:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    options = {"service": "light.turn_on", "token_credential": "ha_token"}
-    with pytest.raises(PluginError) as err:
-        await plugin.handle(make_request(plugin, options))
-    assert err.value.code == "ha_no_token"
-    assert "CREDENTIALS_DIRECTORY" in err.value.message
-
-
+@pytest.mark.parametrize(("unset", "source"), [
+    ("CREDENTIALS_DIRECTORY", {"token_credential": "ha_token"}),  # no systemd credentials
+    ("MY_HA", {"token_env": "MY_HA"}),  # the token's variable is not set
+])
 async def test_missing_token(
-    plugin: HomeAssistantPlugin, monkeypatch: pytest.MonkeyPatch, make_request: Any
+    plugin: HomeAssistantPlugin, monkeypatch: pytest.MonkeyPatch, make_request: Any,
+    unset: str, source: dict[str, str],
 ) -> None:
-    monkeypatch.delenv("MY_HA", raising=False)
-    options = {"service": "light.turn_on", "token_env": "MY_HA"}
+    monkeypatch.delenv(unset, raising=False)
+    options = {"service": "light.turn_on", **source}
     with pytest.raises(PluginError) as err:
         await plugin.handle(make_request(plugin, options))
     assert err.value.code == "ha_no_token"
-    assert "MY_HA" in err.value.message
+    assert unset in err.value.message
 
 
 async def test_wrong_token_is_unauthorized(

@@ -9,14 +9,20 @@ with its own tmp folder. Audio is synthesized once per session and cached.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from voiced.config import SpeakersConfig
+from voiced.inference import InferenceEngine
 from voiced.speakers import voices
 from voiced.speakers.base import Vector
+from voiced.speakers.service import ServiceOptions, SpeakerService
+from voiced.speakers.store import SpeakerStore
 
 ECAPA_HPARAMS = """\
 # ############################################################################
@@ -171,3 +177,26 @@ def ecapa_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
+
+
+@pytest.fixture
+async def make_service(
+    tmp_path: Path, resemblyzer_embedder: Any
+) -> AsyncIterator[Callable[[ServiceOptions], Awaitable[SpeakerService]]]:
+    """Loaded resemblyzer speaker services as the daemon builds them (threshold 0.78, a store
+    in tmp_path, an inference engine of their own); closed after the test."""
+    made: list[tuple[SpeakerService, InferenceEngine]] = []
+
+    async def make(options: ServiceOptions) -> SpeakerService:
+        engine = InferenceEngine(workers=2)
+        service = SpeakerService(SpeakersConfig(backend="resemblyzer", threshold=0.78),
+                                 resemblyzer_embedder, SpeakerStore.open(tmp_path), engine,
+                                 options)
+        made.append((service, engine))
+        await asyncio.to_thread(service.load)
+        return service
+
+    yield make
+    for service, engine in made:
+        await service.close()
+        engine.close()

@@ -4,7 +4,7 @@ voice, live reload of the store, and bounded, reversible adaptation (real resemb
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -26,22 +26,9 @@ def pcms(paths: list[Path]) -> list[bytes]:
 
 @pytest.fixture
 async def service(
-    tmp_path: Path, resemblyzer_embedder: ResemblyzerEmbedder
-) -> AsyncIterator[SpeakerService]:
-    engine = InferenceEngine(workers=2)
-    svc = SpeakerService(
-        SpeakersConfig(backend="resemblyzer", threshold=0.78),
-        resemblyzer_embedder,
-        SpeakerStore.open(tmp_path),
-        engine,
-        ServiceOptions(adapt=True, adapt_keep=2, batch_window_ms=50),
-    )
-    await asyncio.to_thread(svc.load)
-    try:
-        yield svc
-    finally:
-        await svc.close()
-        engine.close()
+    make_service: Callable[[ServiceOptions], Awaitable[SpeakerService]],
+) -> SpeakerService:
+    return await make_service(ServiceOptions(adapt=True, adapt_keep=2, batch_window_ms=50))
 
 
 def test_factory_follows_the_backend(tmp_path: Path) -> None:

@@ -3,8 +3,7 @@ while the audio arrives (real resemblyzer on flite and espeak-ng speech)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,7 @@ from resemblyzer.audio import trim_long_silences, wav_to_mel_spectrogram
 from scipy.ndimage import binary_dilation
 
 from voiced.audio.wav import read_wav_file
-from voiced.config import SpeakersConfig
 from voiced.const import SAMPLE_RATE, ms_to_bytes
-from voiced.inference import InferenceEngine
 from voiced.models import NO_SPEAKER, UNKNOWN_SPEAKER, SpeakerMatch
 from voiced.speakers.base import BufferedStream, pcm_to_float
 from voiced.speakers.frontend import (
@@ -31,7 +28,6 @@ from voiced.speakers.frontend import (
 from voiced.speakers.resemblyzer import ResemblyzerEmbedder
 from voiced.speakers.service import ServiceOptions, SpeakerService
 from voiced.speakers.speechbrain import SpeechbrainEmbedder
-from voiced.speakers.store import SpeakerStore
 from voiced.speakers.streaming import ResemblyzerStream
 
 Wavs = Callable[..., tuple[list[Path], list[Path]]]
@@ -222,22 +218,9 @@ def test_backends_without_streaming_buffer(
 
 @pytest.fixture
 async def service(
-    tmp_path: Path, resemblyzer_embedder: ResemblyzerEmbedder
-) -> AsyncIterator[SpeakerService]:
-    engine = InferenceEngine(workers=2)
-    svc = SpeakerService(
-        SpeakersConfig(backend="resemblyzer", threshold=0.78),
-        resemblyzer_embedder,
-        SpeakerStore.open(tmp_path),
-        engine,
-        ServiceOptions(batch_window_ms=10),
-    )
-    await asyncio.to_thread(svc.load)
-    try:
-        yield svc
-    finally:
-        await svc.close()
-        engine.close()
+    make_service: Callable[[ServiceOptions], Awaitable[SpeakerService]],
+) -> SpeakerService:
+    return await make_service(ServiceOptions(batch_window_ms=10))
 
 
 async def run_stream(service: SpeakerService, pcm: bytes) -> SpeakerMatch:

@@ -60,7 +60,6 @@ WINDOW_SECONDS = 30
 """Whisper's fixed input window; longer audio is cut (commands are far shorter)."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class WhisperResult:
     """Whisper's raw output for one utterance."""

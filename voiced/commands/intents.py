@@ -36,21 +36,25 @@ def _common(p: argparse.ArgumentParser) -> None:
                                       "language, intents.language)")
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The config and the intents; None (after printing why) when they do not load."""
     from voiced.intents.recognizer import IntentRecognizer
 
-    config = load_config(args.config)
-    paths = list(args.intents) if args.intents else config.intents.paths
-    return config, IntentRecognizer.load(paths, config.intents.language)
+    try:
+        config = load_config(args.config)
+        paths = list(args.intents) if args.intents else config.intents.paths
+        return config, IntentRecognizer.load(paths, config.intents.language)
+    except VoicedError as exc:
+        print(f"voiced intents: {exc.message}", file=sys.stderr)
+        return None
 
 
 def recognize(args: argparse.Namespace) -> int:
     """`voiced intents recognize TEXT`."""
-    try:
-        config, recognizer = _load(args)
-    except VoicedError as exc:
-        print(f"voiced intents: {exc.message}", file=sys.stderr)
+    loaded = _load(args)
+    if loaded is None:
         return 1
+    config, recognizer = loaded
     context: dict[str, Any] = {"site": args.site, "speaker": args.speaker,
                                "language": args.language}
     area = config.sites.area_for(args.site)
@@ -68,11 +72,10 @@ def recognize(args: argparse.Namespace) -> int:
 
 def sample_sentences(args: argparse.Namespace) -> int:
     """`voiced intents sample`."""
-    try:
-        _, recognizer = _load(args)
-    except VoicedError as exc:
-        print(f"voiced intents: {exc.message}", file=sys.stderr)
+    loaded = _load(args)
+    if loaded is None:
         return 1
+    _, recognizer = loaded
     for sentence in recognizer.for_language(args.language).sample(args.n):
         print(sentence)
     return 0

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +160,8 @@ def _list(args: argparse.Namespace) -> int:
     service = _service(args, load=False)
     if service.embedder.peek_model_id() is None:  # e.g. a hub model not downloaded yet
         service.load()
-    try:
+    with closing(service.store):
         people = service.store.people(service.embedder.model_id)
-    finally:
-        service.store.close()
     for p in people:
         if args.json:
             print(json.dumps({"name": p.name, "samples": p.enrolled, "adapted": p.adapted,
@@ -181,10 +180,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     service = _service(args, load=False)
-    try:
+    with closing(service.store):
         removed = service.store.remove(args.name)
-    finally:
-        service.store.close()
     if not removed:
         print(f"voiced speakers remove: {args.name} is not enrolled", file=sys.stderr)
         return 1
@@ -197,7 +194,7 @@ def _identify(args: argparse.Namespace) -> int:
 
     service = _service(args)
     status = 0
-    try:
+    with closing(service.store):
         if not service.store.profiles(service.model_id):
             print("voiced speakers identify: nobody is enrolled with this model; every file "
                   "will be unknown", file=sys.stderr)
@@ -215,8 +212,6 @@ def _identify(args: argparse.Namespace) -> int:
                 "confidence": round(match.confidence, 4),
                 "scores": {k: round(v, 4) for k, v in match.scores.items()},
             }), flush=True)
-    finally:
-        service.store.close()
     return status
 
 
@@ -225,7 +220,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from voiced.speakers.matching import DEFAULT_FAR_WEIGHT, calibrate
 
     service = _service(args)
-    try:
+    with closing(service.store):
         enrollments = service.store.enrollments(service.model_id)
         try:
             cal = calibrate(enrollments, args.far_weight or DEFAULT_FAR_WEIGHT,
@@ -253,17 +248,13 @@ def _calibrate(args: argparse.Namespace) -> int:
         if service.config.threshold is not None:
             print(f"note: speakers.threshold = {service.config.threshold} in the config "
                   "overrides the calibrated threshold", file=sys.stderr)
-    finally:
-        service.store.close()
     return 0
 
 
 def _reset_adaptation(args: argparse.Namespace) -> int:
     service = _service(args, load=False)
-    try:
+    with closing(service.store):
         removed = service.store.clear_adapted(args.name)
-    finally:
-        service.store.close()
     who = args.name or "everyone"
     print(f"removed {removed} adapted sample(s) for {who}; enrollment samples are kept")
     return 0
