@@ -33,10 +33,11 @@ POSITION_SCALE = 100.0
 
 
 def write_scripted_checkpoint(path: Path, text: str, language: str = "en",
-                              no_speech: bool = False) -> Path:
+                              no_speech: bool = False, token_scale: float = TOKEN_SCALE) -> Path:
     """A checkpoint that transcribes any audio as `text` in `language`; with `no_speech`,
     one that also judges every audio not to be speech (no-speech probability ~1; detection
-    then finds no particular language: configure one).
+    then finds no particular language: configure one). A smaller `token_scale` makes it
+    less sure of each token (1.6: a confidence of about 0.85), still saying `text`.
 
     Decoding must run without an initial prompt (`asr.prompt_tokens: 0`) and without
     timestamps, as voiced decodes: a prompt would shift the positions.
@@ -67,7 +68,7 @@ def write_scripted_checkpoint(path: Path, text: str, language: str = "en",
         embedding = decoder.token_embedding.weight
         for token, axis in direction.items():
             embedding[token].zero_()
-            embedding[token, axis] = TOKEN_SCALE
+            embedding[token, axis] = token_scale
         position = decoder.positional_embedding
         position.zero_()
         # the start of transcript: language detection, and the no-speech probability

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from voiced.asr.base import Transcriber, create_transcriber
+from voiced.asr.base import create_transcriber
 from voiced.asr.whisper import WhisperTranscriber
 from voiced.asr.whisper_models import (
     BASE_URL_ENV,
@@ -556,30 +557,35 @@ def test_prompt_from_real_intents(tiny_ckpt: Path, tmp_path: Path, intents_file:
     assert t.decoding_options().prompt == t.prompt_tokens != []
 
 
-class FixedText(Transcriber):
-    """A recognizer that always hears the same words (to test the intent step alone)."""
+def test_transcribe_pcm_matches_intents(intents_file: Path, tmp_path: Path) -> None:
+    """Scripted Whisper models (real architecture and loader) that hear the same words: sure
+    of them, less sure (confidence ~0.85), and judging the audio not speech."""
+    from scripted_whisper import write_scripted_checkpoint
 
-    def __init__(self, text: str, is_speech: bool = True) -> None:
-        self.transcript = Transcript(text=text, confidence=0.9, is_speech=is_speech)
-
-    def transcribe(self, pcm: bytes) -> Transcript:
-        return self.transcript
-
-
-def test_transcribe_pcm_matches_intents(intents_file: Path) -> None:
     from voiced.commands.transcribe import transcribe_pcm
     from voiced.intents.recognizer import IntentRecognizer
 
+    def hearing(name: str, **script: Any) -> WhisperTranscriber:
+        model = write_scripted_checkpoint(tmp_path / f"{name}.pt", "turn on the kitchen light",
+                                          **script)
+        return make(model, tmp_path, language="en", prompt_tokens=0)
+
     recognizer = IntentRecognizer.load([intents_file], "en")
-    out = transcribe_pcm(FixedText("turn on the kitchen light"), recognizer, b"")
-    assert (out["intent"], out["slots"]) == ("HassTurnOn", {"area": "kitchen"})
+    sure, unsure = hearing("sure"), hearing("unsure", token_scale=1.6)
+    out = transcribe_pcm(sure, recognizer, UTTERANCES[0])
+    assert (out["text"], out["intent"], out["slots"]) == (
+        "turn on the kitchen light", "HassTurnOn", {"area": "kitchen"})
     assert out["timings"]["nlu_ms"] > 0
+    assert transcribe_pcm(unsure, recognizer, UTTERANCES[0])["intent"] == "HassTurnOn"
     rejected = [
-        transcribe_pcm(FixedText("turn on the kitchen light", is_speech=False), recognizer, b""),
-        transcribe_pcm(FixedText("turn on the kitchen light"), recognizer, b"", 0.95),
+        transcribe_pcm(hearing("cough", no_speech=True), recognizer, UTTERANCES[0]),
+        transcribe_pcm(unsure, recognizer, UTTERANCES[0], 0.95),
     ]
     for line in rejected:
+        assert line["text"] == "turn on the kitchen light"
         assert (line["intent"], line["timings"]["nlu_ms"]) == (None, 0.0)
+    assert rejected[0]["is_speech"] is False
+    assert 0.5 < rejected[1]["confidence"] < 0.95
 
 
 def test_transcribe_command_with_intents(
