@@ -59,7 +59,7 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
         except ImportError as exc:
             raise SpeakerError(
                 "backend_missing",
-                "resemblyzer is not installed (pip install --no-deps resemblyzer)",
+                "resemblyzer is not installed: run `make setup` (it installs uv.lock)",
             ) from exc
         weights = self._weights or Path(resemblyzer.__file__).resolve().parent / "pretrained.pt"
         if not weights.is_file():
