@@ -21,16 +21,15 @@ from voiced import __version__, systemd
 from voiced.asr.base import AsrStream, Transcriber, create_transcriber
 from voiced.config import Config
 from voiced.enrollment import VoiceEnrollment
-from voiced.errors import IntentError, VoicedError
+from voiced.errors import VoicedError
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.ingest import route
 from voiced.intents.api import PluginContext
-from voiced.intents.loading import language_code
+from voiced.intents.catalog import load_catalog
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router
-from voiced.intents.sources import official_intents
-from voiced.models import UNKNOWN_SPEAKER, Utterance
+from voiced.models import Utterance
 from voiced.pipeline import Pipeline
 from voiced.sessions import Control, SiteWorker
 from voiced.storage import History
@@ -86,7 +85,8 @@ class Daemon:
     async def start(self) -> None:
         """Load everything and connect; raises VoicedError when start-up cannot succeed."""
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        # the state folder holds recordings and voiceprints: only voiced's user may read it
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         systemd.status("loading intents")
         await self._import_home_assistant()
         self.recognizer = await self.engine.run(self._load_intents)
@@ -141,29 +141,8 @@ class Daemon:
                  cfg.asr.backend, cfg.speakers.backend, cfg.mqtt.host, cfg.mqtt.port)
 
     def _load_intents(self) -> IntentRecognizer:
-        """Intent files, plus the official HA sentences and the people's names."""
-        cfg = self.config.intents
-
-        def extra(language: str) -> list[dict[str, Any]]:
-            if not cfg.official:
-                return []
-            try:
-                return [official_intents(language, cfg.areas, cfg.entities, cfg.floors,
-                                         cfg.zones)]
-            except IntentError as exc:
-                if language_code(language) == language_code(cfg.language):
-                    raise
-                log.warning("intents (%s): only your own files: %s", language, exc.message)
-                return []
-
-        overrides: list[dict[str, Any]] = []
-        if self._ha_lists:
-            overrides.append({"lists": self._ha_lists})
-        people = sorted(p for p in self.config.speakers.people if p != UNKNOWN_SPEAKER)
-        if people:
-            overrides.append({"lists": {"person": {"values": people}}})
-        return IntentRecognizer.load(cfg.paths, cfg.language, extra=extra, overrides=overrides,
-                                     fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence)
+        """The intent catalog, with the lists imported from Home Assistant."""
+        return load_catalog(self.config, imported_lists=self._ha_lists)
 
     async def _import_home_assistant(self) -> None:
         """Areas and entity names from Home Assistant; on failure keep what we had."""

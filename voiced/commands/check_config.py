@@ -25,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
         if args.intents:
-            from voiced.intents.recognizer import IntentRecognizer
+            from voiced.intents.catalog import load_catalog
 
-            IntentRecognizer.load(config.intents.paths, config.intents.language)
+            load_catalog(config)
     except VoicedError as exc:
         for line in exc.message.splitlines():
             print(line, file=sys.stderr)

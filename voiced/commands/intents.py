@@ -38,12 +38,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any] | None:
     """The config and the intents; None (after printing why) when they do not load."""
-    from voiced.intents.recognizer import IntentRecognizer
+    from voiced.intents.catalog import load_catalog
 
     try:
         config = load_config(args.config)
-        paths = list(args.intents) if args.intents else config.intents.paths
-        return config, IntentRecognizer.load(paths, config.intents.language)
+        return config, load_catalog(config, list(args.intents) if args.intents else None)
     except VoicedError as exc:
         print(f"voiced intents: {exc.message}", file=sys.stderr)
         return None

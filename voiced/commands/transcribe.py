@@ -25,6 +25,7 @@ from voiced.errors import VoicedError
 
 if TYPE_CHECKING:
     from voiced.asr.base import Transcriber
+    from voiced.config import Config
     from voiced.intents.recognizer import IntentRecognizer
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         asr = AsrConfig.model_validate(
             {**config.asr.model_dump(), **{k: v for k, v in overrides.items() if v}}
         )
-        recognizer = _load_intents(args.intents, config.intents.paths, config.intents.language)
+        recognizer = _load_intents(config, args.intents)
         transcriber = create_transcriber(asr, recognizer, config.state_dir)
         started = time.perf_counter()
         transcriber.load()
@@ -105,11 +106,9 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _load_intents(
-    given: list[Path] | None, configured: list[Path], language: str
-) -> IntentRecognizer | None:
-    """The intent recognizer for `--intents` (or the config's paths when they exist)."""
-    paths = given or [p for p in configured if p.exists()]
+def _load_intents(config: Config, given: list[Path] | None) -> IntentRecognizer | None:
+    """The intent catalog for `--intents` (or the config's paths when they exist)."""
+    paths = given or [p for p in config.intents.paths if p.exists()]
     if not paths:
         log.info("no intent files: transcribing without intents")
         return None
@@ -118,9 +117,9 @@ def _load_intents(
         from voiced.errors import IntentError
 
         raise IntentError("intents_missing", f"no such intent file or folder: {missing[0]}")
-    from voiced.intents.recognizer import IntentRecognizer
+    from voiced.intents.catalog import load_catalog
 
-    return IntentRecognizer.load(paths, language)
+    return load_catalog(config, paths)
 
 
 def transcribe_pcm(

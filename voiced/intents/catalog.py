@@ -1,0 +1,56 @@
+"""The intent catalog: the ONE loader of the sentence set, for the daemon and every command.
+
+`voiced serve`, `voiced intents`, `voiced transcribe`, `voiced check-config --intents` and
+`voiced doctor` all call `load_catalog`, so they match text against the same sentences: the
+intent files, Home Assistant's official sentences when `intents.official` is on, the lists
+imported from Home Assistant, and the people's names as the `{person}` list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from voiced.config import Config
+from voiced.errors import IntentError
+from voiced.intents.loading import language_code
+from voiced.intents.recognizer import IntentRecognizer
+from voiced.intents.sources import official_intents
+from voiced.models import UNKNOWN_SPEAKER
+
+log = logging.getLogger(__name__)
+
+
+def load_catalog(
+    config: Config,
+    paths: Sequence[Path] | None = None,
+    imported_lists: Mapping[str, Any] | None = None,
+) -> IntentRecognizer:
+    """Load the configured sentence set (`paths` replaces `intents.paths` when given).
+
+    Raises IntentError naming the file and line of the first problem.
+    """
+    cfg = config.intents
+
+    def extra(language: str) -> list[dict[str, Any]]:
+        if not cfg.official:
+            return []
+        try:
+            return [official_intents(language, cfg.areas, cfg.entities, cfg.floors, cfg.zones)]
+        except IntentError as exc:
+            if language_code(language) == language_code(cfg.language):
+                raise
+            log.warning("intents (%s): only your own files: %s", language, exc.message)
+            return []
+
+    overrides: list[dict[str, Any]] = []
+    if imported_lists:
+        overrides.append({"lists": dict(imported_lists)})
+    people = sorted(p for p in config.speakers.people if p != UNKNOWN_SPEAKER)
+    if people:
+        overrides.append({"lists": {"person": {"values": people}}})
+    return IntentRecognizer.load(
+        list(paths) if paths is not None else cfg.paths, cfg.language, extra=extra,
+        overrides=overrides, fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence)
