@@ -39,15 +39,26 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 class Mosquitto:
     """A real mosquitto broker that a test can stop and restart on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(exe):
             raise RuntimeError("mosquitto is not installed (make test installs it)")
         self.exe = exe
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             "persistence false\n")
+        access = "allow_anonymous true\n"
+        if users:
+            # only these users, with these passwords (mosquitto_passwd hashes them)
+            passwords = workdir / "mosquitto.passwd"
+            passwords.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+            passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+            subprocess.run([passwd, "-U", str(passwords)], check=True)
+            passwords.chmod(0o600)
+            access = f"allow_anonymous false\npassword_file {passwords}\n"
+            if os.geteuid() == 0:
+                # as root mosquitto drops to user mosquitto, who cannot read the test's folder
+                access += "user root\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{access}persistence false\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

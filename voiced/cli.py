@@ -17,6 +17,7 @@ from typing import Any
 COMMAND_MODULES: tuple[str, ...] = (
     "voiced.commands.serve",
     "voiced.commands.check_config",
+    "voiced.commands.doctor",
     "voiced.commands.satellite",
     "voiced.commands.bench",
     "voiced.commands.intents",

@@ -19,6 +19,15 @@ log = logging.getLogger(__name__)
 def register(sub: Any) -> None:
     """Add `voiced serve`."""
     p: argparse.ArgumentParser = sub.add_parser("serve", help="run the voice server")
+    add_config_flags(p)
+    p.add_argument("--demo", nargs="?", const=Path("config/samples"), type=Path, metavar="DIR",
+                   help="once ready, play the sample commands in DIR through a simulated "
+                        "satellite and print what voiced understood (default config/samples)")
+    p.set_defaults(func=run)
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """The config file and the flags that override it (serve, doctor)."""
     p.add_argument("--config", type=Path, help="voiced.yaml (default: built-in defaults)")
     p.add_argument("--intents", type=Path, action="append", metavar="PATH",
                    help="intent file or folder (repeatable; replaces intents.paths)")
@@ -28,10 +37,6 @@ def register(sub: Any) -> None:
     p.add_argument("--embedded-broker", action="store_true",
                    help="run an embedded MQTT broker (amqtt) on the MQTT port")
     p.add_argument("--asr", choices=["pocketsphinx", "whisper"], help="speech recognizer")
-    p.add_argument("--demo", nargs="?", const=Path("config/samples"), type=Path, metavar="DIR",
-                   help="once ready, play the sample commands in DIR through a simulated "
-                        "satellite and print what voiced understood (default config/samples)")
-    p.set_defaults(func=run)
 
 
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:

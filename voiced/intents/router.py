@@ -97,8 +97,11 @@ class Router:
         log.error("handler %s → %s disabled: %s", handler.config.intent, handler.config.plugin,
                   message)
 
-    async def start(self) -> None:
-        """Load, validate and start every handler's plugin; failures become statuses."""
+    def validate(self) -> dict[str, type[Plugin]]:
+        """Load every handler's plugin class and check its options (no plugin starts).
+
+        Failures become statuses; returns the plugin classes that loaded, by name.
+        """
         classes: dict[str, type[Plugin]] = {}
         for handler in self._handlers:
             cfg = handler.config
@@ -115,7 +118,11 @@ class Router:
             problem = self._check(cfg, classes[cfg.plugin])
             if problem:
                 self._fail(handler, problem)
-        for name, cls in classes.items():
+        return classes
+
+    async def start(self) -> None:
+        """Load, validate and start every handler's plugin; failures become statuses."""
+        for name, cls in self.validate().items():
             users = [h for h in self._handlers if h.config.plugin == name and h.status.ok]
             if not users:
                 continue

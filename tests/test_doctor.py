@@ -1,0 +1,161 @@
+"""`voiced doctor` as a user runs it: a real process, a real mosquitto, real imports.
+
+Broken installs are made for real: a module on PYTHONPATH that shadows the installed one
+and fails to load the way a mismatched binary does, not a stand-in for the check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support import REPO, Mosquitto, free_port
+
+EXAMPLE = REPO / "config" / "voiced.yaml"
+UNDEFINED_SYMBOL = ("{lib}/torchaudio/lib/libtorchaudio.so: undefined symbol: "
+                    "torch_exception_get_what_without_backtrace")
+
+
+def _doctor(*args: str, pythonpath: Path | None = None,
+            env: dict[str, str] | None = None) -> tuple[int, dict[str, list[dict[str, str]]]]:
+    environ = {**os.environ, **(env or {})}
+    if pythonpath is not None:
+        environ["PYTHONPATH"] = os.pathsep.join(
+            [str(pythonpath), *filter(None, [environ.get("PYTHONPATH")])])
+    proc = subprocess.run([sys.executable, "-m", "voiced", "doctor", "--json", *args],
+                          cwd=REPO, env=environ, capture_output=True, text=True, timeout=180)
+    checks: dict[str, list[dict[str, str]]] = {}
+    for line in proc.stdout.splitlines():
+        check = json.loads(line)
+        checks.setdefault(check["check"], []).append(check)
+    assert checks, proc.stderr
+    return proc.returncode, checks
+
+
+def _status(checks: dict[str, list[dict[str, str]]], name: str) -> str:
+    return checks[name][0]["status"]
+
+
+def _config(tmp_path: Path, **sections: Any) -> Path:
+    """The example config with some sections changed (paths made absolute)."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["intents"]["paths"] = [str(REPO / "config" / "intents")]
+    data["state_dir"] = str(tmp_path / "state")
+    for key, value in sections.items():
+        data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
+    path = tmp_path / "voiced.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_example_config_every_check_passes(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    code, checks = _doctor("--config", str(EXAMPLE), "--mqtt-host", "127.0.0.1",
+                           "--mqtt-port", str(mosquitto.port), "--state-dir", str(state))
+    expected = ["python", "lock", "webrtcvad", "pocketsphinx", "torch", "torchaudio", "whisper",
+                "speechbrain", "resemblyzer", "torch-pair", "cuda", "asr-model", "broker",
+                "state", "intents", "handlers", "tts"]
+    assert list(checks) == expected
+    assert {name: _status(checks, name) for name in expected} == dict.fromkeys(expected, "ok")
+    assert code == 0
+    assert "torch 2.11.0" in checks["torch-pair"][0]["detail"]
+    assert "will be created" in checks["state"][0]["detail"]
+    assert "11 intents" in checks["intents"][0]["detail"]
+    # doctor only looks: it did not create the state folder
+    assert not state.exists()
+
+
+def test_config_faults_are_named(tmp_path: Path) -> None:
+    intents = tmp_path / "intents"
+    intents.mkdir()
+    (intents / "broken.yaml").write_text(
+        "language: en\nintents:\n  Foo:\n    data:\n      - sentences: [\"turn {missing}\"]\n")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    config = _config(tmp_path, intents={"paths": [str(intents)]},
+                     mqtt={"host": "127.0.0.1", "port": free_port()})
+    code, checks = _doctor("--config", str(config))
+    # a broker that is not up yet is a warning: voiced retries until it is
+    assert _status(checks, "broker") == "warning"
+    assert "voiced will keep retrying" in checks["broker"][0]["detail"]
+    assert _status(checks, "state") == "warning"
+    assert "chmod 700" in checks["state"][0]["fix"]
+    assert _status(checks, "intents") == "error"
+    assert "broken.yaml:5" in checks["intents"][0]["detail"]
+    assert "handlers" not in checks
+    assert code == 1
+
+
+def test_refused_credentials_are_an_error(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path, users={"voiced": "right-password"})
+    broker.start()
+    try:
+        config = _config(tmp_path, mqtt={"host": "127.0.0.1", "port": broker.port,
+                                         "username": "voiced", "password_env": "MQTT_PW"})
+        code, checks = _doctor("--config", str(config), env={"MQTT_PW": "wrong-password"})
+        assert _status(checks, "broker") == "error"
+        assert "refused" in checks["broker"][0]["detail"]
+        assert code == 1
+        code, checks = _doctor("--config", str(config), env={"MQTT_PW": "right-password"})
+        assert _status(checks, "broker") == "ok"
+        assert code == 0
+    finally:
+        broker.stop()
+
+
+def test_torchaudio_that_does_not_load_is_an_error(tmp_path: Path) -> None:
+    """The fresh-clone failure: torchaudio's library built for another torch."""
+    shadow = tmp_path / "shadow"
+    (shadow / "torchaudio").mkdir(parents=True)
+    message = UNDEFINED_SYMBOL.format(lib=shadow)
+    (shadow / "torchaudio" / "__init__.py").write_text(f"raise OSError({message!r})\n")
+    (shadow / "pocketsphinx.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pocketsphinx'\", name='pocketsphinx')\n")
+    config = _config(tmp_path, speakers={"backend": "speechbrain"})
+    code, checks = _doctor("--config", str(config), pythonpath=shadow)
+    assert code == 1
+    assert _status(checks, "torchaudio") == "error"
+    detail = checks["torchaudio"][0]["detail"]
+    assert detail.startswith("torchaudio ") and "does not import" in detail
+    assert "undefined symbol" in detail
+    assert "make setup" in checks["torchaudio"][0]["fix"]
+    assert _status(checks, "pocketsphinx") == "error"
+    assert "No module named 'pocketsphinx'" in checks["pocketsphinx"][0]["detail"]
+    # speechbrain needs torchaudio, so it cannot import either
+    assert _status(checks, "speechbrain") == "error"
+
+
+@pytest.mark.parametrize(("backend", "status"), [("none", "warning"), ("resemblyzer", "error")])
+def test_broken_backend_is_an_error_only_when_the_config_uses_it(
+        tmp_path: Path, backend: str, status: str) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "resemblyzer.py").write_text("raise ImportError('broken on purpose')\n")
+    config = _config(tmp_path, speakers={"backend": backend})
+    code, checks = _doctor("--config", str(config), pythonpath=shadow)
+    assert _status(checks, "resemblyzer") == status
+    assert "broken on purpose" in checks["resemblyzer"][0]["detail"]
+    assert code == (1 if status == "error" else 0)
+
+
+def test_mismatched_pair_is_an_error_naming_both(tmp_path: Path) -> None:
+    """torchaudio 2.11.1 beside torch 2.11.0: what the index served a fresh clone."""
+    shadow = tmp_path / "shadow"
+    (shadow / "torchaudio").mkdir(parents=True)
+    (shadow / "torchaudio" / "__init__.py").write_text("__version__ = '2.11.1+cu130'\n")
+    config = _config(tmp_path, speakers={"backend": "speechbrain"})
+    code, checks = _doctor("--config", str(config), pythonpath=shadow)
+    assert code == 1
+    pair = checks["torch-pair"][0]
+    assert pair["status"] == "error"
+    assert "torchaudio 2.11.1+cu130" in pair["detail"]
+    import torch
+
+    assert f"torch {torch.__version__}" in pair["detail"]
