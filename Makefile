@@ -13,7 +13,7 @@ UV_VERSION ?= 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup system-deps lock lock-check uv-pin run test lint typecheck doctor pytest clean
+.PHONY: setup system-deps uv lock lock-check uv-pin run test lint typecheck doctor pytest clean
 
 system-deps:
 	@bash .ci/system-deps
@@ -24,6 +24,8 @@ $(UV): scripts/uv-requirements.txt
 	$(TOOLS)/bin/pip install -q --disable-pip-version-check --require-hashes --no-deps \
 		-r scripts/uv-requirements.txt
 	touch $@
+
+uv: $(UV)
 
 ## install exactly what uv.lock names (fails, rather than re-resolving, if it is stale)
 $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
