@@ -96,11 +96,13 @@ def make_config(tmp_path: Path, port: int, **sections: Any) -> Config:
 
 
 @asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[Any]:
-    """Start a daemon in this event loop, wait until MQTT is connected, stop it after."""
+async def running_daemon(config: Config, config_path: Path | None = None) -> AsyncIterator[Any]:
+    """Start a daemon in this event loop, wait until MQTT is connected, stop it after.
+
+    With `config_path`, a reload re-reads that file's handlers (as `voiced serve` does)."""
     from voiced.daemon import Daemon
 
-    daemon = Daemon(config)
+    daemon = Daemon(config, config_path)
     await daemon.start()
     try:
         assert daemon.link is not None

@@ -146,8 +146,10 @@ async def test_hermes_payloads_and_handler(mosquitto: Mosquitto, tmp_path: Path)
     assert got["hermes/tts/say"]["text"].startswith("Turning on the")
     assert got["hermes/dialogueManager/sessionStarted"]["siteId"] == "hall"
     assert got["hermes/dialogueManager/sessionEnded"]["termination"]["reason"] == "nominal"
-    assert events[:2] == ["speech_started", "session_started"] or "speech_started" in events
-    assert {"transcript", "intent", "handled", "speech_ended"} <= set(events)
+    # partial transcripts come whenever the decoder catches up; the rest in this order
+    assert [e for e in events if e != "partial"] == [
+        "speech_started", "session_started", "speech_ended", "transcript", "intent",
+        "handled", "say", "outcome", "session_ended"], events
 
 
 async def test_broker_restart_mid_run(mosquitto: Mosquitto, tmp_path: Path) -> None:
@@ -174,13 +176,24 @@ async def test_wake_gated_site(mosquitto: Mosquitto, tmp_path: Path) -> None:
                          vad={"wake_timeout_s": 1.0})
     entry = COMMANDS[2]
     async with running_daemon(config) as daemon, \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as peer, \
             Satellite("127.0.0.1", mosquitto.port, "bedroom") as sat:
-        # without a wake word, speech on a wake-gated site is ignored
+        await peer.subscribe("voiced/events/bedroom")
+        # without a wake word, speech on a wake-gated site is ignored: the site hears it
+        # (frames are counted) but the first event is the session the hotword opens
         await sat.stream(_pcm(entry), realtime=False)
-        await asyncio.sleep(1.0)
-        assert daemon.pipeline is not None and daemon.pipeline.processed == 0
         answer = await sat.command(_pcm(entry), timeout=60, hotword=True)
         assert _check(entry, answer) is None
+        events: list[str] = []
+        async with asyncio.timeout(10):
+            async for msg in peer.messages:
+                events.append(json.loads(msg.payload)["type"])  # type: ignore[arg-type]
+                if events[-1] == "session_ended":
+                    break
+        assert events[0] == "session_started", events
+        assert events.count("speech_started") == 1 and events.count("outcome") == 1
+        assert daemon.sites["bedroom"].frames * 640 >= 2 * len(_pcm(entry))
+        assert daemon.pipeline is not None and daemon.pipeline.processed == 1
         # a wake word followed by silence times out
         silence = bytes(32_000)
         answer = await sat.command(silence, timeout=30, hotword=True)
@@ -206,10 +219,9 @@ async def test_bad_input_is_reported_and_service_continues(mosquitto: Mosquitto,
                 errors.append({"topic": msg.topic.value, **json.loads(msg.payload)})  # type: ignore[arg-type]
                 if len(errors) == 6:
                     break
-        text = "\n".join(e["error"] for e in errors)
-        for code in ("wav_header", "wav_", "payload_too_large", "bad_json", "site_not_allowed",
-                     "bad_format"):
-            assert code in text, text
+        codes = sorted(e["error"].split(":", 1)[0] for e in errors)
+        assert codes == sorted(["wav_header", "wav_truncated", "payload_too_large",
+                                "json_invalid", "site_not_allowed", "rate_unsupported"]), errors
         assert any(e["siteId"] == "stranger" for e in errors)
         async with Satellite("127.0.0.1", mosquitto.port, "good") as sat:
             assert _check(entry, await sat.command(_pcm(entry), timeout=60)) is None
@@ -278,6 +290,6 @@ async def test_follow_up_question_is_heard_without_a_wake_word(mosquitto: Mosqui
         assert answer.slots.get("minutes") == 10
         assert answer.termination == "nominal"
         assert daemon.router is not None
-        timer = daemon.router._instances["timer"]
+        timer = await daemon.router.host.acquire("timer")  # the running instance
         remaining = timer.timers("hall")  # type: ignore[attr-defined]
         assert [round(t.duration_s) for t in remaining] == [300]

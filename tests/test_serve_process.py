@@ -50,20 +50,37 @@ async def test_sigterm_finishes_the_utterance_in_flight(mosquitto: Mosquitto,
         async with Satellite("127.0.0.1", mosquitto.port, "porch") as sat, \
                 aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
             await peer.subscribe("hermes/intent/#")
+            await peer.subscribe("hermes/nlu/intentNotRecognized")
+            await peer.subscribe("hermes/asr/textCaptured")
             await peer.subscribe("hermes/dialogueManager/sessionEnded")
+            await peer.subscribe("voiced/events/porch")
             # speech with no trailing silence: the utterance is still open at SIGTERM
             await sat.stream(read_wav_file(FIXTURES / entry["file"]), realtime=False,
                              trailing_silence_ms=0)
-            await asyncio.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            topics = []
+            topics: list[str] = []
+            ended_reason = None
             async with asyncio.timeout(30):
                 async for msg in peer.messages:
                     topics.append(msg.topic.value)
+                    data = json.loads(msg.payload)  # type: ignore[arg-type]
+                    if data.get("type") == "speech_started":
+                        # at once: long before the 1.5 s stall timeout could end it
+                        proc.send_signal(signal.SIGTERM)
+                    if data.get("type") == "speech_ended":
+                        ended_reason = data["reason"]
                     if msg.topic.value.endswith("sessionEnded"):
                         break
-            assert f"hermes/intent/{entry['intent']}" in topics
+            # the utterance was cut by SIGTERM (audio still in transit is not taken), and
+            # what had arrived went all the way through: transcript, intents, session end
+            assert ended_reason == "shutdown", topics
+            assert "hermes/asr/textCaptured" in topics
+            assert f"hermes/intent/{entry['intent']}" in topics or \
+                "hermes/nlu/intentNotRecognized" in topics
         assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode()
+        assert "stopping" in output and "voiced stopped" in output, output
+        assert "Traceback" not in output and "ERROR" not in output, output
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -32,10 +32,17 @@ class MqttConfig(Strict):
     username: str | None = None
     password_env: str | None = None
     """Name of the environment variable that holds the password (never the password)."""
-    client_id: str = "voiced"
+    client_id: str | None = Field(None, min_length=1)
+    """MQTT client id; None: `voiced-<host>-<random hex>`, new for each start. Two clients
+    with one id keep disconnecting each other, so set one only if it is unique."""
     keepalive_s: int = Field(30, ge=5)
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    """Reconnect waits are jittered and double from reconnect_min_s up to this; a
+    connection that stayed up starts again from reconnect_min_s."""
+    give_up_after_s: float = Field(0.0, ge=0)
+    """Stop (exit 1, so systemd restarts voiced) after the broker was unreachable this long
+    (seconds); 0: retry forever."""
 
     def password(self) -> str | None:
         """The password from the environment, if configured."""
@@ -74,6 +81,21 @@ class SitesConfig(Strict):
     overrides: dict[str, SiteConfig] = Field(default_factory=dict)
     queue_chunks: int = Field(500, ge=10)
     """Bounded per-site ingest queue, in chunks."""
+    max: int = Field(500, ge=1, le=100_000)
+    """Most sites served at once; a new site beyond it is refused (error `sites_full`)."""
+    idle_expiry_s: float = Field(600.0, ge=1.0)
+    """A site with no message for this long (seconds), and no session or utterance open,
+    is forgotten; its next message starts it afresh."""
+
+    @model_validator(mode="after")
+    def _valid_site_ids(self) -> SitesConfig:
+        from voiced.sites import SITE_ID_MAX, is_valid_id
+
+        for site in [*self.allow, *self.overrides]:
+            if not is_valid_id(site, SITE_ID_MAX):
+                raise ValueError(f"{site!r} is not a valid site id: 1 to {SITE_ID_MAX} "
+                                 "ASCII letters, digits and _-.:@")
+        return self
 
     def mode_for(self, site: str) -> SiteMode:
         """The listening mode of `site`."""
@@ -232,6 +254,9 @@ class IntentsConfig(Strict):
     fuzzy: bool = True
     """Recover commands with one misheard, dropped or extra word."""
     fuzzy_min_confidence: float = Field(0.6, ge=0, le=1)
+    fuzzy_budget_ms: float = Field(150.0, gt=0, le=10_000)
+    """Most time (ms) the fuzzy fallback spends on one sentence; then it gives up (no
+    match), logs it and counts it."""
 
 
 class HandlerConfig(Strict):
@@ -259,6 +284,12 @@ class HistoryConfig(Strict):
 
     enabled: bool = True
     keep_audio: bool = False
+    """Keep each utterance's audio in `state_dir/audio/`, linked from its history row."""
+    audio_format: Literal["flac", "wav"] = "flac"
+    audio_max_mb: float = Field(500, gt=0)
+    """Kept audio beyond this size (oldest first) is deleted."""
+    audio_max_days: float = Field(30, gt=0)
+    """Kept audio older than this is deleted."""
 
 
 class Config(Strict):
@@ -279,6 +310,8 @@ class Config(Strict):
     """On SIGTERM, utterances in flight get this long to finish."""
     error_rate_limit_s: float = Field(2.0, ge=0)
     """At most one hermes/error message per site and reason in this interval."""
+    max_utterances_in_flight: int = Field(64, ge=1)
+    """Utterances being recognized and handled at once; more are refused (`overloaded`)."""
 
 
 def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:

@@ -32,3 +32,14 @@ def ms_to_bytes(ms: float) -> int:
 def bytes_to_ms(n: int) -> float:
     """Duration in milliseconds of `n` bytes of internal-format audio."""
     return n / SAMPLE_WIDTH / SAMPLES_PER_MS
+
+SUPPORTED_RATES: Final = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100,
+                          48_000, 88_200, 96_000, 176_400, 192_000)
+"""Sample rates (Hz) accepted from satellites and files. Each converts to SAMPLE_RATE with a
+resampling filter of at most 12801 taps (20 × 640 + 1, for 11025 Hz) and at most 241 taps
+per output sample (192 kHz), built once per rate and cached; an arbitrary rate such as
+191999 Hz would need millions of taps."""
+
+MAX_MESSAGE_AUDIO_MS: Final = 2_000
+"""Most audio one MQTT message may hold (ms). Rhasspy sends 64 ms per message and the
+voiced satellite 20 ms; a longer message is rejected, so one message is bounded work."""

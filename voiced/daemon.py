@@ -1,8 +1,10 @@
 """`voiced serve`: owns every task, wires the stages, starts and stops them in order.
 
 Start: intents → models (loaded and warmed up) → history → plugins → broker → MQTT →
-ready (sd_notify, retained `voiced/status`). Stop (SIGTERM): stop taking audio, let
-utterances in flight finish within `shutdown_grace_s`, flush outgoing messages, stop
+ready (sd_notify, retained `voiced/status`). Every long-lived task runs under the
+supervisor: a site worker or the watcher that ends is restarted, the MQTT link ending is
+fatal (`voiced serve` exits 1 so systemd restarts it). Stop (SIGTERM): stop taking audio,
+let utterances in flight finish within `shutdown_grace_s`, flush outgoing messages, stop
 plugins, close everything.
 """
 
@@ -12,31 +14,35 @@ import asyncio
 import json
 import logging
 import time
-import uuid
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from voiced import __version__, systemd
-from voiced.asr.base import AsrStream, Transcriber, create_transcriber
+from voiced.asr.base import AsrStream, Transcriber
+from voiced.asr.service import AsrService
 from voiced.config import Config
 from voiced.enrollment import VoiceEnrollment
 from voiced.errors import VoicedError
+from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.ingest import route
 from voiced.intents.api import PluginContext
 from voiced.intents.catalog import load_catalog
+from voiced.intents.plugins import PluginHost
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
+from voiced.recorder import HistoryWriter
 from voiced.sessions import Control, SiteWorker
+from voiced.sites import SiteRegistry
 from voiced.storage import History
+from voiced.supervise import Supervisor
 from voiced.transport import hermes, native
 from voiced.transport.broker import EmbeddedBroker
 from voiced.transport.mqtt import MqttLink
-from voiced.transport.outputs import Outputs
+from voiced.transport.outputs import AudioOut, HermesBridge, NativeEvents
 from voiced.watch import snapshot
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,8 @@ WATCH_INTERVAL_S = 1.0
 """How often intent files are checked for changes."""
 STATS_INTERVAL_S = 2.0
 """How often the retained `voiced/status` is refreshed when something changed."""
+LINK_DRAIN_S = 2.0
+"""On stop, how long outgoing messages get to reach the broker."""
 
 
 class Daemon:
@@ -58,28 +66,37 @@ class Daemon:
         # threads mostly wait on worker processes, the GPU or batches: enough of them that
         # an utterance's final decode never queues behind other sites' feeds
         self.engine = InferenceEngine(workers=ENGINE_THREADS)
+        self.supervisor = Supervisor()
+        self.sink = EventSink(config.error_rate_limit_s)
         self.recognizer: IntentRecognizer | None = None
-        self.transcriber: Transcriber | None = None
+        self.asr: AsrService | None = None
         self.speakers: Any = None
         self.history: History | None = None
+        self.writer: HistoryWriter | None = None
+        self.audio_out: AudioOut | None = None
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
-        self.outputs: Outputs | None = None
+        self.host: PluginHost | None = None
         self.router: Router | None = None
         self.pipeline: Pipeline | None = None
-        self.sites: dict[str, SiteWorker] = {}
-        self._site_tasks: dict[str, asyncio.Task[None]] = {}
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._background: set[asyncio.Task[Any]] = set()
-        self._link_task: asyncio.Task[None] | None = None
-        self._stats_task: asyncio.Task[None] | None = None
-        self._watch_task: asyncio.Task[None] | None = None
+        self.site_registry = SiteRegistry(config.sites, self._worker, self.supervisor,
+                                          error_interval_s=config.error_rate_limit_s)
+        self.sites: dict[str, SiteWorker] = self.site_registry.workers  # owned by the registry
         self._reload_lock = asyncio.Lock()
         self.reloads = 0
-        self._tts: Any = None
         self._ha_lists: dict[str, Any] = {}
         self.started_at = 0.0
         self.ready = asyncio.Event()
+
+    @property
+    def transcriber(self) -> Transcriber | None:
+        """The speech recognizer backend (inside the ASR service)."""
+        return self.asr.transcriber if self.asr is not None else None
+
+    @property
+    def fatal(self) -> asyncio.Event:
+        """Set when voiced cannot go on (the MQTT link died): exit non-zero."""
+        return self.supervisor.fatal
 
     # ---- start -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -95,13 +112,13 @@ class Daemon:
                  ", ".join(r.language for r in self.recognizer.languages()),
                  ", ".join(str(p) for p in cfg.intents.paths))
         systemd.status("loading speech recognition")
-        self.transcriber = create_transcriber(cfg.asr, self.recognizer, cfg.state_dir)
+        self.asr = AsrService.from_config(cfg.asr, self.recognizer, cfg.state_dir, self.engine)
         window_ms = cfg.asr.encoder_window_s * 1000
         if cfg.asr.backend == "whisper" and window_ms < cfg.vad.max_utterance_ms:
             log.warning("asr.encoder_window_s is %d s but vad.max_utterance_ms allows %.0f ms: "
                         "Whisper will not hear the end of longer commands",
                         cfg.asr.encoder_window_s, cfg.vad.max_utterance_ms)
-        await self.engine.run(self.transcriber.load)
+        await self.asr.load()
         if cfg.speakers.backend != "none":
             from voiced.speakers.service import create_speaker_service
 
@@ -109,9 +126,6 @@ class Daemon:
             self.speakers = create_speaker_service(cfg.speakers, cfg.state_dir, self.engine)
             if self.speakers is not None:
                 await self.engine.run(self.speakers.load)
-        if cfg.history.enabled:
-            self.history = await self.engine.run(History, cfg.state_dir / "voiced.db")
-        self._tts = _find_tts(cfg)
         if cfg.broker.embedded:
             self.broker = EmbeddedBroker(cfg.broker.host, cfg.mqtt.port)
             await self.broker.start()
@@ -119,26 +133,41 @@ class Daemon:
         self.link = MqttLink(cfg.mqtt, hermes.SUBSCRIPTIONS + native.SUBSCRIPTIONS,
                              self._on_message, will=(native.STATUS_TOPIC, offline),
                              on_connect=self._on_connect, mqtt5=not cfg.broker.embedded)
-        self.outputs = Outputs(self.link, cfg.error_rate_limit_s)
-        context = PluginContext(publish=self.outputs.publish, state_dir=cfg.state_dir,
+        self._subscribe_outputs(self.link)
+        context = PluginContext(publish=self.link.publish, state_dir=cfg.state_dir,
                                 say=self._say_simple, people=cfg.speakers.people)
-        self.router = Router(cfg.handlers, context, self._slot_names)
+        self.host = PluginHost(context)
+        self.router = Router(cfg.handlers, context, _slots_of(self.recognizer), host=self.host)
         await self.router.start()
         enrollment = None
         if self.speakers is not None:
             enrollment = VoiceEnrollment(self.speakers, cfg.speakers.voice_enrollment)
-        self.pipeline = Pipeline(cfg, self.engine, self.transcriber, self.recognizer, self.router,
-                                 self.outputs, self.history, self.speakers, say=self.say,
+        self.pipeline = Pipeline(cfg, self.engine, self.asr, self.recognizer, self.router,
+                                 self.sink, self.speakers,
                                  continue_session=self._continue_session, enrollment=enrollment)
-        self._link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
-        self._stats_task = asyncio.create_task(self._publish_stats(), name="stats")
-        self._watch_task = asyncio.create_task(self._watch_intents(), name="intent-watch")
+        link = self.link
+        self.supervisor.start("mqtt-link", link.run, critical=True)
+        self.supervisor.start("stats", self._publish_stats, restart=True)
+        self.supervisor.start("intent-watch", self._watch_intents, restart=True)
         self.started_at = time.time()
         self.ready.set()
         systemd.ready()
         systemd.status("serving")
         log.info("voiced %s ready (asr: %s, speakers: %s, mqtt: %s:%d)", __version__,
                  cfg.asr.backend, cfg.speakers.backend, cfg.mqtt.host, cfg.mqtt.port)
+
+    def _subscribe_outputs(self, link: MqttLink) -> None:
+        """The event sink's subscribers: history first (its row exists before anyone hears
+        `sessionEnded`), then the wires."""
+        cfg = self.config
+        if cfg.history.enabled:
+            self.history = History(cfg.state_dir / "voiced.db")
+            self.writer = HistoryWriter(self.history, cfg.history, cfg.state_dir, self.engine)
+            self.sink.subscribe(self.writer)
+        self.sink.subscribe(HermesBridge(link.publish))
+        self.sink.subscribe(NativeEvents(link.publish))
+        self.audio_out = AudioOut(link.publish, _find_tts(cfg), cfg.tts.voice)
+        self.sink.subscribe(self.audio_out)
 
     def _load_intents(self) -> IntentRecognizer:
         """The intent catalog, with the lists imported from Home Assistant."""
@@ -164,28 +193,31 @@ class Daemon:
         log.info("imported %d areas and %d devices from Home Assistant",
                  len(imported.areas), len(imported.entities))
 
-    def _slot_names(self, intent: str) -> set[str] | None:
-        assert self.recognizer is not None
-        if intent not in self.recognizer.intent_names():
-            return None
-        return self.recognizer.slot_names(intent)
-
     def stats(self) -> dict[str, Any]:
         """Counters for `voiced/status`, the HTTP API and benchmarks."""
+        link = self.link
         return {
-            "state": "ready",
+            "state": "ready" if link is not None and link.connected.is_set() else "starting",
             "version": __version__,
             "asr": self.config.asr.backend,
             "speakers": self.config.speakers.backend,
             "processed": self.pipeline.processed if self.pipeline else 0,
+            "inflight": self.pipeline.inflight if self.pipeline else 0,
+            "rejected": self.pipeline.rejected if self.pipeline else 0,
             "sites": {name: {"frames": w.frames, "dropped": w.dropped, "mode": str(w.mode)}
                       for name, w in self.sites.items()},
             "handlers": [s.as_dict() for s in self.router.statuses] if self.router else [],
+            "plugins": [s.as_dict() for s in self.host.statuses.values()] if self.host else [],
+            "tasks": self.supervisor.stats(),
+            "events": {"emitted": self.sink.emitted, "subscriber_failures": self.sink.failures,
+                       "errors_suppressed": self.sink.errors_suppressed},
+            "reloads": self.reloads,
         }
 
     def _on_connect(self) -> None:
         assert self.link is not None
-        self._spawn(self.link.publish(native.STATUS_TOPIC, self.stats(), qos=1, retain=True))
+        self.supervisor.spawn(self.link.publish(native.STATUS_TOPIC, self.stats(), qos=1,
+                                                retain=True), name="status-on-connect")
 
     async def _publish_stats(self) -> None:
         """Refresh the retained `voiced/status` while counters change."""
@@ -199,46 +231,31 @@ class Daemon:
                 last = current
 
     # ---- ingest (synchronous, on the loop) -------------------------------------------------
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     def _error(self, component: str, code: str, message: str, site: str | None) -> None:
-        log.warning("%s", message)
-        assert self.outputs is not None
-        self._spawn(self.outputs.error(component, code, message, site))
+        self.supervisor.spawn(self._report(component, code, message, site), name="error")
 
-    def _worker(self, site: str) -> SiteWorker | None:
-        worker = self.sites.get(site)
-        if worker is not None:
-            return worker
+    async def _report(self, component: str, code: str, message: str, site: str | None) -> None:
+        # logged only when not rate-limited: a flood of garbage must not flood the log
+        if await self.sink.error(component, code, message, site):
+            log.warning("%s", message)
+
+    def _worker(self, site: str) -> SiteWorker:
+        """A new worker for `site`; the site registry calls this for a valid message from
+        an allowed site while under `sites.max`, and runs the worker as `site-<id>`."""
+        assert self.asr is not None
         cfg = self.config
-        if not cfg.sites.allowed(site):
-            self._error("audioServer", "site_not_allowed",
-                        f"site {site!r} is not in sites.allow; its audio is ignored", site)
-            return None
-        assert self.transcriber and self.outputs
-        worker = SiteWorker(site, cfg.sites.mode_for(site), cfg.vad, cfg.sites.queue_chunks,
-                            self.engine, self.transcriber, self.outputs, self._utterance,
-                            streaming=self.transcriber.supports_streaming,
-                            speakers=self.speakers)
-        self.sites[site] = worker
-        self._site_tasks[site] = asyncio.create_task(worker.run(), name=f"site-{site}")
-        log.info("site %s connected (%s)", site, worker.mode)
-        return worker
+        return SiteWorker(site, cfg.sites.mode_for(site), cfg.vad, cfg.sites.queue_chunks,
+                          self.engine, self.asr, self.sink, self._utterance,
+                          speakers=self.speakers)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        route(topic, payload, self._worker, self._error)
+        route(topic, payload, self.site_registry, self._error)
 
     # ---- pipeline hooks ----------------------------------------------------------------
     async def _utterance(self, utt: Utterance, decode: StreamingFeed[AsrStream] | None,
                          speaker: StreamingFeed[Any] | None) -> None:
         assert self.pipeline is not None
-        task = asyncio.create_task(self.pipeline.process(utt, decode, speaker),
-                                   name=f"utt-{utt.site}")
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        await self.pipeline.submit(utt, decode, speaker)
 
     def _continue_session(self, site: str, session_id: str, intent_filter: tuple[str, ...],
                           custom_data: str | None) -> None:
@@ -248,31 +265,23 @@ class Daemon:
                                  intent_filter=intent_filter))
 
     async def say(self, site: str, text: str, session_id: str | None, lang: str | None) -> None:
-        """Speak on a satellite: built-in TTS as playBytes, or hermes/tts/say."""
-        assert self.outputs is not None
-        if self._tts is not None:
-            try:
-                wav = await self._tts.synthesize(text, self.config.tts.voice)
-            except VoicedError as exc:
-                log.warning("built-in TTS failed (%s); falling back to hermes/tts/say", exc)
-            else:
-                await self.outputs.play_bytes(site, str(uuid.uuid4()), wav)
-                await self.outputs.say(site, text, session_id, lang)
-                return
-        await self.outputs.say(site, text, session_id, lang)
+        """Speak on a satellite (built-in TTS as playBytes, or hermes/tts/say)."""
+        await self.sink.say(site, text, session_id, lang)
 
     async def _say_simple(self, site: str, text: str) -> None:
         await self.say(site, text, None, self.config.intents.language)
 
     # ---- reload (SIGHUP, intent file changes) -----------------------------------------
     async def reload(self) -> bool:
-        """Reload intents, handlers and the ASR grammar without touching MQTT.
+        """Reload intents, handlers and the ASR grammar without touching MQTT or plugins.
 
-        A broken file keeps the previous set; the error is logged and published.
+        All-or-nothing: a broken file, or a grammar the recognizer cannot build, keeps the
+        previous intents and grammar; the error is logged and published on hermes/error/nlu.
+        Plugins keep running; only those no handler uses any more are stopped.
         """
         async with self._reload_lock:
             cfg = self.config
-            assert self.outputs and self.transcriber and self.pipeline and self.router
+            assert self.asr and self.pipeline and self.router and self.host
             try:
                 handlers = cfg.handlers
                 if self.config_path is not None:
@@ -281,21 +290,20 @@ class Daemon:
                     handlers = load_config(self.config_path).handlers
                 await self._import_home_assistant()
                 recognizer = await self.engine.run(self._load_intents)
-            except VoicedError as exc:
-                log.error("reload failed, keeping the previous intents: %s", exc.message)
-                await self.outputs.error("nlu", exc.code, exc.message, None)
+                await self.asr.reload(recognizer)
+            except Exception as exc:
+                code = exc.code if isinstance(exc, VoicedError) else "reload_failed"
+                message = exc.message if isinstance(exc, VoicedError) else repr(exc)
+                log.error("reload failed, keeping the previous intents: %s", message,
+                          exc_info=not isinstance(exc, VoicedError))
+                await self.sink.error("nlu", code, message, None)
                 return False
-            await self.engine.run(self.transcriber.reload, recognizer)
-            old_router, old_recognizer = self.router, self.recognizer
-            self.recognizer = recognizer
-            context = PluginContext(publish=self.outputs.publish, state_dir=cfg.state_dir,
-                                    say=self._say_simple, people=cfg.speakers.people)
-            router = Router(handlers, context, self._slot_names)
+            router = Router(handlers, self.host.context, _slots_of(recognizer), host=self.host)
             await router.start()
-            self.router = router
-            self.pipeline.recognizer = recognizer
-            self.pipeline.router = router
-            await old_router.stop()
+            old_recognizer = self.recognizer
+            self.recognizer = self.pipeline.recognizer = recognizer
+            self.router = self.pipeline.router = router
+            await self.host.release(router.plugins_used)
             self.reloads += 1
             log.info("reloaded %d intents (was %d) and %d handlers",
                      len(recognizer.intent_names()),
@@ -303,65 +311,87 @@ class Daemon:
             return True
 
     async def _watch_intents(self) -> None:
-        """Reload when an intent file is added, removed or changed."""
+        """Reload when an intent file is added, removed or changed; an error in one check
+        is logged and the watcher goes on."""
         paths = self.config.intents.paths
         last = await asyncio.to_thread(snapshot, paths)
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            current = await asyncio.to_thread(snapshot, paths)
-            if current != last:
-                last = current
-                log.info("intent files changed; reloading")
-                await self.reload()
+            try:
+                current = await asyncio.to_thread(snapshot, paths)
+                if current != last:
+                    last = current
+                    log.info("intent files changed; reloading")
+                    await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("intent-file watcher: check failed; still watching")
 
     # ---- stop --------------------------------------------------------------------------
     async def stop(self) -> None:
         """Stop taking audio, finish what is in flight (bounded), close everything."""
         cfg = self.config
         systemd.stopping()
+        self.supervisor.stopping = True  # tasks ending from here on are not failures
         if self.link is not None:
             self.link.pause_ingest()
+        await self.site_registry.close()
+        site_tasks = [t for n, t in self.supervisor.tasks.items() if n.startswith("site-")]
         for worker in self.sites.values():
-            await worker.shutdown()
-        if self._site_tasks:
+            worker.request_shutdown()
+        if site_tasks:
             # queued audio is processed and utterances in progress are ended, bounded
-            _, late = await asyncio.wait(set(self._site_tasks.values()),
-                                         timeout=cfg.shutdown_grace_s)
+            _, late = await asyncio.wait(site_tasks, timeout=cfg.shutdown_grace_s)
             if late:
                 log.warning("%d sites did not finish their queued audio in time", len(late))
-        if self._inflight:
-            log.info("waiting up to %.1f s for %d utterances in flight", cfg.shutdown_grace_s,
-                     len(self._inflight))
-            _, pending = await asyncio.wait(set(self._inflight), timeout=cfg.shutdown_grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        for extra in (self._stats_task, self._watch_task):
-            if extra is not None:
-                extra.cancel()
-        for task in self._site_tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._site_tasks.values(), return_exceptions=True)
-        if self.link is not None and self._link_task is not None:
-            await self.link.publish(native.STATUS_TOPIC, {"state": "offline"}, qos=1, retain=True)
-            await self.link.drain(2.0)
-            self._link_task.cancel()
-            await asyncio.gather(self._link_task, return_exceptions=True)
-        await asyncio.gather(*self._background, return_exceptions=True)
-        if self.router is not None:
-            await self.router.stop()
         if self.pipeline is not None:
-            await self.pipeline.close()
+            await self.pipeline.drain(cfg.shutdown_grace_s)
+        link_task = self.supervisor.tasks.pop("mqtt-link", None)
+        await self.supervisor.stop()
+        if self.link is not None and link_task is not None and not link_task.done():
+            await self.link.publish(native.STATUS_TOPIC, {"state": "offline"}, qos=1, retain=True)
+            await self.link.drain(LINK_DRAIN_S)
+            link_task.cancel()
+            await asyncio.gather(link_task, return_exceptions=True)
+        elif self.link is not None and self.fatal.is_set():
+            await _farewell(cfg)
+        if self.host is not None:
+            await self.host.stop()
         if self.speakers is not None:
             await self.speakers.close()
-        if self.transcriber is not None:
-            await self.engine.run(self.transcriber.close)
+        if self.asr is not None:
+            await self.asr.close()
         if self.history is not None:
             self.history.close()
         if self.broker is not None:
             await self.broker.stop()
         self.engine.close()
         log.info("voiced stopped")
+
+
+async def _farewell(config: Config) -> None:
+    """The link died: say `offline` on a fresh connection, so the retained status does not
+    claim "ready" for a voiced that no longer hears anything (best effort, bounded)."""
+    import aiomqtt
+
+    try:
+        async with asyncio.timeout(3.0), aiomqtt.Client(
+                config.mqtt.host, config.mqtt.port, username=config.mqtt.username,
+                password=config.mqtt.password()) as client:
+            await client.publish(native.STATUS_TOPIC, json.dumps({"state": "offline"}),
+                                 qos=1, retain=True)
+    except Exception as exc:
+        log.warning("could not publish the offline status: %r", exc)
+
+
+def _slots_of(recognizer: IntentRecognizer) -> Any:
+    """The slot names of an intent in `recognizer` (None: no such intent)."""
+    def slot_names(intent: str) -> set[str] | None:
+        if intent not in recognizer.intent_names():
+            return None
+        return recognizer.slot_names(intent)
+    return slot_names
 
 
 def _find_tts(config: Config) -> Any:

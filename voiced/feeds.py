@@ -9,19 +9,21 @@ pace allows.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from voiced.inference import InferenceEngine
 
-_CLOSING: set[asyncio.Task[None]] = set()
-"""Streams being released after their utterance was abandoned."""
+log = logging.getLogger(__name__)
 
 
 class Feedable(Protocol):
     """A model stream fed while the person speaks (speech recognition, speaker ID)."""
 
     def feed(self, pcm: bytes) -> None: ...
+
+    def finish(self) -> Any: ...
 
 
 S = TypeVar("S", bound=Feedable)
@@ -41,9 +43,12 @@ class StreamingFeed(Generic[S]):
         self._stream: S | None = None
         self._pump: asyncio.Task[None] | None = None
         self._last_partial: str | None = None
+        self._closed = False
 
     def push(self, audio: bytes) -> None:
-        """Queue audio for decoding."""
+        """Queue audio for decoding (ignored once the feed is closed)."""
+        if self._closed:
+            return
         self._pending += audio
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._run(), name=f"{self._name}-feed")
@@ -70,22 +75,42 @@ class StreamingFeed(Generic[S]):
         assert self._stream is not None
         return self._stream
 
-    def cancel(self) -> None:
-        """Abandon the utterance (its decoder is released once any feed in flight ends)."""
-        if self._pump is not None:
-            self._pump.cancel()
-        task = asyncio.create_task(self._close(), name=f"{self._name}-cancel")
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
+    async def conclude(self) -> Any:
+        """Feed what is queued, then the stream's own `finish()` (off the loop): the
+        final transcript or speaker match. The stream is used up; `aclose` is then a no-op."""
+        stream = await self.finish()
+        self._stream = None
+        self._closed = True
+        return await self._engine.run(stream.finish)
 
-    async def _close(self) -> None:
-        if self._pump is not None:
-            await asyncio.wait({self._pump})  # let a feed in flight end; never raises
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
+    async def aclose(self) -> None:
+        """Abandon the utterance: stop feeding and release the stream (idempotent).
+
+        A feed already running on a worker thread is waited for (it cannot be
+        interrupted), so the stream is released exactly once, after its last use.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        pump = self._pump
+        if pump is not None:
+            # not cancelled: a stream being created on a thread would be lost, unreleased;
+            # with nothing pending the pump ends after the call in flight
+            await asyncio.wait({pump})  # never raises
+            if not pump.cancelled() and pump.exception() is not None:
+                log.warning("%s stream failed while abandoned: %r", self._name,
+                            pump.exception())
+        stream, self._stream = self._stream, None
+        if stream is not None:
             close = getattr(stream, "close", None)
             if close is not None:
                 await self._engine.run(close)
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream was concluded or abandoned."""
+        return self._closed
 
 
 def _feed(stream: Feedable, chunk: bytes) -> str | None:

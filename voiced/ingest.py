@@ -1,7 +1,12 @@
-"""Ingest: classify each MQTT message and hand it to its site's worker.
+"""Ingest: classify each MQTT message, validate it, and hand it to its site's worker.
 
-Runs on the event loop for every message, so it only parses headers and enqueues; bad
-input is reported through `error` (logged, rate-limited on hermes/error) and dropped.
+Runs on the event loop for every message, so it only parses headers and enqueues. Every
+value that voiced will send out again is validated here, where it enters (site ids,
+session ids, customData, wakeword ids: `voiced.transport.hermes`, `voiced.sites`), and
+so is the work a message asks for (sample rate, audio per message). A site is created
+only for a valid message. Bad input is reported through `error` (logged, rate-limited on
+`hermes/error/<component>`) and dropped; an invalid site id is never put in a topic, so
+such errors carry `siteId: null`. The rules are listed in docs/ingest.md.
 """
 
 from __future__ import annotations
@@ -9,78 +14,136 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from voiced.audio.wav import parse_wav
-from voiced.const import MAX_AUDIO_PAYLOAD
-from voiced.errors import VoicedError
+from voiced.const import MAX_AUDIO_PAYLOAD, MAX_MESSAGE_AUDIO_MS
+from voiced.errors import AudioFormatError, VoicedError
 from voiced.sessions import Audio, Control, SiteWorker
+from voiced.sites import SITE_ID_MAX, SiteRefused, SiteRegistry, is_valid_id, safe_text
 from voiced.transport import hermes, native
-from voiced.transport.native import PcmFormat
+from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
 
 ErrorReporter = Callable[[str, str, str, str | None], None]
-"""`error(component, code, message, site)`."""
+"""`error(component, code, message, site)`; `site` is None unless it is a valid id."""
+
+AUDIO = "audioServer"
+"""Error component for audio topics."""
+CONTROL = "transport"
+"""Error component for control topics."""
 
 
-def route(
-    topic: str, payload: bytes, worker_for: Callable[[str], SiteWorker | None], error: ErrorReporter
-) -> None:
+def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter) -> None:
     """Deliver one message (audio or control) to the site it belongs to."""
-    if len(payload) > MAX_AUDIO_PAYLOAD:
-        site = topic.split("/")[2] if topic.count("/") >= 3 else None
-        error(
-            "audioServer",
-            "payload_too_large",
-            f"{topic}: {len(payload)} bytes is over the {MAX_AUDIO_PAYLOAD}-byte limit",
-            site,
-        )
+    if len(payload) > MAX_AUDIO_PAYLOAD:  # before parsing: never read a huge payload
+        audio = topic.startswith(("hermes/audioServer/", "voiced/audio/"))
+        error(AUDIO if audio else CONTROL, "payload_too_large",
+              f"{safe_text(topic)}: {len(payload)} bytes is over the {MAX_AUDIO_PAYLOAD}-byte "
+              "limit", _topic_site(topic) if audio else None)
         return
-    nat = native.parse_topic(topic)
+    try:
+        nat = native.parse_topic(topic)
+    except VoicedError as exc:
+        error(AUDIO, exc.code, exc.message, None)
+        return
     if nat is not None:
         site, kind = nat
-        worker = worker_for(site)
-        if worker is None:
-            return
         if kind == "format":
-            try:
-                worker.pcm_format = native.parse_format(topic, payload)
-            except VoicedError as exc:
-                error("audioServer", exc.code, exc.message, site)
+            _native_format(topic, payload, site, sites, error)
         else:
-            fmt = worker.pcm_format
-            if len(payload) % (fmt.width * fmt.channels):
-                error(
-                    "audioServer",
-                    "pcm_partial_frame",
-                    f"{topic}: {len(payload)} bytes is not a whole number of "
-                    f"{fmt.width * fmt.channels}-byte frames",
-                    site,
-                )
-                return
-            worker.offer(Audio(payload, fmt, False))
+            _native_pcm(topic, payload, site, sites, error)
         return
     try:
         msg = hermes.parse_topic(topic, payload)
-    except VoicedError as exc:
-        error("transport", exc.code, exc.message, None)
+    except hermes.PayloadError as exc:
+        component = AUDIO if topic.startswith("hermes/audioServer/") else CONTROL
+        error(component, exc.code, exc.message, exc.site)
         return
     if msg is None:
         return
-    worker = worker_for(msg.site)
-    if worker is None:
-        return
     if msg.kind == hermes.Inbound.AUDIO_FRAME:
-        try:
-            wav = parse_wav(payload)
-        except VoicedError as exc:
-            error("audioServer", exc.code, f"{topic}: {exc.message}", msg.site)
-            return
-        worker.offer(Audio(wav.pcm, PcmFormat(wav.rate, wav.width, wav.channels), wav.float_format))
+        _hermes_audio(topic, payload, msg.site, sites, error)
     elif msg.kind in (hermes.Inbound.HOTWORD, hermes.Inbound.START_LISTENING):
-        worker.offer(
-            Control(
-                "listen",
-                session_id=msg.data.get("sessionId"),
-                wakeword_id=msg.wakeword_id or msg.data.get("wakewordId"),
-                custom_data=msg.data.get("customData"),
-            )
-        )
+        worker = _worker(msg.site, CONTROL, sites, error)
+        if worker is not None:
+            worker.offer(Control("listen", session_id=msg.session_id,
+                                 wakeword_id=msg.wakeword_id, custom_data=msg.custom_data))
     elif msg.kind == hermes.Inbound.STOP_LISTENING:
-        worker.offer(Control("stop"))
+        # nothing to stop on a site that does not exist: never create one for this
+        existing = sites.get(msg.site)
+        if existing is not None:
+            existing.offer(Control("stop"))
+
+
+def _topic_site(topic: str) -> str | None:
+    """The site segment of an audio topic when it is a valid site id, else None."""
+    parts = topic.split("/")
+    site = parts[2] if len(parts) == 4 else None
+    return site if is_valid_id(site, SITE_ID_MAX) else None
+
+
+def _worker(site: str, component: str, sites: SiteRegistry,
+            error: ErrorReporter) -> SiteWorker | None:
+    """The site's worker, created if allowed; refusals are reported (rate-limited)."""
+    try:
+        return sites.get_or_create(site)
+    except SiteRefused as exc:
+        if exc.report:
+            error(component, exc.code, exc.message, site)
+        return None
+
+
+def check_audio_amount(frames: int, rate: int) -> None:
+    """Raise AudioFormatError unless a message holds some audio and at most
+    MAX_MESSAGE_AUDIO_MS of it (`audio_empty`, `audio_too_long`)."""
+    if frames == 0:
+        raise AudioFormatError("audio_empty", "the message holds no audio")
+    if frames * 1000 > rate * MAX_MESSAGE_AUDIO_MS:
+        raise AudioFormatError(
+            "audio_too_long",
+            f"{frames / rate:.2f} s of audio in one message; at most "
+            f"{MAX_MESSAGE_AUDIO_MS} ms per message (send a stream of short chunks, "
+            "e.g. 20-64 ms each)")
+
+
+def _hermes_audio(topic: str, payload: bytes, site: str, sites: SiteRegistry,
+                  error: ErrorReporter) -> None:
+    try:
+        wav = parse_wav(payload)
+        check_audio_amount(wav.frames, wav.rate)
+    except VoicedError as exc:
+        error(AUDIO, exc.code, f"{topic}: {exc.message}", site)
+        return
+    worker = _worker(site, AUDIO, sites, error)
+    if worker is not None:
+        worker.offer(Audio(wav.pcm, PcmFormat(wav.rate, wav.width, wav.channels),
+                           wav.float_format))
+
+
+def _native_format(topic: str, payload: bytes, site: str, sites: SiteRegistry,
+                   error: ErrorReporter) -> None:
+    try:
+        fmt = native.parse_format(topic, payload)
+    except VoicedError as exc:
+        error(AUDIO, exc.code, exc.message, site)
+        return
+    worker = _worker(site, AUDIO, sites, error)
+    if worker is not None:
+        worker.pcm_format = fmt
+
+
+def _native_pcm(topic: str, payload: bytes, site: str, sites: SiteRegistry,
+                error: ErrorReporter) -> None:
+    existing = sites.get(site)
+    fmt = existing.pcm_format if existing is not None else INTERNAL_FORMAT
+    frame = fmt.width * fmt.channels
+    if len(payload) % frame:
+        error(AUDIO, "pcm_partial_frame",
+              f"{topic}: {len(payload)} bytes is not a whole number of {frame}-byte frames",
+              site)
+        return
+    try:
+        check_audio_amount(len(payload) // frame, fmt.rate)
+    except VoicedError as exc:
+        error(AUDIO, exc.code, f"{topic}: {exc.message}", site)
+        return
+    worker = existing or _worker(site, AUDIO, sites, error)
+    if worker is not None:
+        worker.offer(Audio(payload, fmt, False))

@@ -31,6 +31,10 @@ class EndReason(StrEnum):
     STOP_LISTENING = "stop_listening"
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
+    TEXT = "text"
+    """Not audio: text that entered the pipeline after ASR (HTTP, tests)."""
+    CANCELLED = "cancelled"
+    """The site was reset (a new startListening, a stop) while the utterance ran."""
 
 
 class Termination(StrEnum):
@@ -71,6 +75,10 @@ class EventType(StrEnum):
     NOT_RECOGNIZED = "not_recognized"
     HANDLED = "handled"
     ERROR = "error"
+    SAY = "say"
+    """An answer to speak on the satellite (an audio-out request)."""
+    OUTCOME = "outcome"
+    """What became of one utterance: exactly one per utterance run (the history row)."""
     SESSION_ENDED = "session_ended"
 
 
@@ -189,13 +197,27 @@ class IntentResult:
 
 @dataclass(frozen=True, slots=True)
 class PipelineEvent:
-    """A native event, published as JSON on `voiced/events/<site>`."""
+    """What a stage tells the event sink; `to_json()` is what `voiced/events/<site>` shows.
+
+    The typed fields after `timings_ms` are for subscribers that need more than the JSON
+    (the Hermes bridge builds its payloads from them, the history writer its rows); they
+    are never published as they are.
+    """
 
     type: EventType
     site: str
     session_id: str
     data: Mapping[str, Any] = field(default_factory=dict)
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    """Stage → milliseconds."""
+    custom_data: str | None = None
+    """The Hermes session's customData."""
+    wakeword_id: str | None = None
+    utterance: Utterance | None = None
+    transcript: Transcript | None = None
+    result: IntentResult | None = None
+    speaker: SpeakerMatch | None = None
+    """Who spoke; None when speaker identification is off."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -16,16 +16,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voiced.asr.base import AsrStream, Transcriber
+from voiced.asr.base import AsrStream
+from voiced.asr.service import AsrService
 from voiced.audio.buffers import FrameBuffer
 from voiced.audio.wav import StreamConverter
 from voiced.config import SiteMode, VadConfig
 from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES, VAD_FRAME_MS
+from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utterance
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
-from voiced.transport.outputs import Outputs
 from voiced.vad.segmenter import (
     Segmenter,
     SegmenterSettings,
@@ -91,17 +92,16 @@ class SiteWorker:
     """Everything about one satellite."""
 
     def __init__(self, site: str, mode: SiteMode, vad: VadConfig, queue_size: int,
-                 engine: InferenceEngine, transcriber: Transcriber, outputs: Outputs,
-                 on_utterance: UtteranceHandler, streaming: bool,
-                 speakers: Any = None) -> None:
+                 engine: InferenceEngine, asr: AsrService, sink: EventSink,
+                 on_utterance: UtteranceHandler, speakers: Any = None) -> None:
         self.site = site
         self.mode = mode
         self._vad_config = vad
         self._engine = engine
-        self._transcriber = transcriber
-        self._outputs = outputs
+        self._asr = asr
+        self._sink = sink
         self._on_utterance = on_utterance
-        self._streaming = streaming
+        self._streaming = asr.streaming
         self._speakers = speakers
         self._speaker: StreamingFeed[Any] | None = None
         self.queue: asyncio.Queue[Audio | Control] = asyncio.Queue(maxsize=queue_size)
@@ -121,12 +121,16 @@ class SiteWorker:
         self._held: list[bytes] = []
         self.dropped = 0
         self.frames = 0
-        self.busy = False
-        """True while an utterance from this site is in the pipeline."""
+        self._handing_off: Utterance | None = None
+        self.crashes = 0
+        """Times processing an item failed unexpectedly (each is logged; the site resets)."""
+        self._stopping = False
 
     # ---- called from the MQTT callback (synchronous) --------------------------------
     def offer(self, item: Audio | Control) -> bool:
         """Enqueue without blocking; False (and counted) when the queue is full."""
+        if self._stopping:
+            return False
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -139,28 +143,68 @@ class SiteWorker:
 
     # ---- the worker task -------------------------------------------------------------
     async def run(self) -> None:
-        """Process the queue until a "shutdown" control arrives (or cancellation)."""
+        """Process the queue until shutdown is requested and the queue is empty.
+
+        Nothing that goes wrong with one item ends the worker: the failure is logged,
+        counted, answered on hermes/error, and the site is reset (an open session ends
+        with `error`, its streams are closed), then the next item is processed.
+        """
         while True:
+            if self._stopping and self.queue.empty():
+                await self._guard(self._shutdown())
+                return
             try:
                 async with asyncio.timeout(IDLE_CHECK_S):
                     item = await self.queue.get()
             except TimeoutError:
-                await self._check_timeout()
+                await self._guard(self._check_timeout())
                 continue
             if isinstance(item, Control) and item.kind == "shutdown":
-                await self._shutdown()
-                return
-            try:
-                if isinstance(item, Audio):
-                    await self._audio(item)
-                else:
-                    await self._control(item)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("site %s: failed to process %s", self.site, type(item).__name__)
-                await self._outputs.error("audioServer", getattr(exc, "code", "internal"),
-                                          str(exc), self.site)
+                continue
+            if isinstance(item, Audio):
+                await self._guard(self._audio(item))
+            else:
+                await self._guard(self._control(item))
+
+    async def _guard(self, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.crashes += 1
+            log.exception("site %s: processing failed; resetting the site", self.site)
+            await self._recover(exc)
+
+    async def _recover(self, exc: Exception) -> None:
+        """Back to a clean idle state after an unexpected failure (never raises)."""
+        listening, self._listening = self._listening, None
+        in_speech = self._segmenter.in_speech
+        # an utterance that ended but was never handed over still owes its session an end
+        lost, self._handing_off = self._handing_off, None
+        self._segmenter.reset()
+        self._framer.clear()
+        try:
+            await self._drop_feeds()
+            await self._sink.error("audioServer", getattr(exc, "code", "internal"),
+                                   f"{type(exc).__name__}: {exc}", self.site,
+                                   self._current_session or None)
+            if lost is not None:
+                await self._sink.session_ended(self.site, lost.session_id, Termination.ERROR,
+                                               lost.custom_data, str(exc))
+            if listening is not None or in_speech:
+                await self._sink.session_ended(
+                    self.site, listening.session_id if listening else self._current_session,
+                    Termination.ERROR, listening.custom_data if listening else None, str(exc))
+        except Exception:
+            log.exception("site %s: could not report the failure", self.site)
+
+    @property
+    def idle(self) -> bool:
+        """True when stopping the worker loses nothing: no queued input, no open session,
+        no speech in progress, no utterance being handed over."""
+        return (self.queue.empty() and self._listening is None
+                and not self._segmenter.in_speech and self._handing_off is None)
 
     @property
     def accepting(self) -> bool:
@@ -191,10 +235,10 @@ class SiteWorker:
             self._started_wall = time.time() - len(event.audio) / BYTES_PER_SECOND
             session_id = self._listening.session_id if self._listening else _new_id()
             self._current_session = session_id
-            await self._outputs.event(
+            await self._sink.emit(
                 PipelineEvent(EventType.SPEECH_STARTED, self.site, session_id))
             if self._streaming:
-                self._decode = StreamingFeed(self._engine, self._transcriber.start_stream,
+                self._decode = StreamingFeed(self._engine, self._asr.start_stream,
                                              self._partial)
                 self._decode.push(event.audio)
             if self._speakers is not None:
@@ -204,12 +248,12 @@ class SiteWorker:
         elif isinstance(event, SpeechAudio):
             self._feed_frame(event.audio)
         elif isinstance(event, SpeechDiscarded):
-            self._drop_feeds()
+            await self._drop_feeds()
         elif isinstance(event, SpeechEnded):
             await self._ended(event)
 
     async def _partial(self, text: str) -> None:
-        await self._outputs.event(PipelineEvent(EventType.PARTIAL, self.site,
+        await self._sink.emit(PipelineEvent(EventType.PARTIAL, self.site,
                                                 self._current_session, {"text": text}))
 
     async def _ended(self, event: SpeechEnded) -> None:
@@ -235,14 +279,16 @@ class SiteWorker:
         self._silence_run = 0
         if listening is None:
             # always-listening: the session exists from the moment a command was heard
-            await self._outputs.session_started(self.site, session_id, None)
+            await self._sink.session_started(self.site, session_id, None)
         self._listening = None
         self._segmenter.reset()
-        await self._outputs.event(PipelineEvent(
+        self._handing_off = utterance
+        await self._sink.emit(PipelineEvent(
             EventType.SPEECH_ENDED, self.site, session_id,
             {"reason": str(event.reason), "speechMs": round(event.speech_ms, 1),
              "seconds": round(utterance.duration_s, 3)}))
         await self._on_utterance(utterance, decode, speaker)
+        self._handing_off = None
 
     async def _control(self, item: Control) -> None:
         if item.kind in ("listen", "continue"):
@@ -253,10 +299,13 @@ class SiteWorker:
             session_id = item.session_id or _new_id()
             self._listening = Listening(session_id, time.monotonic(), item.wakeword_id,
                                         item.custom_data, item.intent_filter)
+            # speech in progress before the start is abandoned: its streams are released
+            # here (forgetting them leaked a decoder per cycle in the worker processes)
             self._segmenter.reset()
             self._framer.clear()
+            await self._drop_feeds()
             if item.kind == "listen":
-                await self._outputs.session_started(self.site, session_id, item.custom_data)
+                await self._sink.session_started(self.site, session_id, item.custom_data)
         elif item.kind == "stop":
             listening = self._listening
             if listening is None:
@@ -267,9 +316,9 @@ class SiteWorker:
                 await self._segment_event(event)
             if not ended:
                 self._listening = None
-                await self._outputs.session_ended(self.site, listening.session_id,
-                                                  Termination.ABORTED_BY_USER,
-                                                  listening.custom_data)
+                await self._sink.session_ended(self.site, listening.session_id,
+                                               Termination.ABORTED_BY_USER,
+                                               listening.custom_data)
 
     async def _check_timeout(self) -> None:
         if self._segmenter.in_speech and time.monotonic() - self._last_audio_at > STALL_S:
@@ -284,11 +333,11 @@ class SiteWorker:
             return
         self._listening = None
         self._segmenter.reset()
-        self._drop_feeds()
+        await self._drop_feeds()
         log.info("site %s: no speech within %.1f s; session %s timed out", self.site,
                  self._vad_config.wake_timeout_s, listening.session_id)
-        await self._outputs.session_ended(self.site, listening.session_id, Termination.TIMEOUT,
-                                          listening.custom_data)
+        await self._sink.session_ended(self.site, listening.session_id, Termination.TIMEOUT,
+                                       listening.custom_data)
 
     def _feed_frame(self, audio: bytes) -> None:
         """Feed the models, holding back trailing silence beyond FEED_SILENCE_MS: if the
@@ -307,18 +356,24 @@ class SiteWorker:
             if feed is not None:
                 feed.push(audio)
 
-    def _drop_feeds(self) -> None:
-        for feed in (self._decode, self._speaker):
-            if feed is not None:
-                feed.cancel()
+    async def _drop_feeds(self) -> None:
+        """Abandon the utterance in progress: its streams are released, awaited."""
+        feeds = [f for f in (self._decode, self._speaker) if f is not None]
         self._decode = self._speaker = None
         self._held.clear()
         self._silence_run = 0
+        for feed in feeds:
+            await feed.aclose()
 
-    async def shutdown(self) -> None:
-        """Process what is queued, then end an utterance in progress (it is still
-        processed) and stop the worker."""
-        await self.queue.put(Control("shutdown"))
+    def request_shutdown(self) -> None:
+        """Stop taking items; the worker processes what is queued, ends an utterance in
+        progress (it is still processed) and returns. Never blocks, even on a full queue
+        (the owner bounds the wait and cancels a worker that does not finish)."""
+        self._stopping = True
+        try:
+            self.queue.put_nowait(Control("shutdown"))  # wakes an idle worker at once
+        except asyncio.QueueFull:
+            pass
 
     async def _shutdown(self) -> None:
         for event in self._segmenter.stop(EndReason.SHUTDOWN):

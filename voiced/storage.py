@@ -48,6 +48,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX utterances_site_started ON utterances (site, started_at);
     CREATE INDEX utterances_started ON utterances (started_at);
     """,
+    # 1 -> 2: kept audio (history.keep_audio), relative to the state folder
+    """
+    ALTER TABLE utterances ADD COLUMN audio_path TEXT;
+    ALTER TABLE utterances ADD COLUMN audio_bytes INTEGER;
+    CREATE INDEX utterances_audio ON utterances (started_at) WHERE audio_path IS NOT NULL;
+    """,
 ]
 """Schema steps; `PRAGMA user_version` is the number of steps applied."""
 
@@ -80,6 +86,9 @@ class UtteranceRecord:
     """Stage -> milliseconds; stored as JSON."""
     end_reason: str
     """`EndReason` value of the utterance."""
+    audio_path: str | None = None
+    """Kept audio, relative to the state folder (None: not kept, or pruned)."""
+    audio_bytes: int | None = None
     id: int | None = field(default=None)
     """Row id; None before insertion."""
 
@@ -100,6 +109,8 @@ _COLUMNS = (
     "outcome_detail",
     "timings_ms",
     "end_reason",
+    "audio_path",
+    "audio_bytes",
 )
 _JSON_COLUMNS = frozenset({"slots", "timings_ms"})
 
@@ -193,6 +204,29 @@ class History:
                 self._db().execute("SELECT * FROM utterances WHERE id = ?", (record_id,)).fetchone()
             )
         return _record(row) if row is not None else None
+
+    def audio_over_budget(self, max_bytes: int, older_than: float) -> list[tuple[int, str]]:
+        """Kept audio to delete: rows started before `older_than` (epoch seconds), then
+        the oldest until the rest fits in `max_bytes`. Returns (id, audio_path) pairs."""
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT id, audio_path, audio_bytes, started_at FROM utterances "
+                "WHERE audio_path IS NOT NULL ORDER BY started_at DESC, id DESC").fetchall()
+        keep_total, doomed = 0, []
+        for row in rows:
+            size = int(row["audio_bytes"] or 0)
+            if row["started_at"] < older_than or keep_total + size > max_bytes:
+                doomed.append((int(row["id"]), str(row["audio_path"])))
+            else:
+                keep_total += size
+        return doomed
+
+    def forget_audio(self, ids: list[int]) -> None:
+        """Unlink rows from their (deleted) audio files."""
+        with self._lock:
+            self._db().executemany(
+                "UPDATE utterances SET audio_path = NULL, audio_bytes = NULL WHERE id = ?",
+                [(i,) for i in ids])
 
     def close(self) -> None:
         """Close the database (idempotent)."""

@@ -23,7 +23,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from voiced.asr.base import create_transcriber
+from voiced.asr.service import create_transcriber
 from voiced.asr.whisper import WhisperTranscriber
 from voiced.asr.whisper_models import (
     BASE_URL_ENV,

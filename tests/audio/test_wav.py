@@ -19,7 +19,7 @@ from voiced.audio.wav import (
     read_wav_file,
     write_wav_file,
 )
-from voiced.const import MAX_AUDIO_PAYLOAD, SAMPLE_RATE, SAMPLE_WIDTH
+from voiced.const import MAX_AUDIO_PAYLOAD, SAMPLE_RATE, SAMPLE_WIDTH, SUPPORTED_RATES
 from voiced.errors import AudioFormatError
 
 EXT_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
@@ -160,8 +160,8 @@ def test_a_partial_last_frame_is_trimmed() -> None:
         (riff(fmt_chunk(1, 1, 16000, 5), chunk(b"data", b"")), "wav_format", "16, 24, 32"),
         (riff(fmt_chunk(3, 1, 16000, 2), chunk(b"data", b"")), "wav_format", "float"),
         (riff(fmt_chunk(1, 0, 16000, 2), chunk(b"data", b"")), "wav_format", "channels"),
-        (riff(fmt_chunk(1, 1, 3999, 2), chunk(b"data", b"")), "wav_format", "4000 to 192000"),
-        (riff(fmt_chunk(1, 1, 192001, 2), chunk(b"data", b"")), "wav_format", "Hz"),
+        (riff(fmt_chunk(1, 1, 3999, 2), chunk(b"data", b"")), "rate_unsupported", "3999 Hz"),
+        (riff(fmt_chunk(1, 1, 192001, 2), chunk(b"data", b"")), "rate_unsupported", "44100"),
         (riff(fmt_chunk(0xFFFE, 1, 16000, 2, 2), chunk(b"data", b"")), "wav_format", "sub-format"),
     ],
 )
@@ -282,3 +282,28 @@ def test_wav_files_round_trip_on_disk(tmp_path: Path) -> None:
     converted = read_wav_file(tmp_path / "y.wav")
     assert len(converted) == len(pcm)
     assert abs(peak_hz(converted) - 300) <= 5
+
+
+# -- sample rates: a bounded set, each with a cheap cached filter ------------------------
+
+
+def test_a_44_byte_wav_at_an_odd_rate_is_refused_before_any_filter_is_built() -> None:
+    """Regression: 191999 Hz was accepted and needed a 3.8-million-tap filter."""
+    data = riff(fmt_chunk(1, 1, 191_999, 2), chunk(b"data", pcm16(2)))
+    assert len(data) == 48
+    with pytest.raises(AudioFormatError) as info:
+        parse_wav(data)
+    assert info.value.code == "rate_unsupported"
+    assert "191999 Hz" in info.value.message
+    assert all(str(rate) in info.value.message for rate in SUPPORTED_RATES)
+    with pytest.raises(AudioFormatError) as info:
+        StreamConverter().convert(pcm16(2), 191_999, 2, 1)
+    assert info.value.code == "rate_unsupported"
+
+
+@pytest.mark.parametrize("rate", SUPPORTED_RATES)
+def test_every_supported_rate_converts(rate: int) -> None:
+    pcm = encode(tone(300, rate, 0.2), 2)
+    out = convert_wav(build_wav(pcm, rate=rate))
+    assert abs(len(out) // SAMPLE_WIDTH - SAMPLE_RATE * 0.2) <= 1
+    assert abs(peak_hz(out) - 300) <= 5

@@ -1,17 +1,14 @@
-"""The `Transcriber` backend interface and its factory."""
+"""The `Transcriber` backend interface (the factory is in voiced.asr.service)."""
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from voiced.models import Transcript
 
 if TYPE_CHECKING:
-    from voiced.config import AsrConfig
     from voiced.intents.recognizer import IntentRecognizer
 
 
@@ -77,23 +74,3 @@ class Transcriber(ABC):
     def start_stream(self) -> AsrStream:
         """Begin incremental decoding of a new utterance."""
         raise NotImplementedError(f"{self.name} does not stream")
-
-
-def create_transcriber(
-    config: AsrConfig, intents: IntentRecognizer | None, state_dir: Path
-) -> Transcriber:
-    """Build the configured backend (not yet loaded)."""
-    if config.backend == "pocketsphinx":
-        processes = config.processes or (os.cpu_count() or 1)
-        if processes > 1:
-            from voiced.asr.workers import PooledTranscriber
-
-            return PooledTranscriber(config, intents, processes)
-        from voiced.asr.pocketsphinx import PocketsphinxTranscriber
-
-        return PocketsphinxTranscriber(config, intents)
-    if config.backend == "whisper":
-        from voiced.asr.whisper import WhisperTranscriber  # type: ignore[import-not-found]
-
-        return WhisperTranscriber(config, intents, state_dir)  # type: ignore[no-any-return]
-    raise ValueError(f"unknown asr backend {config.backend!r}")

@@ -9,6 +9,12 @@ fed at once.
 The filter is the one `scipy.signal.resample_poly` uses (Kaiser-windowed sinc, cutoff at
 the lower Nyquist frequency, 10 zero crossings each side), and the output is shifted
 by the filter's delay, so `y[n]` lines up with the input at time `n / rate_out`.
+
+A filter has `20 × max(up, down) + 1` taps, where `up/down` is the rate ratio in lowest
+terms: 121 taps for 48 kHz → 16 kHz, 8821 for 44.1 kHz, but 3.8 million for 191999 Hz.
+Filters are designed with numpy alone (importing scipy.signal takes over a second, too
+long for the event loop), cached per rate pair (`filter_for`), and refused beyond
+`MAX_RATIO_TERM`; callers accept only `voiced.const.SUPPORTED_RATES` anyway.
 """
 
 from __future__ import annotations
@@ -29,20 +35,54 @@ _HALF_ZEROS = 10
 _KAISER_BETA = 5.0
 _BLOCK_OUT = 4096
 """Outputs computed per vectorised step; bounds the temporary index matrix."""
+MAX_RATIO_TERM = 1000
+"""Largest `max(up, down)` accepted: bounds a filter to 20001 taps (160 kB)."""
+FILTER_CACHE_SIZE = 32
+"""Filters kept (one per rate pair); more than the supported rates need."""
 
 
-@lru_cache(maxsize=16)
+def _lowpass(numtaps: int, cutoff: float, beta: float) -> FloatArray:
+    """A Kaiser-windowed sinc low-pass with unit gain at DC, as `scipy.signal.firwin`.
+
+    `cutoff` is relative to the Nyquist frequency (0..1).
+    """
+    m = np.arange(numtaps) - (numtaps - 1) / 2
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, beta)
+    return h / h.sum()
+
+
+def filter_for(rate_in: int, rate_out: int) -> tuple[FloatArray, int]:
+    """The polyphase filter (read-only, shared) and its delay for one rate pair.
+
+    Built once per pair and cached (bounded); ValueError when the pair's filter would be
+    longer than `MAX_RATIO_TERM` allows.
+    """
+    if rate_in <= 0 or rate_out <= 0:
+        raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+    g = gcd(rate_in, rate_out)
+    up, down = rate_out // g, rate_in // g
+    if max(up, down) > MAX_RATIO_TERM:
+        raise ValueError(
+            f"resampling {rate_in} Hz to {rate_out} Hz needs a {20 * max(up, down) + 1}-tap "
+            f"filter; at most {20 * MAX_RATIO_TERM + 1} taps are allowed"
+        )
+    return _polyphase(up, down)
+
+
+@lru_cache(maxsize=FILTER_CACHE_SIZE)
 def _polyphase(up: int, down: int) -> tuple[FloatArray, int]:
     """The filter split into `up` phases (rows), and its delay in output samples.
 
     Row `p` holds taps `h[p], h[p + up], h[p + 2*up], ...`, already scaled by `up` to
     make up for the zeros that upsampling inserts.
     """
-    from scipy.signal import firwin  # scipy.signal is slow to import; only resampling needs it
-
+    if up == down:
+        identity = np.ones((1, 1))
+        identity.setflags(write=False)
+        return identity, 0
     max_rate = max(up, down)
     half_len = _HALF_ZEROS * max_rate
-    taps = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", _KAISER_BETA)) * up
+    taps = _lowpass(2 * half_len + 1, 1.0 / max_rate, _KAISER_BETA) * up
     # leading zeros make the delay a whole number of output samples (as resample_poly)
     pre_pad = -half_len % down
     taps = np.concatenate((np.zeros(pre_pad), taps))
@@ -60,11 +100,11 @@ class StreamResampler:
 
     `process()` takes float samples and returns as many output samples as the input so
     far determines; `flush()` returns the tail still inside the filter and resets.
+    ValueError for a rate pair whose filter `filter_for` refuses.
     """
 
     def __init__(self, rate_in: int, rate_out: int) -> None:
-        if rate_in <= 0 or rate_out <= 0:
-            raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+        self._phases, self._delay = filter_for(rate_in, rate_out)
         g = gcd(rate_in, rate_out)
         self.rate_in = rate_in
         """Input sample rate (Hz)."""
@@ -72,12 +112,13 @@ class StreamResampler:
         """Output sample rate (Hz)."""
         self._up = rate_out // g
         self._down = rate_in // g
-        if self._up == self._down:
-            self._phases, self._delay = np.ones((1, 1)), 0
-        else:
-            self._phases, self._delay = _polyphase(self._up, self._down)
         self._taps = self._phases.shape[1]
         self.reset()
+
+    @property
+    def filter(self) -> FloatArray:
+        """The polyphase filter in use (shared with every stream of this rate pair)."""
+        return self._phases
 
     @property
     def delay_samples(self) -> int:

@@ -17,15 +17,11 @@ import numpy as np
 import numpy.typing as npt
 
 from voiced.audio.resample import StreamResampler
-from voiced.const import CHANNELS, MAX_AUDIO_PAYLOAD, SAMPLE_RATE, SAMPLE_WIDTH
+from voiced.const import CHANNELS, MAX_AUDIO_PAYLOAD, SAMPLE_RATE, SAMPLE_WIDTH, SUPPORTED_RATES
 from voiced.errors import AudioFormatError
 
 log = logging.getLogger(__name__)
 
-MIN_RATE = 4_000
-"""Lowest sample rate accepted (Hz)."""
-MAX_RATE = 192_000
-"""Highest sample rate accepted (Hz)."""
 MAX_CHANNELS = 32
 
 FORMAT_PCM = 0x0001
@@ -70,8 +66,24 @@ class WavAudio:
         return self.frames / self.rate
 
 
+def check_rate(rate: int) -> None:
+    """Raise AudioFormatError("rate_unsupported") unless `rate` is in SUPPORTED_RATES.
+
+    Only these rates are accepted because each needs its own resampling filter, whose
+    length grows with the rate ratio in lowest terms (see `voiced.audio.resample`).
+    """
+    if rate not in SUPPORTED_RATES:
+        raise AudioFormatError(
+            "rate_unsupported",
+            f"sample rate {rate} Hz is not supported; expected one of "
+            + ", ".join(str(r) for r in SUPPORTED_RATES)
+            + " Hz",
+        )
+
+
 def check_format(rate: int, width: int, channels: int, float_format: bool) -> None:
-    """Raise AudioFormatError("wav_format") unless voiced can convert this format."""
+    """Raise AudioFormatError unless voiced can convert this format: "wav_format" for the
+    sample width or channel count, "rate_unsupported" for the sample rate."""
     widths = FLOAT_WIDTHS if float_format else PCM_WIDTHS
     kind = "float" if float_format else "PCM"
     if width not in widths:
@@ -83,10 +95,7 @@ def check_format(rate: int, width: int, channels: int, float_format: bool) -> No
         )
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioFormatError("wav_format", f"{channels} channels; expected 1 to {MAX_CHANNELS}")
-    if not MIN_RATE <= rate <= MAX_RATE:
-        raise AudioFormatError(
-            "wav_format", f"sample rate {rate} Hz; expected {MIN_RATE} to {MAX_RATE} Hz"
-        )
+    check_rate(rate)
 
 
 def _parse_fmt(body: bytes) -> tuple[int, int, int, bool]:
@@ -134,8 +143,8 @@ def parse_wav(data: bytes, max_bytes: int | None = MAX_AUDIO_PAYLOAD) -> WavAudi
     chunk cut short by less than one frame is trimmed to whole frames. `max_bytes`
     bounds the payload (None: no bound, for files on disk).
 
-    Raises AudioFormatError with code payload_too_large, wav_header, wav_truncated
-    or wav_format.
+    Raises AudioFormatError with code payload_too_large, wav_header, wav_truncated,
+    wav_format or rate_unsupported.
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise AudioFormatError(

@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     import torch
 
-    from voiced.asr.base import create_transcriber
+    from voiced.asr.service import create_transcriber
     from voiced.asr.whisper_models import write_random_checkpoint
     from voiced.config import AsrConfig
 

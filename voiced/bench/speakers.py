@@ -324,7 +324,8 @@ def _run_set(
 
 def run(args: argparse.Namespace) -> int:
     """Synthesize, enroll, identify and report."""
-    from voiced.speakers.base import create_embedder, resolve_device
+    from voiced.speakers.base import resolve_device
+    from voiced.speakers.service import create_embedder
 
     sets = {s.strip() for s in args.sets.split(",") if s.strip()}
     if not sets or sets - {"real", "espeak"} or not 1 <= args.tests <= 15:

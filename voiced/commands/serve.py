@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(config: Config, demo: Path | None = None,
                 config_path: Path | None = None) -> int:
-    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when start-up failed."""
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when start-up failed or voiced could
+    not go on (its MQTT link died), so systemd restarts it."""
     from voiced.daemon import Daemon
 
     daemon = Daemon(config, config_path)
@@ -100,10 +101,18 @@ async def serve(config: Config, demo: Path | None = None,
         from voiced.commands.satellite import play_demo
 
         demo_task = asyncio.create_task(play_demo(config, demo), name="demo")
-    await stop.wait()
-    log.info("stopping")
+    fatal = asyncio.create_task(daemon.fatal.wait(), name="fatal-wait")
+    stopped = asyncio.create_task(stop.wait(), name="stop-wait")
+    await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (fatal, stopped):
+        waiter.cancel()
+    code = 1 if daemon.fatal.is_set() else 0
+    if code:
+        log.critical("stopping: %s", daemon.supervisor.fatal_reason)
+    else:
+        log.info("stopping")
     if demo_task is not None:
         demo_task.cancel()
         await asyncio.gather(demo_task, return_exceptions=True)
     await daemon.stop()
-    return 0
+    return code

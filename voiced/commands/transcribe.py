@@ -57,7 +57,7 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Transcribe every file; 0 when all succeeded, 1 otherwise."""
-    from voiced.asr.base import create_transcriber
+    from voiced.asr.service import create_transcriber
     from voiced.audio.wav import read_wav_file
     from voiced.config import AsrConfig, load_config
 

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,17 +22,16 @@ from voiced.config import HandlerConfig
 from voiced.errors import PluginError
 from voiced.intents import templates
 from voiced.intents.api import Plugin, PluginContext, Request, Response
+from voiced.intents.plugins import (  # noqa: F401 - discover_plugins: public here too
+    ENTRY_POINT_GROUP,
+    PluginHost,
+    PluginUnavailable,
+    discover_plugins,
+)
 from voiced.models import IntentResult, Outcome, SpeakerMatch
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "voiced.plugins"
-START_TIMEOUT_S = 10.0
-
-
-def discover_plugins() -> dict[str, Callable[[], type[Plugin]]]:
-    """Installed plugins by name (loaded lazily)."""
-    return {ep.name: ep.load for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 @dataclass(slots=True)
@@ -79,12 +77,14 @@ class Router:
         context: PluginContext,
         slot_names: Callable[[str], set[str] | None],
         plugins: Mapping[str, Callable[[], type[Plugin]]] | None = None,
+        host: PluginHost | None = None,
     ) -> None:
         self._context = context
         self._slot_names = slot_names
-        self._available = dict(plugins) if plugins is not None else discover_plugins()
+        # a router built without a host (tools, tests) owns one and stops it with itself
+        self._owns_host = host is None
+        self.host = host if host is not None else PluginHost(context, plugins)
         self._handlers = [_Handler(h, HandlerStatus(h.intent, h.plugin)) for h in handlers]
-        self._instances: dict[str, Plugin] = {}
 
     @property
     def statuses(self) -> list[HandlerStatus]:
@@ -105,36 +105,34 @@ class Router:
         classes: dict[str, type[Plugin]] = {}
         for handler in self._handlers:
             cfg = handler.config
-            loader = self._available.get(cfg.plugin)
-            if loader is None:
-                known = ", ".join(sorted(self._available)) or "none"
-                self._fail(handler, f"unknown plugin {cfg.plugin!r} (installed: {known})")
-                continue
             try:
-                classes[cfg.plugin] = classes.get(cfg.plugin) or loader()
-            except Exception as exc:
-                self._fail(handler, f"plugin {cfg.plugin!r} failed to load: {exc}")
+                classes[cfg.plugin] = self.host.plugin_class(cfg.plugin)
+            except PluginUnavailable as exc:
+                self._fail(handler, str(exc))
                 continue
             problem = self._check(cfg, classes[cfg.plugin])
             if problem:
+                self.host.config_error(cfg.plugin, problem)
                 self._fail(handler, problem)
         return classes
 
+    @property
+    def plugins_used(self) -> set[str]:
+        """Plugins that at least one working handler needs."""
+        return {h.config.plugin for h in self._handlers if h.status.ok}
+
     async def start(self) -> None:
-        """Load, validate and start every handler's plugin; failures become statuses."""
-        for name, cls in self.validate().items():
+        """Validate every handler and borrow its plugin from the host (started on first
+        use, never restarted by a new routing table); failures become statuses."""
+        self.validate()
+        for name in sorted(self.plugins_used):
             users = [h for h in self._handlers if h.config.plugin == name and h.status.ok]
-            if not users:
-                continue
             try:
-                instance = cls(self._context)
-                async with asyncio.timeout(START_TIMEOUT_S):
-                    await instance.start()
-            except Exception as exc:
+                instance = await self.host.acquire(name)
+            except PluginUnavailable as exc:
                 for h in users:
-                    self._fail(h, f"plugin {name!r} failed to start: {exc}")
+                    self._fail(h, str(exc))
                 continue
-            self._instances[name] = instance
             for h in users:
                 h.plugin = instance
         ok = sum(h.status.ok for h in self._handlers)
@@ -253,14 +251,10 @@ class Router:
                               details=tuple(details))
 
     async def stop(self) -> None:
-        """Stop every started plugin (errors are logged, not raised)."""
-        for name, instance in self._instances.items():
-            try:
-                async with asyncio.timeout(START_TIMEOUT_S):
-                    await instance.stop()
-            except Exception:
-                log.exception("plugin %s failed to stop", name)
-        self._instances.clear()
+        """Stop the plugins, when this router owns its host (the daemon's host outlives
+        routing tables and is stopped by the daemon)."""
+        if self._owns_host:
+            await self.host.stop()
 
 
 def _templated_at(options: Any, loc: tuple[Any, ...]) -> bool:

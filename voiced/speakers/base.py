@@ -147,22 +147,3 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def create_embedder(
-    backend: Backend, model: str | None, device: str, state_dir: Path
-) -> SpeakerEmbedder:
-    """Build the configured backend (not yet loaded).
-
-    `model`: for speechbrain a hub id or a local checkpoint folder; for resemblyzer an
-    optional path to other encoder weights (default: the ones shipped in the wheel).
-    """
-    if backend == "resemblyzer":
-        from voiced.speakers.resemblyzer import ResemblyzerEmbedder
-
-        return ResemblyzerEmbedder(weights=Path(model) if model else None, device=device)
-    if backend == "speechbrain":
-        from voiced.speakers.speechbrain import SpeechbrainEmbedder
-
-        return SpeechbrainEmbedder(model=model, device=device, state_dir=state_dir)
-    raise ValueError(f"unknown speaker backend {backend!r}")

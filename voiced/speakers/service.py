@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from voiced.const import ms_to_bytes
 from voiced.inference import InferenceEngine, MicroBatcher
 from voiced.models import NO_SPEAKER, SpeakerMatch
-from voiced.speakers.base import EmbeddingStream, SpeakerEmbedder, Vector, create_embedder
+from voiced.speakers.base import Backend, EmbeddingStream, SpeakerEmbedder, Vector
 from voiced.speakers.enrollment import EnrollmentResult, enroll
 from voiced.speakers.matching import Matcher
 from voiced.speakers.quality import QualityLimits
@@ -258,3 +258,25 @@ def create_speaker_service(
         return None
     embedder = create_embedder(config.backend, config.model, config.device, state_dir)
     return SpeakerService(config, embedder, SpeakerStore.open(state_dir), engine)
+
+
+def create_embedder(
+    backend: Backend, model: str | None, device: str, state_dir: Path
+) -> SpeakerEmbedder:
+    """Build the configured backend (not yet loaded).
+
+    It lives here, not in base.py, so the backends (which import base) and the factory
+    (which imports the backends) form no import cycle.
+
+    `model`: for speechbrain a hub id or a local checkpoint folder; for resemblyzer an
+    optional path to other encoder weights (default: the ones shipped in the wheel).
+    """
+    if backend == "resemblyzer":
+        from voiced.speakers.resemblyzer import ResemblyzerEmbedder
+
+        return ResemblyzerEmbedder(weights=Path(model) if model else None, device=device)
+    if backend == "speechbrain":
+        from voiced.speakers.speechbrain import SpeechbrainEmbedder
+
+        return SpeechbrainEmbedder(model=model, device=device, state_dir=state_dir)
+    raise ValueError(f"unknown speaker backend {backend!r}")

@@ -3,6 +3,9 @@
 Payload keys are camelCase and optional fields are sent as `null`, exactly as Rhasspy's
 services do, so existing satellites and tools understand voiced. voiced adds a few extra
 fields (`speaker`, `timings`) that Hermes clients ignore.
+
+Every inbound value that voiced later sends out again (site, session, customData,
+wakeword) is validated in `parse_topic`, where it enters; see docs/ingest.md.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ from typing import Any
 
 from voiced.errors import TransportError
 from voiced.models import IntentResult, SpeakerMatch, Termination, Transcript
+from voiced.sites import (
+    ID_CHARS_TEXT,
+    SESSION_ID_MAX,
+    check_site_id,
+    is_valid_id,
+    safe_repr,
+    safe_text,
+)
 
 DEFAULT_SITE = "default"
 
@@ -35,58 +46,136 @@ SUBSCRIPTIONS: tuple[str, ...] = (
 )
 
 
+CUSTOM_DATA_MAX_BYTES = 8192
+"""Longest `customData` (UTF-8 bytes); it is echoed in every message of the session."""
+NAME_MAX = 128
+"""Longest `wakewordId` / `modelId` (characters)."""
+
+
+class PayloadError(TransportError):
+    """An inbound Hermes message that voiced refuses; `site` is its site id when that
+    was valid (so the error can name it), else None."""
+
+    def __init__(self, code: str, message: str, site: str | None = None) -> None:
+        super().__init__(code, message)
+        self.site = site
+
+
 @dataclass(frozen=True, slots=True)
 class HermesMessage:
-    """A parsed inbound Hermes message."""
+    """A parsed, validated inbound Hermes message."""
 
     kind: Inbound
     site: str
+    """A valid site id (`voiced.sites.check_site_id`)."""
     payload: bytes
     """The raw payload (a WAV file for audioFrame)."""
     data: dict[str, Any]
     """The decoded JSON for control messages (empty for audio)."""
     wakeword_id: str | None = None
+    """From the hotword topic, else the payload's `wakewordId`; printable, bounded."""
+    session_id: str | None = None
+    """The payload's `sessionId`: a safe id, or None (voiced makes one)."""
+    custom_data: str | None = None
+    """The payload's `customData`: valid UTF-8 text of bounded size, or None."""
 
 
 def parse_topic(topic: str, payload: bytes) -> HermesMessage | None:
-    """Classify a Hermes topic; None when it is not one voiced consumes.
+    """Classify and validate a Hermes message; None when it is not one voiced consumes.
 
-    Raises TransportError for malformed JSON on a control topic.
+    Raises PayloadError: `json_invalid` (not JSON, nested too deeply, a number too long,
+    not an object), `site_id_invalid`, `session_id_invalid`, `custom_data_invalid`,
+    `wakeword_id_invalid`, `model_id_invalid`.
     """
     parts = topic.split("/")
     if len(parts) == 4 and parts[:2] == ["hermes", "audioServer"] and parts[3] == "audioFrame":
-        return HermesMessage(Inbound.AUDIO_FRAME, parts[2], payload, {})
+        return HermesMessage(Inbound.AUDIO_FRAME, _checked_site(parts[2], topic), payload, {})
     if len(parts) == 4 and parts[:2] == ["hermes", "hotword"] and parts[3] == "detected":
-        data = _json(topic, payload)
-        return HermesMessage(
-            Inbound.HOTWORD, _site(topic, data), payload, data, wakeword_id=parts[2]
-        )
+        return _control(Inbound.HOTWORD, topic, payload, wakeword_id=parts[2])
     if topic == "hermes/asr/startListening":
-        data = _json(topic, payload)
-        return HermesMessage(Inbound.START_LISTENING, _site(topic, data), payload, data)
+        return _control(Inbound.START_LISTENING, topic, payload)
     if topic == "hermes/asr/stopListening":
-        data = _json(topic, payload)
-        return HermesMessage(Inbound.STOP_LISTENING, _site(topic, data), payload, data)
+        return _control(Inbound.STOP_LISTENING, topic, payload)
     return None
+
+
+def _checked_site(site: object, topic: str) -> str:
+    try:
+        return check_site_id(site, topic)
+    except TransportError as exc:
+        raise PayloadError(exc.code, exc.message) from None
+
+
+def _control(kind: Inbound, topic: str, payload: bytes,
+             wakeword_id: str | None = None) -> HermesMessage:
+    data = _json(topic, payload)
+    raw_site = data.get("siteId")
+    # Hermes: a missing (or null, or empty) siteId means "default"
+    site = _checked_site(raw_site, topic) if raw_site not in (None, "") else DEFAULT_SITE
+    session_id = data.get("sessionId")
+    if session_id == "":
+        session_id = None
+    if session_id is not None and not is_valid_id(session_id, SESSION_ID_MAX):
+        raise PayloadError("session_id_invalid",
+                           f"{safe_text(topic)}: sessionId {safe_repr(session_id)} is not a "
+                           f"valid session id; expected 1 to {SESSION_ID_MAX} of the "
+                           f"characters {ID_CHARS_TEXT}", site)
+    if wakeword_id is not None:
+        wakeword_id = _name(topic, "wakewordId (in the topic)", wakeword_id, site)
+    else:
+        wakeword_id = _name(topic, "wakewordId", data.get("wakewordId"), site)
+    _name(topic, "modelId", data.get("modelId"), site)
+    return HermesMessage(kind, site, payload, data, wakeword_id=wakeword_id,
+                         session_id=session_id,
+                         custom_data=_custom_data(topic, data.get("customData"), site))
 
 
 def _json(topic: str, payload: bytes) -> dict[str, Any]:
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TransportError("bad_json", f"{topic}: payload is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise PayloadError("json_invalid",
+                           f"{safe_text(topic)}: payload is not valid JSON (nested too deeply)"
+                           ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
+        raise PayloadError("json_invalid", f"{safe_text(topic)}: payload is not valid JSON "
+                           f"({safe_text(str(exc), 200)})") from None
     if not isinstance(data, dict):
-        raise TransportError(
-            "bad_json", f"{topic}: expected a JSON object, got {type(data).__name__}"
-        )
+        raise PayloadError("json_invalid", f"{safe_text(topic)}: expected a JSON object, "
+                           f"got {type(data).__name__}")
     return data
 
 
-def _site(topic: str, data: dict[str, Any]) -> str:
-    site = data.get("siteId") or DEFAULT_SITE
-    if not isinstance(site, str):
-        raise TransportError("bad_json", f"{topic}: siteId must be a string, got {site!r}")
-    return site
+def _name(topic: str, field: str, value: object, site: str) -> str | None:
+    """A wakewordId / modelId: null, or 1 to NAME_MAX printable characters."""
+    if value is None:
+        return None
+    if isinstance(value, str) and 0 < len(value) <= NAME_MAX and value.isprintable():
+        return value
+    code = "model_id_invalid" if field == "modelId" else "wakeword_id_invalid"
+    raise PayloadError(code, f"{safe_text(topic)}: {field} {safe_repr(value)} is not valid; "
+                       f"expected null or 1 to {NAME_MAX} printable characters", site)
+
+
+def _custom_data(topic: str, value: object, site: str) -> str | None:
+    """customData: null, or text that is valid UTF-8 of at most CUSTOM_DATA_MAX_BYTES."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problem = f"is a {type(value).__name__}; expected a string or null"
+    elif len(value) > CUSTOM_DATA_MAX_BYTES:
+        problem = f"has {len(value)} characters; at most {CUSTOM_DATA_MAX_BYTES} bytes allowed"
+    else:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            problem = "is not valid Unicode text (it holds a lone surrogate)"
+        else:
+            if size <= CUSTOM_DATA_MAX_BYTES:
+                return value
+            problem = f"is {size} bytes of UTF-8; at most {CUSTOM_DATA_MAX_BYTES} allowed"
+    raise PayloadError("custom_data_invalid",
+                       f"{safe_text(topic)}: customData {problem}", site)
 
 
 # ---- outbound payloads -------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Hermes wraps every 20 ms frame in a WAV header; the native audio topic carries bare
 PCM. Its format is 16 kHz, 16-bit little-endian mono unless the satellite states
-another once per stream on the `format` topic.
+another once per stream on the `format` topic. The `<site>` segment is validated where
+it enters (`voiced.sites.check_site_id`); limits are in docs/ingest.md.
 
 | topic | direction | payload |
 |---|---|---|
@@ -17,8 +18,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from voiced.audio.wav import check_rate
 from voiced.const import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
-from voiced.errors import TransportError
+from voiced.errors import AudioFormatError, TransportError
+from voiced.sites import check_site_id, safe_repr, safe_text
 
 PREFIX = "voiced"
 SUBSCRIPTIONS: tuple[str, ...] = (f"{PREFIX}/audio/+/pcm", f"{PREFIX}/audio/+/format")
@@ -54,34 +57,64 @@ class PcmFormat:
 INTERNAL_FORMAT = PcmFormat()
 
 
+MAX_WIDTH = 4
+"""Bytes per integer sample (8-bit unsigned, 16/24/32-bit signed)."""
+MAX_CHANNELS = 16
+
+
 def parse_format(topic: str, payload: bytes) -> PcmFormat:
-    """Parse a `format` message; TransportError names the topic and what was expected."""
+    """Parse a `format` message; TransportError names the topic and what was expected.
+
+    Codes: `json_invalid` (not JSON, nested too deeply, not an object), `format_invalid`
+    (a field of the wrong type or range), `rate_unsupported` (not in SUPPORTED_RATES).
+    """
+    where = safe_text(topic)
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TransportError("bad_json", f"{topic}: payload is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise TransportError("json_invalid",
+                             f"{where}: payload is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
+        raise TransportError("json_invalid", f"{where}: payload is not valid JSON "
+                             f"({safe_text(str(exc), 200)})") from None
     if not isinstance(data, dict):
-        raise TransportError("bad_format", f"{topic}: expected a JSON object")
-    fmt = PcmFormat(
-        rate=data.get("rate", SAMPLE_RATE),
-        width=data.get("width", SAMPLE_WIDTH),
-        channels=data.get("channels", CHANNELS),
-    )
-    if not (isinstance(fmt.rate, int) and 4000 <= fmt.rate <= 192_000):
-        raise TransportError("bad_format", f"{topic}: rate must be an integer 4000..192000")
-    if fmt.width not in (1, 2, 3, 4):
-        raise TransportError("bad_format", f"{topic}: width must be 1, 2, 3 or 4 bytes")
-    if not (isinstance(fmt.channels, int) and 1 <= fmt.channels <= 16):
-        raise TransportError("bad_format", f"{topic}: channels must be an integer 1..16")
-    return fmt
+        raise TransportError("json_invalid", f"{where}: expected a JSON object, "
+                             f"got {type(data).__name__}")
+    rate = _int_field(where, data, "rate", SAMPLE_RATE)
+    width = _int_field(where, data, "width", SAMPLE_WIDTH)
+    channels = _int_field(where, data, "channels", CHANNELS)
+    if not 1 <= width <= MAX_WIDTH:
+        raise TransportError("format_invalid", f"{where}: width must be 1, 2, 3 or 4 bytes")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise TransportError("format_invalid",
+                             f"{where}: channels must be an integer 1..{MAX_CHANNELS}")
+    try:
+        check_rate(rate)
+    except AudioFormatError as exc:
+        raise TransportError(exc.code, f"{where}: {exc.message}") from None
+    return PcmFormat(rate, width, channels)
+
+
+def _int_field(where: str, data: dict[str, object], key: str, default: int) -> int:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TransportError("format_invalid", f"{where}: {key} must be an integer, "
+                             f"got {safe_repr(value)}")
+    return value
 
 
 def parse_topic(topic: str) -> tuple[str, str] | None:
-    """`(site, "pcm" | "format")` for a native audio topic, else None."""
+    """`(site, "pcm" | "format")` for a native audio topic, else None.
+
+    Raises TransportError("site_id_invalid") when the topic's site segment is not a valid
+    site id (it would later become part of `voiced/events/<site>`).
+    """
     parts = topic.split("/")
     if len(parts) == 4 and parts[0] == PREFIX and parts[1] == "audio" and parts[3] in {
         "pcm",
         "format",
     }:
-        return parts[2], parts[3]
+        return check_site_id(parts[2], topic), parts[3]
     return None

@@ -1,80 +1,133 @@
-"""Everything voiced says on MQTT: Hermes messages, native events, rate-limited errors."""
+"""Event subscribers that speak MQTT: the Hermes bridge, native events, audio out.
+
+Stages emit `PipelineEvent`s into the sink (voiced.events); these translate them to wires.
+Each takes a `publish(topic, payload)` coroutine (the MQTT link's), so none of them knows
+about connections or reconnects.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, Protocol
 
+from voiced.errors import VoicedError
+from voiced.events import Subscriber
 from voiced.models import EventType, PipelineEvent, Termination
 from voiced.transport import hermes, native
-from voiced.transport.mqtt import MqttLink, Payload
+from voiced.transport.mqtt import Payload
 
 log = logging.getLogger(__name__)
 
+Publish = Callable[[str, Payload], Awaitable[Any]]
 
-class Outputs:
-    """Publishes results; other parts (the HTTP API) can listen to events."""
 
-    def __init__(self, link: MqttLink, error_interval_s: float) -> None:
-        self._link = link
-        self._error_interval_s = error_interval_s
-        self._last_error: dict[tuple[str | None, str], float] = {}
-        self.listeners: list[Callable[[PipelineEvent], None]] = []
-        self.errors_suppressed = 0
+class HermesBridge(Subscriber):
+    """Rhasspy 2.5 / Snips Hermes messages for the events that have one."""
 
-    async def publish(self, topic: str, payload: Payload) -> None:
-        """Publish anything (used by plugins)."""
-        await self._link.publish(topic, payload)
+    name = "hermes"
 
-    async def event(self, event: PipelineEvent) -> None:
-        """A native event on `voiced/events/<site>`, also handed to listeners."""
-        await self._link.publish(native.events_topic(event.site), event.to_json())
-        for listener in self.listeners:
+    def __init__(self, publish: Publish) -> None:
+        self._publish = publish
+
+    async def handle(self, event: PipelineEvent) -> None:
+        """Publish the Hermes message(s) for one event."""
+        site, sid = event.site, event.session_id
+        kind = event.type
+        if kind == EventType.SESSION_STARTED:
+            await self._publish("hermes/dialogueManager/sessionStarted",
+                                hermes.session_started(sid, site, event.custom_data))
+        elif kind == EventType.SESSION_ENDED:
+            await self._publish("hermes/dialogueManager/sessionEnded", hermes.session_ended(
+                sid, site, Termination(event.data["reason"]), event.custom_data,
+                event.data.get("error")))
+        elif kind == EventType.TRANSCRIPT and event.transcript is not None:
+            transcript = event.transcript
+            # audio judged not to be speech (a TV, a cough) was heard as nothing
+            if not transcript.is_speech:
+                transcript = replace(transcript, text="", tokens=())
+            seconds = event.utterance.duration_s if event.utterance is not None else 0.0
+            await self._publish("hermes/asr/textCaptured", hermes.text_captured(
+                transcript, seconds, site, sid, event.wakeword_id))
+        elif kind == EventType.INTENT and event.result is not None:
+            assert event.transcript is not None
+            payload = hermes.intent_parsed(event.result, event.transcript, site, sid,
+                                           event.custom_data, event.wakeword_id, event.speaker,
+                                           dict(event.timings_ms))
+            await self._publish("hermes/nlu/intentParsed", payload)
+            await self._publish(f"hermes/intent/{event.result.name}", payload)
+        elif kind == EventType.NOT_RECOGNIZED or (
+                kind == EventType.HANDLED and event.result is not None
+                and not event.result.recognized):
+            # not understood, or understood but refused to this speaker: Hermes has one
+            # message for both
+            heard = event.transcript
+            text = heard.text if heard is not None and heard.is_speech else ""
+            await self._publish("hermes/nlu/intentNotRecognized", hermes.intent_not_recognized(
+                text, site, sid, event.custom_data, event.speaker))
+        elif kind == EventType.ERROR:
+            component = str(event.data.get("component") or "voiced")
+            message = f"{event.data.get('code')}: {event.data.get('message')}"
+            await self._publish(f"hermes/error/{component}", hermes.error(
+                component, message, site or None, sid or None))
+
+
+class NativeEvents(Subscriber):
+    """Every event of a site as JSON on `voiced/events/<site>`."""
+
+    name = "native"
+
+    def __init__(self, publish: Publish) -> None:
+        self._publish = publish
+
+    async def handle(self, event: PipelineEvent) -> None:
+        """Publish the event's JSON (events without a site have no topic)."""
+        if event.site:
+            await self._publish(native.events_topic(event.site), event.to_json())
+
+
+class Synthesizer(Protocol):
+    """The built-in TTS module's interface (voiced.tts)."""
+
+    async def synthesize(self, text: str, voice: str | None) -> bytes: ...
+
+
+class AudioOut(Subscriber):
+    """Speaks answers: built-in TTS as `playBytes`, else `hermes/tts/say`, never both.
+
+    Publishing both made an external Rhasspy TTS speak every answer a second time.
+    """
+
+    name = "audio-out"
+
+    def __init__(self, publish: Publish, tts: Synthesizer | None, voice: str | None) -> None:
+        self._publish = publish
+        self._tts = tts
+        self._voice = voice
+        self.spoken = 0
+        self.fallbacks = 0
+        """Answers sent to hermes/tts/say because the built-in TTS failed."""
+
+    async def handle(self, event: PipelineEvent) -> None:
+        """Speak a SAY event on its site."""
+        if event.type != EventType.SAY:
+            return
+        text = str(event.data.get("text") or "")
+        if not text:
+            return
+        self.spoken += 1
+        lang = event.data.get("lang")
+        if self._tts is not None:
             try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed")
-
-    async def session_started(self, site: str, session_id: str, custom_data: str | None) -> None:
-        """Hermes sessionStarted plus the native event."""
-        await self._link.publish("hermes/dialogueManager/sessionStarted",
-                                 hermes.session_started(session_id, site, custom_data))
-        await self.event(PipelineEvent(EventType.SESSION_STARTED, site, session_id))
-
-    async def session_ended(self, site: str, session_id: str, reason: Termination,
-                            custom_data: str | None = None, error: str | None = None) -> None:
-        """Hermes sessionEnded plus the native event."""
-        await self._link.publish("hermes/dialogueManager/sessionEnded",
-                                 hermes.session_ended(session_id, site, reason, custom_data, error))
-        await self.event(PipelineEvent(EventType.SESSION_ENDED, site, session_id,
-                                       {"reason": str(reason), "error": error}))
-
-    async def say(self, site: str, text: str, session_id: str | None, lang: str | None) -> None:
-        """Ask an external TTS to speak (`hermes/tts/say`)."""
-        await self._link.publish("hermes/tts/say", hermes.tts_say(text, site, session_id, lang))
-
-    async def play_bytes(self, site: str, request_id: str, wav: bytes) -> None:
-        """Play a WAV on a satellite."""
-        await self._link.publish(f"hermes/audioServer/{site}/playBytes/{request_id}", wav)
-
-    async def error(self, component: str, code: str, message: str, site: str | None,
-                    session_id: str | None = None) -> bool:
-        """`hermes/error/<component>` and an error event, at most one per site and code in
-        the configured interval. Returns False when rate-limited."""
-        now = time.monotonic()
-        key = (site, code)
-        last = self._last_error.get(key)
-        if last is not None and now - last < self._error_interval_s:
-            self.errors_suppressed += 1
-            return False
-        self._last_error[key] = now
-        if len(self._last_error) > 10_000:
-            self._last_error.clear()
-        await self._link.publish(f"hermes/error/{component}",
-                                 hermes.error(component, f"{code}: {message}", site, session_id))
-        if site is not None:
-            data: dict[str, Any] = {"component": component, "code": code, "message": message}
-            await self.event(PipelineEvent(EventType.ERROR, site, session_id or "", data))
-        return True
+                wav = await self._tts.synthesize(text, self._voice)
+            except VoicedError as exc:
+                self.fallbacks += 1
+                log.warning("built-in TTS failed (%s); sending hermes/tts/say instead", exc)
+            else:
+                await self._publish(f"hermes/audioServer/{event.site}/playBytes/{uuid.uuid4()}",
+                                    wav)
+                return
+        await self._publish("hermes/tts/say", hermes.tts_say(
+            text, event.site, event.session_id or None, str(lang) if lang else None))

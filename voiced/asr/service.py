@@ -1,0 +1,104 @@
+"""The ASR service: owns the recognizer backend, its batching, its streams and its reload.
+
+Shaped like the speaker service: the pipeline asks it for a transcript of an utterance
+(using the stream fed while the person spoke, or a batch across sites) and never touches
+the backend. It also holds `create_transcriber`, so the backends (which import base.py)
+and the factory (which imports the backends) form no import cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from voiced.asr.base import AsrStream, Transcriber
+from voiced.feeds import StreamingFeed
+from voiced.inference import InferenceEngine, MicroBatcher
+from voiced.models import Transcript
+
+if TYPE_CHECKING:
+    from voiced.config import AsrConfig
+    from voiced.intents.recognizer import IntentRecognizer
+
+log = logging.getLogger(__name__)
+
+
+def create_transcriber(
+    config: AsrConfig, intents: IntentRecognizer | None, state_dir: Path
+) -> Transcriber:
+    """Build the configured backend (not yet loaded)."""
+    if config.backend == "pocketsphinx":
+        processes = config.processes or (os.cpu_count() or 1)
+        if processes > 1:
+            from voiced.asr.workers import PooledTranscriber
+
+            return PooledTranscriber(config, intents, processes)
+        from voiced.asr.pocketsphinx import PocketsphinxTranscriber
+
+        return PocketsphinxTranscriber(config, intents)
+    if config.backend == "whisper":
+        from voiced.asr.whisper import WhisperTranscriber  # type: ignore[import-not-found]
+
+        return WhisperTranscriber(config, intents, state_dir)  # type: ignore[no-any-return]
+    raise ValueError(f"unknown asr backend {config.backend!r}")
+
+
+class AsrService:
+    """Transcripts for utterances: streamed, batched or whole."""
+
+    def __init__(self, transcriber: Transcriber, engine: InferenceEngine,
+                 batch_window_s: float = 0.03, max_batch: int = 16) -> None:
+        self.transcriber = transcriber
+        self._engine = engine
+        self.batcher: MicroBatcher[bytes, Transcript] | None = None
+        if transcriber.supports_batching:
+            self.batcher = MicroBatcher(engine, transcriber.transcribe_batch, batch_window_s,
+                                        max_batch, name="asr")
+
+    @classmethod
+    def from_config(cls, config: AsrConfig, intents: IntentRecognizer | None, state_dir: Path,
+                    engine: InferenceEngine) -> AsrService:
+        """The configured backend, wrapped (not yet loaded)."""
+        return cls(create_transcriber(config, intents, state_dir), engine,
+                   config.batch_window_ms / 1000, config.max_batch)
+
+    @property
+    def streaming(self) -> bool:
+        """True when utterances are decoded while the person speaks."""
+        return self.transcriber.supports_streaming
+
+    def start_stream(self) -> AsrStream:
+        """A new incremental decode (blocking; called through the engine by a feed)."""
+        return self.transcriber.start_stream()
+
+    async def load(self) -> None:
+        """Load and warm up the backend."""
+        await self._engine.run(self.transcriber.load)
+
+    async def transcribe(self, pcm: bytes, feed: StreamingFeed[AsrStream] | None) -> Transcript:
+        """The final transcript of one utterance.
+
+        With batching, the audio joins a batch across sites and the stream fed so far
+        (only used for partials) is closed; otherwise the fed stream finishes, or the
+        whole utterance is decoded at once.
+        """
+        if self.batcher is not None:
+            if feed is not None:
+                await feed.aclose()
+            return await self.batcher.submit(pcm)
+        if feed is not None:
+            transcript: Transcript = await feed.conclude()
+            return transcript
+        return await self._engine.run(self.transcriber.transcribe, pcm)
+
+    async def reload(self, intents: IntentRecognizer) -> None:
+        """Rebuild what depends on the intents (grammar, prompt); raises on failure."""
+        await self._engine.run(self.transcriber.reload, intents)
+
+    async def close(self) -> None:
+        """Stop batching and release the backend (worker processes, models)."""
+        if self.batcher is not None:
+            await self.batcher.close()
+        await self._engine.run(self.transcriber.close)

@@ -1,0 +1,270 @@
+"""Site ids and the site registry: which satellites voiced is serving right now.
+
+A site id arrives from the LAN (a topic segment of `hermes/audioServer/<site>/audioFrame`
+or `voiced/audio/<site>/...`, or a Hermes payload's `siteId`) and later goes back out in
+topic names (`voiced/events/<site>`, `hermes/audioServer/<site>/playBytes/...`) and in
+JSON. So it is checked where it enters (`check_site_id`): 1 to `SITE_ID_MAX` characters
+from `ID_CHARS`, which are safe in any MQTT topic (no `/ # +`, no control characters, no
+surrogates) and in a log line. Session ids follow the same rule with their own length.
+
+`SiteRegistry` owns one `SiteWorker` per site; its task (`site-<id>`) runs under the
+daemon's supervisor. A site exists only once a valid message for it arrived (ingest
+validates first), their number is capped (`sites.max`), and a site that has had no
+message for `sites.idle_expiry_s` and has nothing open is stopped, so a stream of
+one-off site names costs nothing lasting. Limits are listed in docs/ingest.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import string
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from voiced.errors import TransportError
+
+if TYPE_CHECKING:
+    from voiced.config import SitesConfig
+    from voiced.sessions import SiteWorker
+
+log = logging.getLogger(__name__)
+
+SITE_ID_MAX = 64
+"""Longest site id (characters)."""
+SESSION_ID_MAX = 128
+"""Longest session id (characters); UUIDs are 36."""
+ID_CHARS = frozenset(string.ascii_letters + string.digits + "_-.:@")
+"""Characters allowed in site and session ids: ASCII letters, digits and `_-.:@`."""
+ID_CHARS_TEXT = "A-Z a-z 0-9 _ - . : @"
+REPR_MAX = 40
+"""Characters of an offending value quoted in an error message."""
+
+
+def safe_repr(value: object, limit: int = REPR_MAX) -> str:
+    """An ASCII-only, escaped, truncated repr of a value from the network, for messages
+    and logs (a lone surrogate, a control character or 70,000 characters stay harmless)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!a}... ({len(value)} characters)"
+    if isinstance(value, list | dict):
+        return f"<a JSON {'array' if isinstance(value, list) else 'object'} of {len(value)}>"
+    text = ascii(value)
+    return text if len(text) <= limit + 2 else f"{text[:limit]}..."
+
+
+def safe_text(text: str, limit: int = 120) -> str:
+    """`text` itself when it is short printable ASCII (a normal topic), else `safe_repr`."""
+    if len(text) <= limit and text.isascii() and text.isprintable():
+        return text
+    return safe_repr(text, limit)
+
+
+def is_valid_id(value: object, max_len: int) -> bool:
+    """True for a str of 1 to `max_len` characters, all in `ID_CHARS`."""
+    return (isinstance(value, str) and 0 < len(value) <= max_len
+            and all(c in ID_CHARS for c in value))
+
+
+def check_site_id(value: object, where: str) -> str:
+    """`value` when it is a valid site id, else TransportError("site_id_invalid").
+
+    `where` (a topic) is quoted safely; the offending value only as `safe_repr`.
+    """
+    if is_valid_id(value, SITE_ID_MAX):
+        assert isinstance(value, str)
+        return value
+    what = (f"siteId {safe_repr(value)}" if isinstance(value, str)
+            else f"siteId of type {type(value).__name__}")
+    raise TransportError(
+        "site_id_invalid",
+        f"{safe_text(where)}: {what} is not a valid site id; expected 1 to {SITE_ID_MAX} "
+        f"of the characters {ID_CHARS_TEXT}",
+    )
+
+
+class SiteRefused(TransportError):
+    """A valid site id that cannot get a worker (not allowed, or too many sites).
+
+    `report` is False when the same refusal was reported less than the error interval
+    ago (the caller then stays quiet: a flood of new site ids must not flood the log).
+    """
+
+    def __init__(self, code: str, message: str, report: bool) -> None:
+        super().__init__(code, message)
+        self.report = report
+
+
+class TaskOwner(Protocol):
+    """Who runs the site tasks (`voiced.supervise.Supervisor`)."""
+
+    tasks: dict[str, asyncio.Task[Any]]
+
+    def start(self, name: str, factory: Callable[[], Coroutine[Any, Any, Any]], *,
+              restart: bool = False, critical: bool = False) -> asyncio.Task[Any]:
+        """Run `factory()` as the watched task `name`."""
+        ...
+
+
+def task_name(site: str) -> str:
+    """The name of a site's worker task."""
+    return f"site-{site}"
+
+
+def _quiet(worker: SiteWorker) -> bool:
+    """True when stopping `worker` loses nothing: no queued input, no open session, no
+    speech in progress."""
+    return worker.idle
+
+
+class SiteRegistry:
+    """The live sites: get-or-create with a cap, touch on message, idle expiry.
+
+    `workers` is the registry's own dict (the daemon exposes it as `Daemon.sites`); each
+    worker runs as the task `site-<id>` of `owner`, which restarts it if it crashes.
+    Expiry runs from a loop timer the registry arms while it has sites (no polling task);
+    `expire_idle()` is that check.
+    """
+
+    def __init__(self, config: SitesConfig, factory: Callable[[str], SiteWorker],
+                 owner: TaskOwner, *, error_interval_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = config
+        self._factory = factory
+        self._owner = owner
+        self._error_interval_s = error_interval_s
+        self._clock = clock
+        self.workers: dict[str, SiteWorker] = {}
+        self._seen: dict[str, float] = {}
+        self._retiring: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_report: dict[str, float] = {}
+        self._unreported: dict[str, int] = {}
+        self._closed = False
+        self.expired = 0
+        """Sites stopped because they were idle."""
+        self.refused = 0
+        """Site creations refused (not allowed, or the cap was reached)."""
+
+    def get(self, site: str) -> SiteWorker | None:
+        """The live worker of `site` (marked as just seen), or None."""
+        worker = self.workers.get(site)
+        if worker is not None:
+            self._seen[site] = self._clock()
+        return worker
+
+    def get_or_create(self, site: str) -> SiteWorker:
+        """The worker of `site`, created (with its task) if needed.
+
+        Call only for a valid message. Raises TransportError("site_id_invalid") for a bad
+        id and SiteRefused ("site_not_allowed", "sites_full", "stopping").
+        """
+        worker = self.get(site)
+        if worker is not None:
+            return worker
+        check_site_id(site, "site")
+        cfg = self._config
+        if self._closed:
+            raise self._refuse("stopping", f"site {site!r}: voiced is stopping")
+        if not cfg.allowed(site):
+            raise self._refuse("site_not_allowed",
+                               f"site {site!r} is not in sites.allow; its audio is ignored")
+        if len(self.workers) >= cfg.max:
+            raise self._refuse(
+                "sites_full",
+                f"site {site!r} refused: voiced already serves {cfg.max} sites (sites.max); "
+                f"a site with no message for {cfg.idle_expiry_s:g} s is forgotten")
+        worker = self._factory(site)
+        self.workers[site] = worker
+        self._owner.start(task_name(site), worker.run, restart=True)
+        self._seen[site] = self._clock()
+        log.info("site %s connected (%s)", site, worker.mode)
+        if self._timer is None:
+            self._arm(cfg.idle_expiry_s)
+        return worker
+
+    def _refuse(self, code: str, message: str) -> SiteRefused:
+        self.refused += 1
+        now = self._clock()
+        last = self._last_report.get(code)
+        if last is not None and now - last < self._error_interval_s:
+            self._unreported[code] = self._unreported.get(code, 0) + 1
+            return SiteRefused(code, message, report=False)
+        self._last_report[code] = now
+        missed = self._unreported.pop(code, 0)
+        if missed:
+            message += f" ({missed} more refused since the last report)"
+        return SiteRefused(code, message, report=True)
+
+    # ---- expiry ------------------------------------------------------------------------
+    def expire_idle(self) -> list[str]:
+        """Stop every site with no message for `idle_expiry_s` and nothing open; returns
+        their names. A site whose task is gone (its owner gave up on it) is forgotten
+        too: its next message starts a fresh worker."""
+        now = self._clock()
+        expiry = self._config.idle_expiry_s
+        expired = []
+        for site, worker in list(self.workers.items()):
+            task = self._owner.tasks.get(task_name(site))
+            gone = task is None or task.done()
+            if gone or (now - self._seen.get(site, now) >= expiry and _quiet(worker)):
+                self._retire(site, worker)
+                expired.append(site)
+        if expired:
+            self.expired += len(expired)
+            log.info("%d idle sites forgotten (%s)", len(expired),
+                     ", ".join(expired[:10]) + (", ..." if len(expired) > 10 else ""))
+        return expired
+
+    def _retire(self, site: str, worker: SiteWorker) -> asyncio.Task[Any] | None:
+        """Forget `site` and let its worker finish what it holds, then return."""
+        self.workers.pop(site, None)
+        self._seen.pop(site, None)
+        # taken from the owner first, so its ending is not a failure to restart
+        task = self._owner.tasks.pop(task_name(site), None)
+        worker.request_shutdown()
+        if task is None or task.done():
+            return None
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return task
+
+    def _arm(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        self.expire_idle()
+        if self._seen:
+            # the next site due, but never sooner than a quarter of the expiry: busy sites
+            # past their time are looked at again then, not in a tight loop
+            expiry = self._config.idle_expiry_s
+            due = min(self._seen.values()) + expiry - self._clock()
+            self._arm(max(due, expiry / 4))
+
+    async def stop_site(self, site: str, timeout: float = 5.0) -> bool:
+        """Stop one site cleanly: what is queued is processed and an utterance in progress
+        is ended; after `timeout` the task is cancelled. False when there was no such site."""
+        worker = self.workers.get(site)
+        if worker is None:
+            return False
+        task = self._retire(site, worker)
+        if task is not None:
+            _, late = await asyncio.wait({task}, timeout=timeout)
+            for pending in late:
+                pending.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def close(self) -> None:
+        """No more sites and no more expiry; waits for the sites being retired. The live
+        workers are left to the daemon's own shutdown (it drains them)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
