@@ -236,13 +236,22 @@ async def test_utterance_ends_when_the_satellite_goes_quiet(mosquitto: Mosquitto
             Satellite("127.0.0.1", mosquitto.port, "shed") as sat, \
             aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
         await peer.subscribe(f"hermes/intent/{entry['intent']}")
+        await peer.subscribe("voiced/events/shed")
         pcm = _pcm(entry)
         cut = pcm[:last_speech_offset(pcm)]  # the stream stops while speech is going on
         started = time.monotonic()
         await sat.stream(cut, realtime=False, trailing_silence_ms=0)
+        reason = None
         async with asyncio.timeout(15):
-            msg = await anext(aiter(peer.messages))
-        assert json.loads(msg.payload)["siteId"] == "shed"  # type: ignore[arg-type]
+            async for msg in peer.messages:
+                data = json.loads(msg.payload)  # type: ignore[arg-type]
+                if data.get("type") == "speech_ended":
+                    reason = data["reason"]
+                if msg.topic.value.startswith("hermes/intent/"):
+                    break
+        assert data["siteId"] == "shed"
+        # ended by the stall timeout (not by an endpoint the cut audio cannot have)
+        assert reason == "timeout"
         assert time.monotonic() - started >= STALL_S
 
 

@@ -45,7 +45,7 @@ async def test_whisper_backend_end_to_end_batches_sites(mosquitto: Mosquitto,
             assert answer.text is not None  # type: ignore[attr-defined]
             assert answer.termination in ("intentNotRecognized", "nominal")  # type: ignore[attr-defined]
         assert daemon.pipeline is not None
-        batches = daemon.pipeline._batcher.history  # type: ignore[union-attr]
+        batches = daemon.pipeline.asr.batcher.history  # type: ignore[union-attr]
         assert sum(b.size for b in batches) == 2
         assert max(b.size for b in batches) == 2, batches
 

@@ -8,6 +8,7 @@ and the factory (which imports the backends) form no import cycle.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -85,9 +86,15 @@ class AsrService:
         whole utterance is decoded at once.
         """
         if self.batcher is not None:
-            if feed is not None:
-                await feed.aclose()
-            return await self.batcher.submit(pcm)
+            if feed is None:
+                return await self.batcher.submit(pcm)
+            # join the batch now: releasing the stream waits for a partial decode in flight,
+            # which must not delay this site's place in a batch with other sites
+            closing = asyncio.ensure_future(feed.aclose())
+            try:
+                return await self.batcher.submit(pcm)
+            finally:
+                await closing
         if feed is not None:
             transcript: Transcript = await feed.conclude()
             return transcript

@@ -91,8 +91,8 @@ class PluginHost:
         try:
             cls = loader()
         except Exception as exc:
-            self._status(name, PluginState.FAILED, f"failed to load: {exc!r}")
-            raise PluginUnavailable(f"plugin {name!r} failed to load: {exc!r}") from exc
+            self._status(name, PluginState.FAILED, f"failed to load: {_say(exc)}")
+            raise PluginUnavailable(f"plugin {name!r} failed to load: {_say(exc)}") from exc
         if not (isinstance(cls, type) and issubclass(cls, Plugin)):
             message = f"plugin {name!r}: the entry point names {cls!r}, which is not a Plugin"
             self._status(name, PluginState.FAILED, message)
@@ -120,8 +120,8 @@ class PluginHost:
             async with asyncio.timeout(START_TIMEOUT_S):
                 await instance.start()
         except Exception as exc:
-            self._status(name, PluginState.START_ERROR, repr(exc))
-            raise PluginUnavailable(f"plugin {name!r} failed to start: {exc!r}") from exc
+            self._status(name, PluginState.START_ERROR, _say(exc))
+            raise PluginUnavailable(f"plugin {name!r} failed to start: {_say(exc)}") from exc
         self.starts += 1
         self._instances[name] = instance
         self._status(name, PluginState.RUNNING)
@@ -150,9 +150,14 @@ class PluginHost:
                 await instance.stop()
         except Exception as exc:
             log.exception("plugin %s failed to stop", name)
-            self._status(name, PluginState.STOPPED, f"failed to stop: {exc!r}")
+            self._status(name, PluginState.STOPPED, f"failed to stop: {_say(exc)}")
             return
         self._status(name, PluginState.STOPPED)
 
     def _status(self, name: str, state: PluginState, error: str | None = None) -> None:
         self.statuses[name] = PluginStatus(name, state, error)
+
+
+def _say(exc: BaseException) -> str:
+    """An exception as a person reads it: its message, or its type when it has none."""
+    return str(exc) or type(exc).__name__
