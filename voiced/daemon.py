@@ -212,6 +212,9 @@ class Daemon:
             "events": {"emitted": self.sink.emitted, "subscriber_failures": self.sink.failures,
                        "errors_suppressed": self.sink.errors_suppressed},
             "reloads": self.reloads,
+            "mqtt": link.status() if link is not None else None,
+            "asr_worker_restarts": getattr(self.transcriber, "restarts", 0),
+            "fuzzy_gave_up": self.recognizer.fuzzy_gave_up if self.recognizer else 0,
         }
 
     def _on_connect(self) -> None:

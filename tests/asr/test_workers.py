@@ -1,62 +1,221 @@
-"""pocketsphinx in worker processes: same transcripts as in-process, reload, and a clear
-error when a worker dies."""
+"""pocketsphinx in worker processes: same transcripts as in-process; a reload changes what
+every worker hears (or, when it fails, nothing); a worker killed for real mid-utterance
+fails that utterance cleanly, is replaced, and the next utterance works."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from voiced.asr.pocketsphinx import PocketsphinxTranscriber
-from voiced.asr.workers import PooledTranscriber
+from voiced.asr.workers import PooledTranscriber, _Worker
 from voiced.audio.wav import read_wav_file
 from voiced.config import AsrConfig
 from voiced.errors import AsrError
 from voiced.intents.recognizer import IntentRecognizer
+from voiced.models import Transcript
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
+CHUNK = 3200
+LOCK = "lock the front door"
+WEATHER = "the weather was lovely yesterday afternoon"
 
 
-def test_pool_matches_in_process_and_reloads(tmp_path: Path) -> None:
-    intents = IntentRecognizer.load([REPO / "config" / "intents"])
-    entries = yaml.safe_load((FIXTURES / "commands.yaml").read_text())["commands"][:6]
-    local = PocketsphinxTranscriber(AsrConfig(), intents)
-    local.load()
+@pytest.fixture(scope="module")
+def intents() -> IntentRecognizer:
+    return IntentRecognizer.load([REPO / "config" / "intents"])
+
+
+@pytest.fixture
+def pool(intents: IntentRecognizer) -> Iterator[PooledTranscriber]:
     pool = PooledTranscriber(AsrConfig(), intents, processes=2)
     pool.load()
     try:
-        for entry in entries:
-            pcm = read_wav_file(FIXTURES / entry["file"])
-            # each side warms its cepstral mean the same way: whole, then streamed
-            want = local.transcribe(pcm)
-            stream = pool.start_stream()
-            for i in range(0, len(pcm), 3200):
-                stream.feed(pcm[i:i + 3200])
-            got = stream.finish()
-            assert got.text == want.text, entry["file"]
-            assert intents.recognize(got.text, {"speaker": "alice"}).name == entry["intent"]
-        abandoned = pool.start_stream()
-        abandoned.feed(bytes(3200))
-        abandoned.close()
-        assert all(w.active == 0 for w in pool._workers)
-
-        # after a reload the workers hear the new sentences
-        extra = tmp_path / "extra.yaml"
-        extra.write_text("language: en\nintents:\n  Shout:\n    data:\n"
-                         "      - sentences: ['open the pod bay doors']\n")
-        bigger = IntentRecognizer.load([REPO / "config" / "intents", extra])
-        pool.reload(bigger)
-        assert bigger.recognize("open the pod bay doors").name == "Shout"
-
-        os.kill(pool._workers[0].process.pid, signal.SIGKILL)
-        pool._workers[0].process.join(5)
-        with pytest.raises(AsrError, match="stopped"):
-            for _ in range(2):  # the least busy worker may be the live one first
-                stream = pool.start_stream()
-                stream.feed(bytes(3200))
+        yield pool
     finally:
         pool.close()
+
+
+def wav(name: str) -> bytes:
+    return read_wav_file(FIXTURES / name)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    """Wait (bounded) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.002)
+
+
+def on_every_worker(pool: PooledTranscriber, pcm: bytes) -> list[Transcript]:
+    """Decode `pcm` once on each worker (streams open together land on distinct ones)."""
+    streams = [pool.start_stream() for _ in pool._workers]
+    assert {id(s._worker) for s in streams} == {id(w) for w in pool._workers}  # type: ignore[attr-defined]
+    for stream in streams:
+        for i in range(0, len(pcm), CHUNK):
+            stream.feed(pcm[i:i + CHUNK])
+    return [s.finish() for s in streams]
+
+
+def heard(pool: PooledTranscriber, name: str) -> list[str]:
+    """What each worker makes of a fixture (text, or "" when not confident)."""
+    return [t.text if t.confidence >= 0.5 else "" for t in on_every_worker(pool, wav(name))]
+
+
+def new_intents(tmp_path: Path, sentences: list[str]) -> IntentRecognizer:
+    path = tmp_path / "new.yaml"
+    path.write_text(yaml.safe_dump({"language": "en", "intents": {
+        "Chatter": {"data": [{"sentences": sentences}]}}}))
+    return IntentRecognizer.load([path])
+
+
+def test_pool_matches_in_process(intents: IntentRecognizer, pool: PooledTranscriber) -> None:
+    entries = yaml.safe_load((FIXTURES / "commands.yaml").read_text())["commands"][:6]
+    local = PocketsphinxTranscriber(AsrConfig(), intents)
+    local.load()
+    for entry in entries:
+        pcm = wav(entry["file"])
+        # each side warms its cepstral mean the same way: whole, then streamed
+        want = local.transcribe(pcm)
+        stream = pool.start_stream()
+        for i in range(0, len(pcm), CHUNK):
+            stream.feed(pcm[i:i + CHUNK])
+        got = stream.finish()
+        assert got.text == want.text, entry["file"]
+        assert intents.recognize(got.text, {"speaker": "alice"}).name == entry["intent"]
+    abandoned = pool.start_stream()
+    abandoned.feed(bytes(CHUNK))
+    abandoned.close()
+    assert all(w.active == 0 for w in pool._workers)
+
+
+def test_reload_changes_what_every_worker_hears(pool: PooledTranscriber,
+                                                tmp_path: Path) -> None:
+    assert heard(pool, "commands/lock_front.wav") == [LOCK, LOCK]
+    assert WEATHER not in heard(pool, "out_of_grammar/weather.wav")
+
+    pool.reload(new_intents(tmp_path, [WEATHER, "lock the garage door"]))
+    # a sentence only in the new intents is heard; one only in the old ones no longer is
+    assert heard(pool, "out_of_grammar/weather.wav") == [WEATHER, WEATHER]
+    assert LOCK not in heard(pool, "commands/lock_front.wav")
+    assert pool.restarts == 0
+
+
+def test_a_grammar_that_cannot_be_built_keeps_the_old_one(pool: PooledTranscriber,
+                                                          tmp_path: Path) -> None:
+    with pytest.raises(AsrError) as info:
+        pool.reload(new_intents(tmp_path, ["zorblax quuxify"]))  # no word in the dictionary
+    assert info.value.code == "asr_reload_failed"
+    assert "grammar_empty" in info.value.message
+    assert heard(pool, "commands/lock_front.wav") == [LOCK, LOCK]
+
+
+def test_a_worker_killed_during_reload_keeps_the_old_grammar(pool: PooledTranscriber,
+                                                             tmp_path: Path) -> None:
+    """The first worker has built the new grammar when the second is SIGKILLed while
+    building it: the reload fails, the first drops what it built, the second comes back
+    with the old grammar."""
+    bigger = new_intents(tmp_path, [WEATHER, "lock the garage door"])
+    first, second = pool._workers
+    failure: list[BaseException] = []
+
+    def reload() -> None:
+        try:
+            pool.reload(bigger)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=reload)
+    thread.start()
+    wait_for(lambda: second.current_op == "prepare", 120)
+    os.kill(second.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    thread.join(60)
+    assert not thread.is_alive()
+    assert len(failure) == 1 and isinstance(failure[0], AsrError)
+    assert failure[0].code == "asr_reload_failed" and "died" in failure[0].message
+    assert (first.restarts, second.restarts) == (0, 1)
+    assert heard(pool, "commands/lock_front.wav") == [LOCK, LOCK]
+    assert WEATHER not in heard(pool, "out_of_grammar/weather.wav")
+
+
+def test_a_killed_worker_fails_its_utterances_and_is_replaced(pool: PooledTranscriber) -> None:
+    victim: _Worker = pool._workers[0]
+    pid = victim.process.pid
+    assert pid is not None
+    waiting = pool.start_stream()   # an utterance on the victim, between two feeds
+    busy = pool.start_stream()      # the other worker
+    assert waiting._worker is not busy._worker  # type: ignore[attr-defined]
+    if waiting._worker is not victim:  # type: ignore[attr-defined]
+        waiting, busy = busy, waiting
+    waiting.feed(wav("commands/lock_front.wav")[:CHUNK * 4])
+    mid = pool.start_stream()       # lands on the victim too (now the least busy again)
+    assert mid._worker is victim  # type: ignore[attr-defined]
+    long_audio = b"".join(wav(f"commands/{n}.wav") for n in ("lock_front", "music") * 8)
+
+    errors: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            mid.feed(long_audio)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    wait_for(lambda: victim.current_op == "feed", 30)
+    os.kill(pid, signal.SIGKILL)   # mid-utterance, while it decodes
+    thread.join(30)
+    assert not thread.is_alive()   # failed, did not hang
+    assert len(errors) == 1 and isinstance(errors[0], AsrError)
+    assert errors[0].code == "asr_worker_died"
+    with pytest.raises(AsrError, match="asr_worker_died"):
+        mid.finish()
+    # the other utterance on the dead process fails too, rather than going on in the
+    # new process from the middle of its audio
+    with pytest.raises(AsrError, match="asr_worker_died"):
+        waiting.feed(bytes(CHUNK))
+    waiting.close()
+    busy.close()
+    assert victim.restarts == 1 and victim.process.pid != pid
+    assert all(w.active == 0 for w in pool._workers)
+
+    # a worker that dies while idle is replaced on its next request
+    idle = pool._workers[1]
+    os.kill(idle.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    idle.process.join(10)
+    assert heard(pool, "commands/lock_front.wav") == [LOCK, LOCK]
+    assert pool.restarts == 2
+    assert pool.transcribe(wav("commands/lock_front.wav")).text == LOCK
+
+
+def test_a_hung_worker_is_replaced(pool: PooledTranscriber,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that stops answering (SIGSTOP: alive, but hung) fails the request after
+    the call timeout instead of blocking it forever, and is replaced."""
+    import voiced.asr.workers as workers
+
+    monkeypatch.setattr(workers, "CALL_TIMEOUT_S", 1.0)
+    stuck = pool._workers[0]
+    pid = stuck.process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stream = pool.start_stream()
+        assert stream._worker is stuck  # type: ignore[attr-defined]
+        with pytest.raises(AsrError, match="asr_worker_died"):
+            stream.feed(bytes(CHUNK))
+        stream.close()
+    finally:
+        if stuck.process.pid == pid:
+            os.kill(pid, signal.SIGCONT)
+    assert stuck.restarts == 1 and stuck.process.pid != pid
+    assert heard(pool, "commands/lock_front.wav") == [LOCK, LOCK]

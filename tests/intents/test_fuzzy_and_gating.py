@@ -1,13 +1,16 @@
-"""The fuzzy fallback and speaker gating, on the example intents (real hassil)."""
+"""The fuzzy fallback (its time budget and template index) and speaker gating, on the
+example intents and Home Assistant's official sentences (real hassil)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+from hassil.recognize import RecognizeResult
 
 from voiced.errors import IntentError
-from voiced.intents.fuzzy import FuzzyMatcher, best_correction
+from voiced.intents.fuzzy import FuzzyMatcher, best_correction, search_corrections
 from voiced.intents.recognizer import IntentRecognizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,3 +97,105 @@ def test_site_area_fills_the_room_and_is_never_guessed(recognizer: IntentRecogni
     # a site without an area: not understood, not refused, and no room made up
     nowhere = recognizer.recognize("turn on the lights", {"speaker": "unknown"})
     assert nowhere.name is None and nowhere.refused_intent is None
+
+
+# ---- the time budget, and the template index that keeps the search fast ----------------
+
+LONG_CHATTER = ("turn on the light in the kitchen and set the temperature of the living room "
+                "to twenty degrees")
+"""18 words, every one in the official sentences' vocabulary: no template matches it, and
+one-word edits of it give over 400 candidates (about 3 s of matching without the index)."""
+
+
+@pytest.fixture(scope="module")
+def official() -> dict[str, object]:
+    from voiced.bench.intents import generated_home
+    from voiced.intents.sources import official_intents
+
+    areas, entities = generated_home(10, 40)
+    return official_intents("en", areas, entities, zones=["home", "work", "school"])
+
+
+def test_fuzzy_budget_gives_up_and_says_so(official: dict[str, object],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    tiny = IntentRecognizer.load([], "en", extra=[official], fuzzy_budget_ms=0.001)
+    assert len(LONG_CHATTER.split()) == 18
+    with caplog.at_level(logging.INFO, logger="voiced.intents.recognizer"):
+        result = tiny.recognize(LONG_CHATTER, {})
+    assert result.name is None
+    assert tiny.fuzzy_gave_up == 1
+    assert "fuzzy: gave up on" in caplog.text
+    # a sentence the templates match exactly never reaches the fuzzy search
+    assert tiny.recognize("turn on the kitchen lamp", {}).name == "HassTurnOn"
+    assert tiny.fuzzy_gave_up == 1
+
+
+def test_default_budget_recovers_with_official_sentences(official: dict[str, object]) -> None:
+    recognizer = IntentRecognizer.load([], "en", extra=[official])
+    assert recognizer.fuzzy_budget_s == 0.15
+    for heard, want in [("turn on the kitchen lamb", "turn on the kitchen lamp"),
+                        ("turn on the uh kitchen lamp", "turn on the kitchen lamp")]:
+        result = recognizer.recognize(heard, {})
+        assert (result.name, result.matched_by, result.text) == ("HassTurnOn", "fuzzy", want)
+        assert result.slot_values()["area"] == "kitchen"
+    assert recognizer.recognize(LONG_CHATTER, {}).name is None
+
+
+def test_search_stops_at_the_budget() -> None:
+    """A clock that advances 10 ms per reading: a 45 ms budget lets a few candidates
+    through, then the search stops and reports it; without a budget all are tried."""
+    matcher = FuzzyMatcher(["turn", "on", "the", "kitchen", "lights", "office"], ["the"])
+    ticks = iter(range(1000))
+    tried: list[str] = []
+
+    def accept(text: str) -> bool:
+        tried.append(text)
+        return False
+
+    search = search_corrections(matcher, "turn on the the kitchen lights", accept,
+                                budget_s=0.045, clock=lambda: next(ticks) / 100)
+    assert search.gave_up and search.correction is None
+    assert 1 <= search.tried == len(tried) < 5
+    everything = search_corrections(matcher, "turn on the the kitchen lights", accept)
+    assert not everything.gave_up and everything.tried > search.tried
+
+
+def _wildcard_free(result: RecognizeResult | None) -> tuple[str, dict[str, object]] | None:
+    if result is None or any(e.is_wildcard for e in result.entities_list):
+        return None
+    return result.intent.name, {e.name: e.value for e in result.entities_list}
+
+
+@pytest.mark.parametrize("source", ["examples", "official"])
+def test_template_index_never_changes_a_match(source: str, official: dict[str, object],
+                                              recognizer: IntentRecognizer) -> None:
+    """Every one-edit candidate of corrupted sentences (and of chatter): hassil on the
+    narrowed intents finds the same wildcard-free best match as on all of them."""
+    import random
+
+    from hassil import recognize_best
+    from hassil.sample import sample_intents
+
+    from voiced.bench.intents import corrupt
+    from voiced.intents.template_index import TemplateIndex
+
+    target = recognizer if source == "examples" else IntentRecognizer.load(
+        [], "en", extra=[official], fuzzy=False)
+    index = TemplateIndex(target.intents)
+    rng = random.Random(7)
+    pool = [" ".join(s.split()) for _, s in sample_intents(
+        target.intents, max_sentences_per_intent=5, language="en")]
+    rng.shuffle(pool)
+    vocabulary = sorted(target.vocabulary())
+    matcher = FuzzyMatcher(vocabulary, vocabulary[:20], 0.0)
+    texts = [corrupt(s, vocabulary, rng)[0] for s in pool[:25]] + [LONG_CHATTER]
+    candidates = {c.text for t in texts for c in matcher.candidates(t)} | set(pool[:25])
+    matched = 0
+    for text in sorted(candidates):
+        narrowed = index.narrowed(text)
+        want = _wildcard_free(recognize_best(text, target.intents, language="en"))
+        got = _wildcard_free(recognize_best(text, narrowed, language="en")
+                             if narrowed is not None else None)
+        assert got == want, text
+        matched += want is not None
+    assert len(candidates) > 500 and matched >= 25  # the check saw real matches too

@@ -5,6 +5,15 @@ the daemon's process share one core with each other and with the event loop. Wit
 satellites speaking at once that core runs out. `PooledTranscriber` runs the decoders in
 a few worker processes instead (one per core by default); each utterance's stream stays
 on one worker, and the calls are plain request/reply messages over a pipe.
+
+A worker that dies (the OOM killer, a crash) or stops answering is replaced at once by a
+new process with the current grammar. The utterances it was decoding fail with
+`AsrError("asr_worker_died")` (their audio lived in the dead process); the next ones work.
+
+A reload is two-phase: every worker first builds the new grammar next to the one it uses
+(`prepare`), and only when all have it do they switch (`commit`). If any build fails or a
+worker dies on the way, the others drop what they built and `reload` raises
+`AsrError("asr_reload_failed")`: every worker keeps the old grammar.
 """
 
 from __future__ import annotations
@@ -23,38 +32,48 @@ from voiced.errors import AsrError
 from voiced.models import Transcript
 
 if TYPE_CHECKING:
+    from voiced.asr.pocketsphinx import PocketsphinxTranscriber
     from voiced.config import AsrConfig
     from voiced.intents.recognizer import IntentRecognizer
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
+"""A worker has this long to load its grammar (at start, restart and reload)."""
+CALL_TIMEOUT_S = 60.0
+"""A worker that takes longer to answer one request is taken for hung and replaced."""
 URGENT = frozenset({"finish", "transcribe"})
 """Requests served before waiting feeds."""
 
-
-def _recognizer(document: Mapping[str, Any], language: str) -> IntentRecognizer:
-    from hassil import Intents
-
-    from voiced.intents.recognizer import IntentRecognizer
-
-    return IntentRecognizer(Intents.from_dict(dict(document)), language, fuzzy=False)
+Document = Mapping[str, Any] | None
 
 
-def _serve(conn: Connection, config: AsrConfig, document: Mapping[str, Any] | None,
-           language: str) -> None:
-    """A worker: one transcriber, many streams, requests answered in order."""
+def _transcriber(config: AsrConfig, document: Document, language: str) -> PocketsphinxTranscriber:
+    """A loaded transcriber for the intents in `document` (None: no intents)."""
     from voiced.asr.pocketsphinx import PocketsphinxTranscriber
 
+    intents = None
+    if document is not None:
+        from hassil import Intents
+
+        from voiced.intents.recognizer import IntentRecognizer
+
+        intents = IntentRecognizer(Intents.from_dict(dict(document)), language, fuzzy=False)
+    transcriber = PocketsphinxTranscriber(config, intents)
+    transcriber.load()
+    return transcriber
+
+
+def _serve(conn: Connection, config: AsrConfig, document: Document, language: str) -> None:
+    """A worker: one transcriber, many streams, requests answered in order."""
     try:
-        intents = _recognizer(document, language) if document is not None else None
-        transcriber = PocketsphinxTranscriber(config, intents)
-        transcriber.load()
+        transcriber = _transcriber(config, document, language)
     except Exception as exc:
         conn.send((False, f"{type(exc).__name__}: {exc}"))
         return
     conn.send((True, os.getpid()))
     streams: dict[int, AsrStream] = {}
+    staged: PocketsphinxTranscriber | None = None
     while True:
         try:
             op, key, arg = conn.recv()
@@ -77,8 +96,16 @@ def _serve(conn: Connection, config: AsrConfig, document: Mapping[str, Any] | No
                     stream.finish()
             elif op == "transcribe":
                 result = transcriber.transcribe(arg)
-            elif op == "reload":
-                transcriber.reload(_recognizer(arg, language))
+            elif op == "prepare":
+                staged = None
+                staged = _transcriber(config, *arg)
+            elif op == "commit" and staged is not None:
+                # streams already running finish on the old decoders; with nothing staged
+                # this process was started with the committed grammar already
+                staged.cmn = transcriber.cmn
+                transcriber, staged = staged, None
+            elif op == "abort":
+                staged = None
             elif op == "stop":
                 conn.send((True, None))
                 return
@@ -88,20 +115,71 @@ def _serve(conn: Connection, config: AsrConfig, document: Mapping[str, Any] | No
 
 
 class _Worker:
-    def __init__(self, index: int, config: AsrConfig, document: Mapping[str, Any] | None,
+    """One worker process, replaced by a new one when it dies; one request at a time."""
+
+    def __init__(self, index: int, config: AsrConfig, document: Document,
                  language: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, config, document, language),
-                                   name=f"voiced-asr-{index}", daemon=True)
-        self.process.start()
-        child.close()
+        self.name = f"voiced-asr-{index}"
+        self.config = config
+        self.document = document
+        """The grammar a (re)started process loads: the one committed last."""
+        self.language = language
+        self.generation = 0
+        """Which process this is (1: the first); a stream lives and dies with one."""
+        self.restarts = 0
+        self.current_op: str | None = None
+        """The request being served (None: idle); for tests and diagnostics."""
         self._cond = threading.Condition()
         self._busy = False
         self._urgent = 0
+        self._starting = False
         self.active = 0
+        self._spawn()
 
-    def call(self, op: str, key: int = 0, arg: Any = None) -> Any:
+    def _spawn(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_serve, args=(child, self.config, self.document, self.language),
+            name=self.name, daemon=True)
+        self.process.start()
+        child.close()
+        self.generation += 1
+        self._starting = True
+
+    def _replace(self, why: str) -> None:
+        """Kill what is left of the process and start a new one (not waiting for it)."""
+        log.warning("speech recognition worker %s %s; starting a new one", self.name, why)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+        self.restarts += 1
+        self._spawn()
+
+    def ready(self) -> None:
+        """Wait until the process has loaded its grammar."""
+        if not self._starting:
+            return
+        try:
+            started = self.conn.poll(READY_TIMEOUT_S)
+            ok, value = self.conn.recv() if started else (False, "did not start in time")
+        except (EOFError, OSError) as exc:
+            ok, value = False, f"exited (exit code {self.process.exitcode}): {exc}"
+        self._starting = False  # on failure the next call starts another process
+        if not ok:
+            if self.process.is_alive():
+                self.process.kill()
+            raise AsrError("asr_worker_start", f"{self.name} failed to start: {value}")
+
+    def call(self, op: str, key: int = 0, arg: Any = None,
+             generation: int | None = None) -> tuple[Any, int]:
+        """Send one request and return (its answer, the process generation that gave it).
+
+        With `generation`, the request belongs to a stream started on that process: if
+        the process has been replaced since, the stream's audio is gone and the call
+        fails with `asr_worker_died`.
+        """
         # an utterance that has ended goes before feeds of utterances still being spoken:
         # its answer is what someone is waiting for
         urgent = op in URGENT
@@ -112,53 +190,100 @@ class _Worker:
             self._urgent -= urgent
             self._busy = True
         try:
-            self.conn.send((op, key, arg))
-            ok, value = self.conn.recv()
-        except (EOFError, OSError, BrokenPipeError) as exc:
-            raise AsrError("asr_worker_died",
-                           f"speech recognition worker {self.process.name} stopped "
-                           f"(exit code {self.process.exitcode})") from exc
+            if not self.process.is_alive() and not self._starting:
+                self._replace(f"stopped (exit code {self.process.exitcode})")
+            if generation is not None and generation != self.generation:
+                raise AsrError("asr_worker_died",
+                               f"speech recognition worker {self.name} was restarted; the "
+                               "utterance it was decoding is lost")
+            self.ready()
+            self.current_op = op
+            value = self._exchange(op, key, arg)
+            return value, self.generation
         finally:
+            self.current_op = None
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    def _exchange(self, op: str, key: int, arg: Any) -> Any:
+        timeout = READY_TIMEOUT_S if op == "prepare" else CALL_TIMEOUT_S
+        try:
+            self.conn.send((op, key, arg))
+            if not self.conn.poll(timeout):
+                self._replace(f"did not answer {op!r} within {timeout:.0f} s")
+                raise AsrError("asr_worker_died",
+                               f"speech recognition worker {self.name} hung and was restarted")
+            ok, value = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            self.process.join(timeout=5)
+            code = self.process.exitcode
+            self._replace(f"died (exit code {code})")
+            raise AsrError("asr_worker_died",
+                           f"speech recognition worker {self.name} died (exit code {code}) "
+                           f"during {op!r}; it was restarted") from exc
         if not ok:
             raise AsrError("asr_failed", str(value))
         return value
 
-    def ready(self) -> None:
-        if not self.conn.poll(READY_TIMEOUT_S):
-            raise AsrError("asr_worker_start", f"{self.process.name} did not start in time")
-        ok, value = self.conn.recv()
-        if not ok:
-            raise AsrError("asr_worker_start", f"{self.process.name} failed to start: {value}")
+    def stop(self) -> None:
+        """Ask the process to exit (kill it if it is busy or does not)."""
+        with self._cond:
+            polite = self._cond.wait_for(lambda: not self._busy, timeout=5)
+            self._busy = True
+        if polite and self.process.is_alive():
+            try:
+                self.conn.send(("stop", 0, None))
+                self.process.join(timeout=5)
+            except OSError:
+                pass
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.conn.close()
 
 
 class _RemoteStream(AsrStream):
     def __init__(self, owner: PooledTranscriber, worker: _Worker, key: int) -> None:
         self._owner, self._worker, self._key = owner, worker, key
+        self._generation: int | None = None
         self._partial: str | None = None
         self._open = True
 
+    def _call(self, op: str, pcm: bytes | None = None) -> Any:
+        # the first answer pins the stream to the process that holds its audio; once that
+        # process is gone, so is the stream
+        try:
+            value, self._generation = self._worker.call(op, self._key, pcm, self._generation)
+        except AsrError as exc:
+            if exc.code == "asr_worker_died":
+                self._generation = -1
+            raise
+        return value
+
     def feed(self, pcm: bytes) -> None:
-        self._partial = self._worker.call("feed", self._key, pcm)
+        self._partial = self._call("feed", pcm)
 
     def partial(self) -> str | None:
         return self._partial
 
     def finish(self) -> Transcript:
         try:
-            result: Transcript = self._worker.call("finish", self._key)
+            result: Transcript = self._call("finish")
             return result
         finally:
             self._done()
 
     def close(self) -> None:
-        if self._open:
-            try:
-                self._worker.call("cancel", self._key)
-            finally:
-                self._done()
+        if not self._open:
+            return
+        try:
+            self._call("cancel")
+        except AsrError as exc:
+            if exc.code != "asr_worker_died":
+                raise  # a dead worker took the stream with it: nothing left to cancel
+        finally:
+            self._done()
 
     def _done(self) -> None:
         if self._open:
@@ -179,11 +304,17 @@ class PooledTranscriber(Transcriber):
         self._workers: list[_Worker] = []
         self._keys = itertools.count(1)
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
 
     @property
     def supports_streaming(self) -> bool:
         """Audio is decoded while the person speaks."""
         return True
+
+    @property
+    def restarts(self) -> int:
+        """Worker processes replaced since start-up (died, hung)."""
+        return sum(w.restarts for w in self._workers)
 
     def load(self) -> None:
         """Start the workers and wait until each has loaded its decoder."""
@@ -213,25 +344,46 @@ class PooledTranscriber(Transcriber):
         """Decode a whole utterance on a worker."""
         worker = self._pick()
         try:
-            result: Transcript = worker.call("transcribe", 0, pcm)
+            result: Transcript = worker.call("transcribe", 0, pcm)[0]
             return result
         finally:
             self._release(worker)
 
     def reload(self, intents: IntentRecognizer) -> None:
-        """Recompile every worker's grammar."""
-        self._intents = intents
-        for worker in self._workers:
-            worker.call("reload", 0, intents.document)
+        """Switch every worker to the grammar of `intents`, or none of them.
+
+        Raises AsrError `asr_reload_failed` (every worker keeps the old grammar) when a
+        worker cannot build the new one or dies while building it.
+        """
+        staged = (intents.document, intents.language)
+        with self._reload_lock:
+            prepared: list[_Worker] = []
+            try:
+                for worker in self._workers:
+                    worker.call("prepare", 0, staged)
+                    prepared.append(worker)
+            except AsrError as exc:
+                for worker in prepared:
+                    try:
+                        worker.call("abort")
+                    except AsrError:
+                        pass  # a dead worker comes back with the old grammar anyway
+                raise AsrError("asr_reload_failed",
+                               f"the new grammar was not loaded, the old one stays: "
+                               f"{exc.message}") from exc
+            for worker in self._workers:
+                # from here on the new grammar is the pool's: a worker replaced now (or
+                # later) starts with it
+                worker.document, worker.language = staged
+                try:
+                    worker.call("commit")
+                except AsrError as exc:
+                    log.warning("%s: %s (it restarts with the new grammar)", worker.name,
+                                exc.message)
+            self._intents = intents
 
     def close(self) -> None:
         """Stop the workers."""
         for worker in self._workers:
-            try:
-                worker.call("stop")
-            except AsrError:
-                pass
-            worker.process.join(timeout=5)
-            if worker.process.is_alive():
-                worker.process.kill()
+            worker.stop()
         self._workers = []

@@ -53,4 +53,5 @@ def load_catalog(
         overrides.append({"lists": {"person": {"values": people}}})
     return IntentRecognizer.load(
         list(paths) if paths is not None else cfg.paths, cfg.language, extra=extra,
-        overrides=overrides, fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence)
+        overrides=overrides, fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence,
+        fuzzy_budget_ms=cfg.fuzzy_budget_ms)

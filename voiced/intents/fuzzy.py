@@ -7,11 +7,20 @@ fuzzy match is always a sentence the intents really accept. The confidence falls
 the size of the edit relative to the sentence; below `min_confidence` nothing is
 recognized, which keeps out-of-domain chatter out (it is rarely one word away from a
 command).
+
+The search is bounded twice: at most `MAX_CANDIDATES` candidates, and a time budget
+(`intents.fuzzy_budget_ms`); when either runs out the search stops with the best
+correction found so far (usually none) and says so (`FuzzySearch.gave_up`). Most
+candidates never reach the full template matcher: `voiced.intents.template_index` hands
+it only the templates that could take a candidate's words and length.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -25,6 +34,8 @@ MAX_INSERTIONS = 30
 """Words tried at one gap."""
 MIN_WORDS = 3
 """Shorter inputs are not corrected: one edit would change too much of them."""
+MAX_CANDIDATES = 2000
+"""Candidates generated at most for one sentence (the time budget usually ends it first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,14 @@ def words(text: str) -> list[str]:
         if token:
             out.append(token)
     return out
+
+
+def bigrams(texts: Iterable[str]) -> set[tuple[str, str]]:
+    """Adjacent word pairs of `texts` (which words the templates put next to which)."""
+    pairs: set[tuple[str, str]] = set()
+    for text in texts:
+        pairs.update(itertools.pairwise(words(text)))
+    return pairs
 
 
 def number_words(language: str, upto: int = 100) -> set[str]:
@@ -70,9 +89,10 @@ class FuzzyMatcher:
                  bigrams: Iterable[tuple[str, str]] = (),
                  never_insert: Iterable[str] = ()) -> None:
         self.vocabulary = sorted({w.lower() for w in vocabulary if w})
-        self._by_first: dict[str, list[str]] = {}
+        self._by_length: dict[int, list[str]] = {}
         for w in self.vocabulary:
-            self._by_first.setdefault(w[0], []).append(w)
+            self._by_length.setdefault(len(w), []).append(w)
+        self._similar = functools.lru_cache(maxsize=4096)(self._similar_uncached)
         self.insertable = sorted({w.lower() for w in insertable})
         self.min_confidence = min_confidence
         self._known = set(self.vocabulary) | {w.lower() for w in also_known}
@@ -84,11 +104,14 @@ class FuzzyMatcher:
             self._after.setdefault(a, set()).add(b)
             self._before.setdefault(b, set()).add(a)
 
-    def _similar(self, word: str) -> list[str]:
-        # a misheard word sounds like the real one, so it is about as long
-        return [w for w in difflib.get_close_matches(word, self.vocabulary, n=MAX_SUBSTITUTES,
-                                                     cutoff=SIMILARITY_CUTOFF)
-                if abs(len(w) - len(word)) <= max(1, len(word) // 2)]
+    def _similar_uncached(self, word: str) -> list[str]:
+        # a misheard word sounds like the real one, so it is about as long: only words of
+        # a similar length are compared at all
+        slack = max(1, len(word) // 2)
+        near = [w for n in range(len(word) - slack, len(word) + slack + 1)
+                for w in self._by_length.get(n, ())]
+        return difflib.get_close_matches(word, near, n=MAX_SUBSTITUTES,
+                                         cutoff=SIMILARITY_CUTOFF)
 
     def confidence(self, n_words: int, cost: float) -> float:
         """Confidence of a correction of `cost` (0..1 per edit) in an n-word sentence."""
@@ -158,17 +181,51 @@ class FuzzyMatcher:
                 yield Correction(" ".join(heard[:i] + heard[i + 1:]), f"delete {heard[i]}", conf)
 
 
-def best_correction(
-    matcher: FuzzyMatcher, text: str, accept: Callable[[str], bool], budget: int = 400
-) -> Correction | None:
-    """The most confident candidate that `accept` (the exact matcher) takes, trying at most
-    `budget` candidates."""
+@dataclass(frozen=True, slots=True)
+class FuzzySearch:
+    """What one fuzzy search found, and whether it had to stop early."""
+
+    correction: Correction | None
+    tried: int
+    """Candidates handed to `accept` (less confident ones than a found match are not)."""
+    elapsed_s: float
+    gave_up: bool
+    """The time budget (or `MAX_CANDIDATES`) ran out before every candidate was tried."""
+
+
+def search_corrections(
+    matcher: FuzzyMatcher, text: str, accept: Callable[[str], bool],
+    budget_s: float | None = None, max_candidates: int = MAX_CANDIDATES,
+    clock: Callable[[], float] = time.perf_counter,
+) -> FuzzySearch:
+    """The most confident candidate that `accept` (the exact matcher) takes, within
+    `budget_s` seconds (None: no time limit) and `max_candidates` candidates.
+
+    Candidates come most plausible first, so a search cut short returns the best of those
+    tried: usually nothing, as the long sentences that exhaust the budget are chatter.
+    """
+    started = clock()
+    deadline = started + budget_s if budget_s is not None else None
     best: Correction | None = None
-    for tried, cand in enumerate(matcher.candidates(text)):
-        if tried >= budget:
+    tried = 0
+    gave_up = False
+    for seen, cand in enumerate(matcher.candidates(text)):
+        if seen >= max_candidates or (deadline is not None and clock() >= deadline):
+            gave_up = True
             break
         if best is not None and cand.confidence <= best.confidence:
             continue
+        tried += 1
         if accept(cand.text):
             best = cand
-    return best
+    return FuzzySearch(best, tried, clock() - started, gave_up)
+
+
+def best_correction(
+    matcher: FuzzyMatcher, text: str, accept: Callable[[str], bool],
+    budget: int = MAX_CANDIDATES,
+) -> Correction | None:
+    """The most confident candidate that `accept` takes, trying at most `budget`
+    candidates (no time limit)."""
+    return search_corrections(matcher, text, accept, max_candidates=budget).correction
+

@@ -3,7 +3,8 @@
 Files load and merge the way Home Assistant merges custom sentences: intents' `data`
 blocks accumulate, `lists` and `expansion_rules` entries are replaced by later files,
 `skip_words` accumulate. Errors name the file and line. When no template matches, a fuzzy
-fallback (`voiced.intents.fuzzy`) tries sentences one edit away.
+fallback (`voiced.intents.fuzzy`) tries sentences one edit away, within a time budget
+(`fuzzy_budget_ms`; a search out of time gives up, logged and counted: `fuzzy_gave_up`).
 
 Each language has its own set of files (a file's `language:` key): `recognize` uses the set
 of the language the speech was heard in (`context["language"]`), else the main one.
@@ -11,20 +12,28 @@ of the language the speech was heard in (`context["language"]`), else the main o
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hassil import Intents, RangeSlotList, recognize_all, recognize_best
 from hassil.expression import Expression, Group, ListReference, RuleReference, TextChunk
+from hassil.intents import Intent
 from hassil.recognize import RecognizeResult
 from hassil.sample import sample_intents
 
 from voiced.errors import IntentError
-from voiced.intents.fuzzy import FuzzyMatcher, best_correction, number_words, words
+from voiced.intents.fuzzy import (
+    FuzzyMatcher,
+    bigrams,
+    number_words,
+    search_corrections,
+    words,
+)
 from voiced.intents.loading import (
     Reference,
     check_references,
@@ -35,6 +44,7 @@ from voiced.intents.loading import (
     read_file,
     walk,
 )
+from voiced.intents.template_index import TemplateIndex, warm_up
 from voiced.models import IntentResult, Slot
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,8 @@ INSERTABLE_LIMIT = 25
 """The most common template words tried as insertions by the fuzzy fallback."""
 BIGRAM_SAMPLES = 50
 """Sample sentences per intent used to learn which words follow which."""
+FUZZY_BUDGET_MS = 150.0
+"""Default time one fuzzy search may take (`intents.fuzzy_budget_ms`)."""
 
 Extra = Callable[[str], Sequence[Mapping[str, Any]]]
 """Documents that go before a language's files (e.g. the official sentences)."""
@@ -51,10 +63,6 @@ Extra = Callable[[str], Sequence[Mapping[str, Any]]]
 def _without_speaker_rules(intents: Intents) -> Intents:
     """A copy of `intents` whose data blocks do not care who speaks (other context rules,
     such as an area the site must have, stay)."""
-    from dataclasses import replace
-
-    from hassil.intents import Intent
-
     def drop(rules: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in rules.items() if k != "speaker"}
 
@@ -65,19 +73,12 @@ def _without_speaker_rules(intents: Intents) -> Intents:
         for name, body in intents.intents.items()})
 
 
-def _bigrams(texts: Sequence[str]) -> set[tuple[str, str]]:
-    """Adjacent word pairs (for fuzzy insertions)."""
-    pairs: set[tuple[str, str]] = set()
-    for text in texts:
-        pairs.update(itertools.pairwise(words(text)))
-    return pairs
-
-
 class IntentRecognizer:
     """Loaded intents and the matcher."""
 
     def __init__(self, intents: Intents, language: str, files: Sequence[Path] = (),
-                 fuzzy: bool = True, fuzzy_min_confidence: float = 0.6) -> None:
+                 fuzzy: bool = True, fuzzy_min_confidence: float = 0.6,
+                 fuzzy_budget_ms: float = FUZZY_BUDGET_MS) -> None:
         self.intents = intents
         self.language = language
         self.files = tuple(files)
@@ -93,18 +94,29 @@ class IntentRecognizer:
             if any("speaker" in d.requires_context for d in body.data))
         """Intents restricted by speaker: never reached by fuzzy correction."""
         self._fuzzy: FuzzyMatcher | None = None
+        self.fuzzy_budget_s = fuzzy_budget_ms / 1000
+        self.fuzzy_gave_up = 0
+        """Fuzzy searches that ran out of time (or candidates) before they were done."""
+        self._count_lock = threading.Lock()
         if fuzzy:
             samples = self._sample_texts()
             self._fuzzy = FuzzyMatcher(
                 self.vocabulary() | {w for text in samples for w in words(text)},
                 self._common_words(), fuzzy_min_confidence, number_words(language),
-                _bigrams(samples), self._value_words() - self._template_words())
+                bigrams(samples), self._value_words() - self._template_words())
+            self._index = TemplateIndex(intents)
+            # the check that blocks a guess landing on a speaker-restricted intent needs
+            # only those intents
+            self._gated_index = TemplateIndex(replace(self._ungated, intents={
+                n: i for n, i in self._ungated.intents.items() if n in self.gated}))
+            warm_up(self._ungated)  # the first recognition would pay for it otherwise
 
     @classmethod
     def load(cls, paths: Sequence[Path], language: str = "en",
              extra: Sequence[Mapping[str, Any]] | Extra = (), fuzzy: bool = True,
              fuzzy_min_confidence: float = 0.6,
-             overrides: Sequence[Mapping[str, Any]] = ()) -> IntentRecognizer:
+             overrides: Sequence[Mapping[str, Any]] = (),
+             fuzzy_budget_ms: float = FUZZY_BUDGET_MS) -> IntentRecognizer:
         """Load and merge intent files, one set per language.
 
         A file's `language:` key says which set it joins (no key: `language`, the main
@@ -146,7 +158,7 @@ class IntentRecognizer:
                 raise IntentError("intents_invalid",
                                   f"{where}: no intents defined for language {lang!r}{found_in}")
             recognizer = cls(intents, lang, [path for path, _, _ in entries], fuzzy,
-                             fuzzy_min_confidence)
+                             fuzzy_min_confidence, fuzzy_budget_ms)
             recognizer.document = merged
             return recognizer
 
@@ -176,22 +188,22 @@ class IntentRecognizer:
         return [self, *self.translations.values()]
 
     # ---- matching ------------------------------------------------------------------
-    def _match(self, text: str, context: Mapping[str, Any],
-               intent_filter: Sequence[str]) -> RecognizeResult | None:
+    def _match(self, text: str, context: Mapping[str, Any], intent_filter: Sequence[str],
+               intents: Intents | None = None) -> RecognizeResult | None:
         ctx = {k: v for k, v in context.items() if v is not None}
+        intents = intents or self.intents
         if not intent_filter:
-            return recognize_best(text, self.intents, intent_context=ctx,
-                                  language=self.language)
-        for result in recognize_all(text, self.intents, intent_context=ctx,
-                                    language=self.language):
+            return recognize_best(text, intents, intent_context=ctx, language=self.language)
+        for result in recognize_all(text, intents, intent_context=ctx, language=self.language):
             if result.intent.name in intent_filter:
                 return result
         return None
 
-    def _match_ignoring_speaker(self, text: str,
-                                context: Mapping[str, Any]) -> RecognizeResult | None:
+    def _match_ignoring_speaker(self, text: str, context: Mapping[str, Any],
+                                intents: Intents | None = None) -> RecognizeResult | None:
         ctx = {k: v for k, v in context.items() if v is not None and k != "speaker"}
-        return recognize_best(text, self._ungated, intent_context=ctx, language=self.language)
+        return recognize_best(text, intents or self._ungated, intent_context=ctx,
+                              language=self.language)
 
     def recognize(self, text: str, context: Mapping[str, Any] | None = None,
                   intent_filter: Sequence[str] = ()) -> IntentResult:
@@ -208,30 +220,51 @@ class IntentRecognizer:
         if blocked is not None and (not intent_filter or blocked.intent.name in intent_filter):
             return IntentResult(text, None, refused_intent=blocked.intent.name)
         if self._fuzzy is not None:
-            found: dict[str, RecognizeResult] = {}
+            return self._recognize_fuzzy(text, context, intent_filter)
+        return IntentResult(text, None)
 
-            def accept(candidate: str) -> bool:
-                match = self._match(candidate, context, intent_filter)
-                if match is not None and any(e.is_wildcard for e in match.entities_list):
-                    return False  # a wildcard takes any words: no evidence for a guess
+    def _recognize_fuzzy(self, text: str, context: Mapping[str, Any],
+                         intent_filter: Sequence[str]) -> IntentResult:
+        """The fuzzy fallback, within the time budget."""
+        assert self._fuzzy is not None
+        found: dict[str, RecognizeResult] = {}
+
+        def accept(candidate: str) -> bool:
+            # hassil sees only the templates that could take the candidate's words and
+            # length (TemplateIndex): the same wildcard-free best match, much sooner
+            narrowed = self._index.narrowed(candidate)
+            match = (self._match(candidate, context, intent_filter, narrowed)
+                     if narrowed is not None else None)
+            if match is not None and any(e.is_wildcard for e in match.entities_list):
+                return False  # a wildcard takes any words: no evidence for a guess
+            if match is None:
+                # a guess that lands on a restricted command blocks every other guess
+                gated = self._gated_index.narrowed(candidate)
+                if gated is None:
+                    return False
+                match = self._match_ignoring_speaker(candidate, context, gated)
                 if match is None:
-                    # a guess that lands on a restricted command blocks every other guess
-                    match = self._match_ignoring_speaker(candidate, context)
-                    if match is None or match.intent.name not in self.gated:
-                        return False
-                found[candidate] = match
-                return True
+                    return False
+            found[candidate] = match
+            return True
 
-            correction = best_correction(self._fuzzy, text, accept)
-            if correction is not None and found[correction.text].intent.name in self.gated:
-                # a speaker-restricted command must be heard exactly, never guessed
-                log.info("fuzzy: %r looks like %s, which needs an exact match", text,
-                         found[correction.text].intent.name)
-                return IntentResult(text, None)
-            if correction is not None:
-                log.debug("fuzzy: %r → %r (%s)", text, correction.text, correction.edit)
-                return self._to_result(correction.text, found[correction.text],
-                                       correction.confidence, "fuzzy")
+        search = search_corrections(self._fuzzy, text, accept, self.fuzzy_budget_s)
+        if search.gave_up:
+            with self._count_lock:
+                self.fuzzy_gave_up += 1
+            log.info("fuzzy: gave up on %r after %d candidates in %.0f ms (budget %.0f ms)%s",
+                     text, search.tried, search.elapsed_s * 1000, self.fuzzy_budget_s * 1000,
+                     "; kept the best found" if search.correction else "")
+        correction = search.correction
+        if correction is not None and found[correction.text].intent.name in self.gated:
+            # a speaker-restricted command must be heard exactly, never guessed
+            log.info("fuzzy: %r looks like %s, which needs an exact match", text,
+                     found[correction.text].intent.name)
+            return IntentResult(text, None)
+        if correction is not None:
+            log.debug("fuzzy: %r → %r (%s)", text, correction.text, correction.edit)
+            return self._to_result(correction.text, found[correction.text],
+                                   correction.confidence, "fuzzy")
         return IntentResult(text, None)
 
     def _to_result(self, text: str, result: RecognizeResult, confidence: float,

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from voiced.config import HandlerConfig
-from voiced.errors import PluginError
+from voiced.errors import PluginError, VoicedError
 from voiced.intents import templates
 from voiced.intents.api import Plugin, PluginContext, Request, Response
 from voiced.intents.plugins import (  # noqa: F401 - discover_plugins: public here too
@@ -217,7 +217,7 @@ class Router:
                 log.warning("%s", msg)
                 return self._outcome(Outcome.TIMEOUT, cfg, started, details, error=msg,
                                      code="handler_timeout")
-            except PluginError as exc:
+            except (PluginError, VoicedError) as exc:
                 log.warning("handler %s → %s failed: %s", cfg.intent, cfg.plugin, exc)
                 return self._outcome(Outcome.ERROR, cfg, started, details, error=exc.message,
                                      code=exc.code)

@@ -5,6 +5,16 @@ The link owns its task. Incoming messages go to a synchronous callback on the ev
 loop (which only parses and enqueues). Outgoing messages go through a queue that
 survives reconnects: a message published while the broker is down is sent after the
 link is back.
+
+Supervision: `run()` retries broker trouble forever (`aiomqtt.MqttError`, socket errors)
+with a jittered exponential backoff that starts afresh after a connection that stayed up.
+Anything else is a bug: it is logged once with its traceback and escapes `run()`, so the
+daemon, which owns the task, notices and exits non-zero. With `mqtt.give_up_after_s` set,
+a broker unreachable that long ends `run()` with `BrokerUnreachableError`.
+
+Publishing never ends the link: `publish()` refuses a topic no broker accepts with
+`InvalidTopicError` (nothing is queued), and a message the client still refuses is logged,
+counted and dropped by the sender, which goes on with the next one.
 """
 
 from __future__ import annotations
@@ -13,6 +23,10 @@ import asyncio
 import json
 import logging
 import random
+import re
+import secrets
+import socket
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +36,7 @@ import aiomqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from voiced.config import MqttConfig
+from voiced.errors import TransportError
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +44,75 @@ Payload = bytes | str | Mapping[str, Any] | list[Any]
 
 MAX_OUTGOING = 10_000
 """Outgoing messages held while the broker is unreachable; beyond this the oldest go."""
+MAX_TOPIC_BYTES = 65_535
+"""The longest topic MQTT can carry (UTF-8 bytes)."""
+STABLE_MAX_S = 10.0
+"""A connection up this long resets the backoff (a shorter one does when it outlasted the
+wait before it), so one broker restart does not slow the reconnects after the next."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class InvalidTopicError(TransportError):
+    """`publish()` was given a topic that no broker accepts; nothing was queued."""
+
+
+class BrokerUnreachableError(TransportError):
+    """The broker stayed unreachable for `mqtt.give_up_after_s`."""
+
+
+def default_client_id(host: str | None = None) -> str:
+    """`voiced-<host>-<6 random hex digits>`: unique per start, at most 23 characters
+    (the length every MQTT 3.1.1 broker must accept)."""
+    name = re.sub(r"[^A-Za-z0-9-]", "", host if host is not None else socket.gethostname())
+    return f"voiced-{name[:9] or 'host'}-{secrets.token_hex(3)}"
+
+
+def topic_problem(topic: object) -> str | None:
+    """Why `topic` cannot be published to (None: it can)."""
+    if not isinstance(topic, str):
+        return f"is a {type(topic).__name__}, not text"
+    if not topic:
+        return "is empty"
+    if "+" in topic or "#" in topic:
+        return "contains a wildcard (+ or #)"
+    if _CONTROL.search(topic):
+        return "contains a control character"
+    try:
+        size = len(topic.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (it contains a lone surrogate)"
+    if size > MAX_TOPIC_BYTES:
+        return f"is {size} bytes long (at most {MAX_TOPIC_BYTES})"
+    return None
 
 
 def encode_payload(payload: Payload) -> bytes:
-    """bytes pass through, text is UTF-8, mappings and lists become JSON."""
+    """bytes pass through, text is UTF-8, mappings and lists become JSON.
+
+    Never fails on text that cannot be UTF-8 (a lone surrogate): text is then sent with
+    backslash escapes, JSON as ASCII with \\u escapes.
+    """
     if isinstance(payload, bytes):
         return payload
     if isinstance(payload, str):
-        return payload.encode()
-    return json.dumps(payload, ensure_ascii=False).encode()
+        try:
+            return payload.encode()
+        except UnicodeEncodeError:
+            return payload.encode("utf-8", "backslashreplace")
+    try:
+        return json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(payload, ensure_ascii=True).encode()
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
     """Jittered exponential backoff: between half and all of min(high, low * 2**attempt)."""
-    ceiling = min(high, low * (2 ** min(attempt, 30)))
-    return ceiling * rng.uniform(0.5, 1.0)
+    return backoff_ceiling(attempt, low, high) * rng.uniform(0.5, 1.0)
+
+
+def backoff_ceiling(attempt: int, low: float, high: float) -> float:
+    """The longest wait before attempt `attempt` (0: the first retry)."""
+    return min(high, low * (2 ** min(attempt, 30)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,21 +146,49 @@ class MqttLink:
         self._protocol = MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311
         self._protocol_settled = False
         self._rng = random.Random()
+        self._attempt = 0
+        self._was_up = False
+        self._down_since = time.monotonic()
+        self.client_id = config.client_id or default_client_id()
+        """The id this link connects with (the same for every reconnect)."""
         self.connected = asyncio.Event()
+        """Set while the link is connected and subscribed."""
         self.connections = 0
         """How many times the link has connected (reconnects count)."""
+        self.failed_attempts = 0
+        """Connection attempts that failed since the link was last connected."""
+        self.last_error: str | None = None
+        """Why the last connection failed or ended (None: it never did)."""
+        self.disconnected_since: float | None = time.time()
+        """Wall-clock time (epoch seconds) since when the link is down; None while up."""
         self.dropped = 0
         """Outgoing messages dropped because the queue was full."""
+        self.rejected = 0
+        """Messages refused: invalid topics in `publish()`, messages the client refused."""
         self._paused = False
 
     async def publish(self, topic: str, payload: Payload, qos: int = 0,
                       retain: bool = False) -> None:
-        """Queue a message; it is sent as soon as the broker is reachable."""
+        """Queue a message; it is sent as soon as the broker is reachable.
+
+        Raises InvalidTopicError (code `mqtt_topic_invalid`; nothing queued) for a topic no
+        broker accepts: empty, with a wildcard or a control character, not UTF-8, or longer
+        than 65535 bytes; and for a QoS other than 0, 1 or 2.
+        """
+        problem = topic_problem(topic)
+        if problem is None and qos not in (0, 1, 2):
+            problem = f"has an invalid QoS {qos!r}"
+        if problem is not None:
+            self.rejected += 1
+            shown = ascii(topic[:80] if isinstance(topic, str) else topic)
+            log.warning("MQTT: not publishing to topic %s: it %s", shown, problem)
+            raise InvalidTopicError("mqtt_topic_invalid", f"MQTT topic {shown} {problem}")
+        data = encode_payload(payload)
         if len(self._outgoing) >= MAX_OUTGOING:
             self._outgoing.popleft()
             self.dropped += 1
             log.warning("MQTT outgoing queue full: dropped the oldest message")
-        self._outgoing.append(_Outgoing(topic, encode_payload(payload), qos, retain))
+        self._outgoing.append(_Outgoing(topic, data, qos, retain))
         self._has_outgoing.set()
 
     def pause_ingest(self) -> None:
@@ -102,6 +199,19 @@ class MqttLink:
     def pending(self) -> int:
         """Outgoing messages not yet handed to the broker."""
         return len(self._outgoing)
+
+    @property
+    def backoff_attempt(self) -> int:
+        """The exponent of the next reconnect wait (0: the shortest, `reconnect_min_s`)."""
+        return self._attempt
+
+    def status(self) -> dict[str, Any]:
+        """The link's state, for /api/status and the log."""
+        return {"connected": self.connected.is_set(), "client_id": self.client_id,
+                "protocol": "5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1",
+                "connections": self.connections, "failed_attempts": self.failed_attempts,
+                "last_error": self.last_error, "disconnected_since": self.disconnected_since,
+                "pending": self.pending, "dropped": self.dropped, "rejected": self.rejected}
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every queued message is sent or `timeout` passes."""
@@ -114,15 +224,28 @@ class MqttLink:
         return True
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect forever (until cancelled)."""
+        """Connect, serve, and reconnect until cancelled.
+
+        Raises BrokerUnreachableError after `give_up_after_s` without a broker (when set),
+        and any unexpected exception (a bug), after logging it once.
+        """
+        try:
+            await self._run()
+        except BrokerUnreachableError as exc:
+            log.error("%s", exc.message)
+            raise
+        except Exception:
+            log.exception("MQTT link stopped by an unexpected error")
+            raise
+
+    async def _run(self) -> None:
         cfg = self._config
-        attempt = 0
         while True:
+            self._was_up = False
             try:
                 await self._session()
-                attempt = 0
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
+            except (aiomqtt.MqttError, OSError) as exc:
+                self._went_down(exc)
                 if not self._protocol_settled:
                     # until one connection succeeds, alternate MQTT 5 and 3.1.1: some brokers
                     # refuse 5 cleanly, others (amqtt) just drop the connection
@@ -132,15 +255,39 @@ class MqttLink:
                     if v5 and _protocol_refused(exc):
                         log.info("MQTT broker does not speak MQTT 5; using 3.1.1")
                         continue
-                delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, self._rng)
+                delay = backoff_delay(self._attempt, cfg.reconnect_min_s, cfg.reconnect_max_s,
+                                      self._rng)
+                if cfg.give_up_after_s:
+                    down_for = time.monotonic() - self._down_since
+                    if down_for >= cfg.give_up_after_s:
+                        raise BrokerUnreachableError(
+                            "mqtt_unreachable",
+                            f"MQTT broker {cfg.host}:{cfg.port} unreachable for "
+                            f"{down_for:.0f} s (mqtt.give_up_after_s): {exc}") from exc
+                    delay = min(delay, cfg.give_up_after_s - down_for)
                 if self.connections:
                     log.warning("MQTT connection to %s:%d lost or refused (%s); retrying in %.1f s",
                                 cfg.host, cfg.port, exc, delay)
                 else:
                     log.warning("MQTT broker %s:%d unreachable (%s); retrying in %.1f s",
                                 cfg.host, cfg.port, exc, delay)
-                attempt += 1
+                self._attempt += 1
                 await asyncio.sleep(delay)
+
+    def _went_down(self, exc: BaseException) -> None:
+        self.connected.clear()
+        self.last_error = str(exc) or type(exc).__name__
+        if self._was_up:
+            self.failed_attempts = 0
+            self.disconnected_since = time.time()
+            self._down_since = time.monotonic()
+        else:
+            self.failed_attempts += 1
+
+    def _stable(self) -> None:
+        if self._attempt:
+            log.debug("MQTT connection stable: reconnect backoff reset")
+        self._attempt = 0
 
     async def _session(self) -> None:
         cfg = self._config
@@ -150,7 +297,7 @@ class MqttLink:
         client = aiomqtt.Client(
             cfg.host,
             cfg.port,
-            identifier=cfg.client_id,
+            identifier=self.client_id,
             username=cfg.username,
             password=cfg.password(),
             keepalive=cfg.keepalive_s,
@@ -160,24 +307,33 @@ class MqttLink:
         )
         async with client:
             self.connections += 1
+            self._was_up = True
             self._protocol_settled = True
             for topic in self._subscriptions:
                 await client.subscribe(topic)
-            log.info("MQTT connected to %s:%d (%s), subscribed to %d topics", cfg.host, cfg.port,
+            log.info("MQTT connected to %s:%d as %s (%s), subscribed to %d topics", cfg.host,
+                     cfg.port, self.client_id,
                      "MQTT 5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "MQTT 3.1.1",
                      len(self._subscriptions))
+            self.disconnected_since = None
+            self.failed_attempts = 0
             self.connected.set()
-            if self._on_connect:
-                self._on_connect()
+            # the backoff starts afresh once this connection outlasts the wait before it
+            stable_after = min(STABLE_MAX_S, backoff_ceiling(
+                max(self._attempt - 1, 0), cfg.reconnect_min_s, cfg.reconnect_max_s))
+            timer = asyncio.get_running_loop().call_later(stable_after, self._stable)
             tasks = {
                 asyncio.create_task(self._receive(client), name="mqtt-receiver"),
                 asyncio.create_task(self._send(client), name="mqtt-publisher"),
             }
             try:
+                if self._on_connect:
+                    self._on_connect()
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # re-raises the MqttError that ended the connection
             finally:
+                timer.cancel()
                 self.connected.clear()
                 for task in tasks:
                     task.cancel()
@@ -203,12 +359,21 @@ class MqttLink:
                 await self._has_outgoing.wait()
                 continue
             item = self._outgoing[0]
-            # the message leaves the queue only once the client accepted it
-            await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            try:
+                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            except aiomqtt.MqttError:
+                raise  # the connection is in trouble: the message stays queued
+            except Exception:
+                # one message the client refuses (paho raises ValueError) must not end the
+                # link: it is dropped, and the next one goes
+                self.rejected += 1
+                log.exception("MQTT: dropped a message to %s that the client refused",
+                              ascii(item.topic[:80]))
+            # the message leaves the queue only once the client accepted (or refused) it
             if self._outgoing and self._outgoing[0] is item:
                 self._outgoing.popleft()
 
 
-def _protocol_refused(exc: aiomqtt.MqttError) -> bool:
+def _protocol_refused(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "protocol" in text and ("version" in text or "unsupported" in text)
