@@ -42,6 +42,7 @@ from voiced.asr.pocketsphinx import (  # noqa: E402
     RECOMMENDED_MIN_CONFIDENCE,
     PocketsphinxTranscriber,
 )
+from voiced.asr.service import asr_intents  # noqa: E402
 from voiced.config import AsrConfig  # noqa: E402
 from voiced.const import BYTES_PER_SECOND, ms_to_bytes  # noqa: E402
 from voiced.intents.recognizer import IntentRecognizer  # noqa: E402
@@ -187,7 +188,7 @@ def main() -> None:
                         help="turn pocketsphinx's lattice best-path pass on")
     args = parser.parse_args()
     recognizer = IntentRecognizer.load([REPO / "config" / "intents"])
-    asr = PocketsphinxTranscriber(AsrConfig(), recognizer)
+    asr = PocketsphinxTranscriber(AsrConfig(), asr_intents(recognizer))
     asr.lattice_pass = args.lattice
     started = time.perf_counter()
     asr.load()

@@ -16,6 +16,7 @@ from voiced.asr.pocketsphinx import (
     _NoiseFloor,
     acoustic_confidence,
 )
+from voiced.asr.service import asr_intents
 from voiced.config import AsrConfig
 from voiced.const import SAMPLE_RATE, ms_to_bytes
 from voiced.intents.recognizer import IntentRecognizer
@@ -42,7 +43,7 @@ def recognizer() -> IntentRecognizer:
 
 @pytest.fixture(scope="module")
 def asr(recognizer: IntentRecognizer) -> PocketsphinxTranscriber:
-    transcriber = PocketsphinxTranscriber(AsrConfig(mode="grammar"), recognizer)
+    transcriber = PocketsphinxTranscriber(AsrConfig(mode="grammar"), asr_intents(recognizer))
     transcriber.load()
     # a running server has heard speech before: adapt the cepstral mean on the demo
     # samples (not the fixtures under test), then start every test from that state
@@ -169,12 +170,12 @@ def test_reload_rebuilds_the_grammar(tmp_path: Path) -> None:
         "language: en\nintents:\n  PlayMusic:\n    data:\n      - sentences:\n"
         "          - \"play my music\"\n          - \"play the zyzzyva\"\n", encoding="utf-8")
     first = IntentRecognizer.load([REPO / "config" / "intents"], fuzzy=False)
-    asr = PocketsphinxTranscriber(AsrConfig(), first)
+    asr = PocketsphinxTranscriber(AsrConfig(), asr_intents(first))
     asr.load()
     music = pcm_of(FIXTURES / "commands/music.wav")
     kitchen = pcm_of(FIXTURES / "commands/on_kitchen.wav")
     stream_before = asr.start_stream()
-    asr.reload(IntentRecognizer.load([tmp_path], fuzzy=False))
+    asr.reload(asr_intents(IntentRecognizer.load([tmp_path], fuzzy=False)))
     assert asr.missing_words == {"zyzzyva"}
     assert asr.grammar is not None and asr.grammar.sentences == 1
     assert asr.transcribe(music).text == "play my music"

@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 import torch
 import whisper
+from hassil import Intents
 from whisper.model import ModelDimensions, Whisper
 
-from voiced.asr.service import create_transcriber
+from voiced.asr.base import AsrIntents
+from voiced.asr.service import asr_intents, create_transcriber
 from voiced.asr.whisper import WhisperTranscriber
 from voiced.asr.whisper_models import (
     BASE_URL_ENV,
@@ -86,20 +88,10 @@ def assert_same(a: Sequence[Transcript], b: Sequence[Transcript]) -> None:
         assert x.no_speech_prob == pytest.approx(y.no_speech_prob, abs=1e-5)
 
 
-class Vocabulary:
-    """Stands in for IntentRecognizer where only `vocabulary()` matters."""
-
-    def __init__(self, words: set[str]) -> None:
-        self.words = words
-
-    def vocabulary(self) -> set[str]:
-        return self.words
-
-    def languages(self) -> list[Vocabulary]:
-        return [self]
-
-    def for_language(self, language: str | None) -> Vocabulary:
-        return self
+def vocabulary(words: set[str]) -> AsrIntents:
+    """Intents where only the vocabulary matters (English, no sentences)."""
+    return AsrIntents("en", Intents.from_dict({"language": "en", "intents": {}}), None,
+                      {"en": frozenset(words)})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,9 +108,10 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("whisper") / "tiny-test.pt")
 
 
-def make(ckpt: Path, state: Path, intents: object = None, **asr: object) -> WhisperTranscriber:
+def make(ckpt: Path, state: Path, intents: AsrIntents | None = None,
+         **asr: object) -> WhisperTranscriber:
     config = AsrConfig(backend="whisper", model=str(ckpt), **asr)  # type: ignore[arg-type]
-    transcriber = create_transcriber(config, intents, state)  # type: ignore[arg-type]
+    transcriber = create_transcriber(config, intents, state)
     assert isinstance(transcriber, WhisperTranscriber)
     transcriber.max_tokens = 8
     transcriber.load()
@@ -128,7 +121,7 @@ def make(ckpt: Path, state: Path, intents: object = None, **asr: object) -> Whis
 @pytest.fixture(scope="module")
 def whisper_auto(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> WhisperTranscriber:
     """Loaded once: language detection, a vocabulary prompt, CPU."""
-    vocab = Vocabulary({"kitchen", "living room", "Zyxel lamp", "turn on", "dim"})
+    vocab = vocabulary({"kitchen", "living room", "Zyxel lamp", "turn on", "dim"})
     return make(tiny_ckpt, tmp_path_factory.mktemp("state"), vocab, language="auto")
 
 
@@ -471,9 +464,9 @@ def test_bench_asr_reports_latency_and_batching_gain(
 
 
 def test_reload_rebuilds_the_prompt(tiny_ckpt: Path, tmp_path: Path) -> None:
-    t = make(tiny_ckpt, tmp_path, Vocabulary({"kitchen"}))
+    t = make(tiny_ckpt, tmp_path, vocabulary({"kitchen"}))
     assert t.prompt_text == "kitchen"
-    t.reload(Vocabulary({"garage", "Zyxel lamp"}))  # type: ignore[arg-type]
+    t.reload(vocabulary({"garage", "Zyxel lamp"}))
     assert t.prompt_text == "garage, Zyxel lamp"
 
 
@@ -551,7 +544,7 @@ def test_prompt_from_real_intents(tiny_ckpt: Path, tmp_path: Path, intents_file:
     from voiced.intents.recognizer import IntentRecognizer
 
     recognizer = IntentRecognizer.load([intents_file], "en")
-    t = make(tiny_ckpt, tmp_path, recognizer)
+    t = make(tiny_ckpt, tmp_path, asr_intents(recognizer))
     for word in ("xochimilco", "kitchen", "garage", "light"):
         assert word in t.prompt_text.split(", ")
     assert t.decoding_options().prompt == t.prompt_tokens != []

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from voiced.asr.base import AsrIntents
 from voiced.asr.pocketsphinx import PocketsphinxTranscriber
+from voiced.asr.service import asr_intents
 from voiced.asr.workers import PooledTranscriber, _Worker
 from voiced.audio.wav import read_wav_file
 from voiced.config import AsrConfig
@@ -36,7 +38,7 @@ def intents() -> IntentRecognizer:
 
 @pytest.fixture
 def pool(intents: IntentRecognizer) -> Iterator[PooledTranscriber]:
-    pool = PooledTranscriber(AsrConfig(), intents, processes=2)
+    pool = PooledTranscriber(AsrConfig(), asr_intents(intents), processes=2)
     pool.load()
     try:
         yield pool
@@ -71,16 +73,16 @@ def heard(pool: PooledTranscriber, name: str) -> list[str]:
     return [t.text if t.confidence >= 0.5 else "" for t in on_every_worker(pool, wav(name))]
 
 
-def new_intents(tmp_path: Path, sentences: list[str]) -> IntentRecognizer:
+def new_intents(tmp_path: Path, sentences: list[str]) -> AsrIntents:
     path = tmp_path / "new.yaml"
     path.write_text(yaml.safe_dump({"language": "en", "intents": {
         "Chatter": {"data": [{"sentences": sentences}]}}}))
-    return IntentRecognizer.load([path])
+    return asr_intents(IntentRecognizer.load([path]))
 
 
 def test_pool_matches_in_process(intents: IntentRecognizer, pool: PooledTranscriber) -> None:
     entries = yaml.safe_load((FIXTURES / "commands.yaml").read_text())["commands"][:6]
-    local = PocketsphinxTranscriber(AsrConfig(), intents)
+    local = PocketsphinxTranscriber(AsrConfig(), asr_intents(intents))
     local.load()
     for entry in entries:
         pcm = wav(entry["file"])

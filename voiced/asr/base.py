@@ -1,15 +1,52 @@
-"""The `Transcriber` backend interface (the factory is in voiced.asr.service)."""
+"""The `Transcriber` backend interface and `AsrIntents`, what a backend knows of the
+intents (the factory and the conversion from the recognizer are in voiced.asr.service)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from voiced.languages import pick_language
 from voiced.models import Transcript
 
 if TYPE_CHECKING:
-    from voiced.intents.recognizer import IntentRecognizer
+    from hassil import Intents
+
+
+@dataclass(frozen=True, slots=True)
+class AsrIntents:
+    """What a speech recognizer needs to know of the intents: plain data, no matcher.
+
+    Built from the loaded intents by `voiced.asr.service.asr_intents`; backends use it to
+    constrain (pocketsphinx grammar) or to guide (Whisper prompt) what they hear.
+    """
+
+    language: str
+    """The main language's code (lower case, `-` between parts: `en`, `pt-br`)."""
+    intents: Intents
+    """The main language's hassil intents: the sentences a grammar is compiled from."""
+    document: dict[str, Any] | None
+    """The main language's merged YAML document the `intents` were built from (plain
+    data: it is pickled to worker processes, which rebuild the `intents` from it); None
+    when the intents were built in code, not loaded from files."""
+    vocabulary: dict[str, frozenset[str]]
+    """Lower-case words of every language's templates, list values and expansion rules,
+    by language code; the main language first."""
+
+    def words_for(self, language: str) -> frozenset[str]:
+        """The vocabulary of the sentences heard in `language`.
+
+        The same choice as `IntentRecognizer.for_language`: the set of that language
+        (matched exactly, then by the part before `-`: Whisper says `pt` for a `pt-BR`
+        set), else the main language's.
+        """
+        return self.vocabulary[pick_language(language, self.language, self.vocabulary)]
+
+    def all_words(self) -> frozenset[str]:
+        """The vocabulary of every language together."""
+        return frozenset().union(*self.vocabulary.values())
 
 
 class AsrStream(ABC):
@@ -50,7 +87,7 @@ class Transcriber(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release models and worker processes (daemon shutdown)."""
 
-    def reload(self, intents: IntentRecognizer) -> None:  # noqa: B027 - optional hook
+    def reload(self, intents: AsrIntents) -> None:  # noqa: B027 - optional hook
         """Rebuild what depends on the intents (grammar, prompt) after they changed."""
 
     @abstractmethod

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voiced.asr.base import AsrStream, Transcriber
+from voiced.asr.base import AsrIntents, AsrStream, Transcriber
 from voiced.const import SAMPLE_RATE, SAMPLE_WIDTH
 from voiced.errors import AsrError
 from voiced.models import Transcript
@@ -45,7 +45,6 @@ from voiced.models import Transcript
 if TYPE_CHECKING:
     from voiced.asr.grammar import Grammar
     from voiced.config import AsrConfig
-    from voiced.intents.recognizer import IntentRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +176,7 @@ class PocketsphinxTranscriber(Transcriber):
     lattice_pass = False
     """Run pocketsphinx's lattice best-path pass in grammar mode (off: see module docs)."""
 
-    def __init__(self, config: AsrConfig, intents: IntentRecognizer | None) -> None:
+    def __init__(self, config: AsrConfig, intents: AsrIntents | None) -> None:
         self.config = config
         self._intents = intents
         self._pool: list[Any] = []
@@ -211,13 +210,13 @@ class PocketsphinxTranscriber(Transcriber):
         self._build(self._intents)
         self.transcribe(bytes(SAMPLE_RATE // 5 * SAMPLE_WIDTH))
 
-    def reload(self, intents: IntentRecognizer) -> None:
+    def reload(self, intents: AsrIntents) -> None:
         """Recompile the grammar for new intents; idle decoders are discarded and streams
         already running finish on their old decoder."""
         self._intents = intents
         self._build(intents)
 
-    def _build(self, intents: IntentRecognizer | None) -> None:
+    def _build(self, intents: AsrIntents | None) -> None:
         full = model_dir() / "cmudict-en-us.dict"
         grammar: Grammar | None = None
         path = full

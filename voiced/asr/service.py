@@ -3,7 +3,8 @@
 Shaped like the speaker service: the pipeline asks it for a transcript of an utterance
 (using the stream fed while the person spoke, or a batch across sites) and never touches
 the backend. It also holds `create_transcriber`, so the backends (which import base.py)
-and the factory (which imports the backends) form no import cycle.
+and the factory (which imports the backends) form no import cycle, and `asr_intents`: the
+one place that reads the intent recognizer for the backends, which see only `AsrIntents`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from voiced.asr.base import AsrStream, Transcriber
+from voiced.asr.base import AsrIntents, AsrStream, Transcriber
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine, MicroBatcher
 from voiced.models import Transcript
@@ -26,8 +27,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def asr_intents(recognizer: IntentRecognizer) -> AsrIntents:
+    """What the speech recognizers need of the loaded intents (see `AsrIntents`).
+
+    Walks every language's templates for their vocabulary (tens of ms for Home
+    Assistant's official sentences): `reload` runs it through the inference engine.
+    """
+    return AsrIntents(
+        language=recognizer.language,
+        intents=recognizer.intents,
+        document=recognizer.document,
+        vocabulary={r.language: frozenset(r.vocabulary()) for r in recognizer.languages()},
+    )
+
+
 def create_transcriber(
-    config: AsrConfig, intents: IntentRecognizer | None, state_dir: Path
+    config: AsrConfig, intents: AsrIntents | None, state_dir: Path
 ) -> Transcriber:
     """Build the configured backend (not yet loaded)."""
     if config.backend == "pocketsphinx":
@@ -59,9 +74,10 @@ class AsrService:
                                         max_batch, name="asr")
 
     @classmethod
-    def from_config(cls, config: AsrConfig, intents: IntentRecognizer | None, state_dir: Path,
-                    engine: InferenceEngine) -> AsrService:
-        """The configured backend, wrapped (not yet loaded)."""
+    def from_config(cls, config: AsrConfig, recognizer: IntentRecognizer | None,
+                    state_dir: Path, engine: InferenceEngine) -> AsrService:
+        """The configured backend for `recognizer`'s intents, wrapped (not yet loaded)."""
+        intents = asr_intents(recognizer) if recognizer is not None else None
         return cls(create_transcriber(config, intents, state_dir), engine,
                    config.batch_window_ms / 1000, config.max_batch)
 
@@ -100,9 +116,12 @@ class AsrService:
             return transcript
         return await self._engine.run(self.transcriber.transcribe, pcm)
 
-    async def reload(self, intents: IntentRecognizer) -> None:
+    async def reload(self, recognizer: IntentRecognizer) -> None:
         """Rebuild what depends on the intents (grammar, prompt); raises on failure."""
-        await self._engine.run(self.transcriber.reload, intents)
+        await self._engine.run(self._reload, recognizer)
+
+    def _reload(self, recognizer: IntentRecognizer) -> None:
+        self.transcriber.reload(asr_intents(recognizer))
 
     async def close(self) -> None:
         """Stop batching and release the backend (worker processes, models)."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voiced.asr.base import AsrStream, Transcriber
+from voiced.asr.base import AsrIntents, AsrStream, Transcriber
 from voiced.asr.whisper_models import (
     DEFAULT_CPU_MODEL,
     DEFAULT_GPU_MODEL,
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from whisper.model import Whisper
 
     from voiced.config import AsrConfig
-    from voiced.intents.recognizer import IntentRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ class WhisperTranscriber(Transcriber):
     name = "whisper"
 
     def __init__(
-        self, config: AsrConfig, intents: IntentRecognizer | None, state_dir: Path
+        self, config: AsrConfig, intents: AsrIntents | None, state_dir: Path
     ) -> None:
         self.config = config
         self.intents = intents
@@ -201,7 +200,7 @@ class WhisperTranscriber(Transcriber):
             (time.monotonic() - started) * 1000,
         )
 
-    def reload(self, intents: IntentRecognizer) -> None:
+    def reload(self, intents: AsrIntents) -> None:
         """Use new intents: rebuild the vocabulary prompt."""
         self.intents = intents
         if self._tokenizer is not None:
@@ -209,12 +208,11 @@ class WhisperTranscriber(Transcriber):
 
     def refresh_prompt(self) -> None:
         """Rebuild the initial prompt from the intents' vocabulary (after a reload)."""
-        words: set[str] = set()
+        words: frozenset[str] = frozenset()
         if self.intents is not None:
             # a configured language uses its own sentences; detection any language's
-            sets = ([self.intents.for_language(self.language)] if self.language
-                    else self.intents.languages())
-            words = set().union(*(s.vocabulary() for s in sets))
+            words = (self.intents.words_for(self.language) if self.language
+                     else self.intents.all_words())
         text, tokens = build_prompt(words, self._tokenizer.encode, self.prompt_max_tokens)
         self.prompt_text, self.prompt_tokens = text, tokens
         if text:

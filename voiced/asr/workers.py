@@ -23,18 +23,16 @@ import logging
 import multiprocessing
 import os
 import threading
-from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from voiced.asr.base import AsrStream, Transcriber
+from voiced.asr.base import AsrIntents, AsrStream, Transcriber
 from voiced.errors import AsrError
 from voiced.models import Transcript
 
 if TYPE_CHECKING:
     from voiced.asr.pocketsphinx import PocketsphinxTranscriber
     from voiced.config import AsrConfig
-    from voiced.intents.recognizer import IntentRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +43,37 @@ CALL_TIMEOUT_S = 60.0
 URGENT = frozenset({"finish", "transcribe"})
 """Requests served before waiting feeds."""
 
-Document = Mapping[str, Any] | None
+Portable = tuple[str, dict[str, Any], dict[str, frozenset[str]]] | None
+"""`AsrIntents` as it travels to a worker process: (language, document, vocabulary), the
+hassil intents left behind (the worker rebuilds them from the document). None: no
+intents, or none loaded from files."""
 
 
-def _transcriber(config: AsrConfig, document: Document, language: str) -> PocketsphinxTranscriber:
-    """A loaded transcriber for the intents in `document` (None: no intents)."""
+def _portable(intents: AsrIntents | None) -> Portable:
+    if intents is None or intents.document is None:
+        return None
+    return intents.language, intents.document, intents.vocabulary
+
+
+def _transcriber(config: AsrConfig, portable: Portable) -> PocketsphinxTranscriber:
+    """A loaded transcriber for the intents sent over (None: no intents)."""
     from voiced.asr.pocketsphinx import PocketsphinxTranscriber
 
     intents = None
-    if document is not None:
+    if portable is not None:
         from hassil import Intents
 
-        from voiced.intents.recognizer import IntentRecognizer
-
-        intents = IntentRecognizer(Intents.from_dict(dict(document)), language, fuzzy=False)
+        language, document, vocabulary = portable
+        intents = AsrIntents(language, Intents.from_dict(dict(document)), document, vocabulary)
     transcriber = PocketsphinxTranscriber(config, intents)
     transcriber.load()
     return transcriber
 
 
-def _serve(conn: Connection, config: AsrConfig, document: Document, language: str) -> None:
+def _serve(conn: Connection, config: AsrConfig, portable: Portable) -> None:
     """A worker: one transcriber, many streams, requests answered in order."""
     try:
-        transcriber = _transcriber(config, document, language)
+        transcriber = _transcriber(config, portable)
     except Exception as exc:
         conn.send((False, f"{type(exc).__name__}: {exc}"))
         return
@@ -98,7 +104,7 @@ def _serve(conn: Connection, config: AsrConfig, document: Document, language: st
                 result = transcriber.transcribe(arg)
             elif op == "prepare":
                 staged = None
-                staged = _transcriber(config, *arg)
+                staged = _transcriber(config, arg)
             elif op == "commit" and staged is not None:
                 # streams already running finish on the old decoders; with nothing staged
                 # this process was started with the committed grammar already
@@ -117,13 +123,11 @@ def _serve(conn: Connection, config: AsrConfig, document: Document, language: st
 class _Worker:
     """One worker process, replaced by a new one when it dies; one request at a time."""
 
-    def __init__(self, index: int, config: AsrConfig, document: Document,
-                 language: str) -> None:
+    def __init__(self, index: int, config: AsrConfig, intents: Portable) -> None:
         self.name = f"voiced-asr-{index}"
         self.config = config
-        self.document = document
-        """The grammar a (re)started process loads: the one committed last."""
-        self.language = language
+        self.intents = intents
+        """The intents a (re)started process loads its grammar from: the last committed."""
         self.generation = 0
         """Which process this is (1: the first); a stream lives and dies with one."""
         self.restarts = 0
@@ -140,7 +144,7 @@ class _Worker:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_serve, args=(child, self.config, self.document, self.language),
+            target=_serve, args=(child, self.config, self.intents),
             name=self.name, daemon=True)
         self.process.start()
         child.close()
@@ -296,7 +300,7 @@ class PooledTranscriber(Transcriber):
 
     name = "pocketsphinx"
 
-    def __init__(self, config: AsrConfig, intents: IntentRecognizer | None,
+    def __init__(self, config: AsrConfig, intents: AsrIntents | None,
                  processes: int) -> None:
         self.config = config
         self._intents = intents
@@ -318,10 +322,8 @@ class PooledTranscriber(Transcriber):
 
     def load(self) -> None:
         """Start the workers and wait until each has loaded its decoder."""
-        document = self._intents.document if self._intents is not None else None
-        language = self._intents.language if self._intents is not None else self.config.language
-        self._workers = [_Worker(i, self.config, document, language)
-                         for i in range(self._processes)]
+        portable = _portable(self._intents)
+        self._workers = [_Worker(i, self.config, portable) for i in range(self._processes)]
         for worker in self._workers:
             worker.ready()
         log.info("pocketsphinx running in %d worker processes", len(self._workers))
@@ -349,13 +351,13 @@ class PooledTranscriber(Transcriber):
         finally:
             self._release(worker)
 
-    def reload(self, intents: IntentRecognizer) -> None:
+    def reload(self, intents: AsrIntents) -> None:
         """Switch every worker to the grammar of `intents`, or none of them.
 
         Raises AsrError `asr_reload_failed` (every worker keeps the old grammar) when a
         worker cannot build the new one or dies while building it.
         """
-        staged = (intents.document, intents.language)
+        staged = _portable(intents)
         with self._reload_lock:
             prepared: list[_Worker] = []
             try:
@@ -374,7 +376,7 @@ class PooledTranscriber(Transcriber):
             for worker in self._workers:
                 # from here on the new grammar is the pool's: a worker replaced now (or
                 # later) starts with it
-                worker.document, worker.language = staged
+                worker.intents = staged
                 try:
                     worker.call("commit")
                 except AsrError as exc:

@@ -57,7 +57,7 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Transcribe every file; 0 when all succeeded, 1 otherwise."""
-    from voiced.asr.service import create_transcriber
+    from voiced.asr.service import asr_intents, create_transcriber
     from voiced.audio.wav import read_wav_file
     from voiced.config import AsrConfig, load_config
 
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             {**config.asr.model_dump(), **{k: v for k, v in overrides.items() if v}}
         )
         recognizer = _load_intents(config, args.intents)
-        transcriber = create_transcriber(asr, recognizer, config.state_dir)
+        intents = asr_intents(recognizer) if recognizer is not None else None
+        transcriber = create_transcriber(asr, intents, config.state_dir)
         started = time.perf_counter()
         transcriber.load()
         load_ms: float | None = (time.perf_counter() - started) * 1000

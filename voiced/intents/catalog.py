@@ -15,9 +15,9 @@ from typing import Any
 
 from voiced.config import Config
 from voiced.errors import IntentError
-from voiced.intents.loading import language_code
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.sources import official_intents
+from voiced.languages import language_code
 from voiced.models import UNKNOWN_SPEAKER
 
 log = logging.getLogger(__name__)

@@ -18,15 +18,13 @@ from hassil import Intents, parse_sentence
 from hassil.expression import Expression, Group, ListReference, RuleReference
 
 from voiced.errors import IntentError
+from voiced.languages import language_code
 from voiced.yamlfile import read_yaml
 
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 """A language code as Home Assistant's sentence files use them (en, de, pt-BR, zh-cn)."""
 
 
-def language_code(code: str) -> str:
-    """The form voiced compares language codes in: lower case, `-` between parts."""
-    return code.strip().lower().replace("_", "-")
 
 
 def file_language(document: Mapping[str, Any], default: str) -> str:

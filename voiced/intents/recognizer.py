@@ -39,12 +39,12 @@ from voiced.intents.loading import (
     check_references,
     file_language,
     intent_files,
-    language_code,
     merge,
     read_file,
     walk,
 )
 from voiced.intents.template_index import TemplateIndex, warm_up
+from voiced.languages import language_code, pick_language
 from voiced.models import IntentResult, Slot
 
 log = logging.getLogger(__name__)
@@ -170,18 +170,8 @@ class IntentRecognizer:
         """The sentences for `language`: its own set when the files define one (matched
         exactly, then by the part before `-`: Whisper says `pt` for a `pt-BR` set), else
         the main set."""
-        if not language:
-            return self
-        code = language_code(language)
-        if code == self.language:
-            return self
-        if code in self.translations:
-            return self.translations[code]
-        base = code.split("-")[0]
-        if self.language.split("-")[0] == base:
-            return self
-        return next((r for lang, r in self.translations.items() if lang.split("-")[0] == base),
-                    self)
+        chosen = pick_language(language, self.language, self.translations)
+        return self if chosen == self.language else self.translations[chosen]
 
     def languages(self) -> list[IntentRecognizer]:
         """The main set, then one per other language."""
