@@ -10,6 +10,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "voiced.bench.asr",
     "voiced.bench.speakers",
     "voiced.bench.intents",
+    "voiced.bench.ingest",
 )
 
 
