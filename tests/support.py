@@ -105,9 +105,8 @@ async def running_daemon(config: Config, config_path: Path | None = None) -> Asy
     daemon = Daemon(config, config_path)
     await daemon.start()
     try:
-        assert daemon.link is not None
         async with asyncio.timeout(30):
-            await daemon.link.connected.wait()
+            await daemon.wait_connected()
         yield daemon
     finally:
         await daemon.stop()

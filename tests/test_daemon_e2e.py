@@ -163,11 +163,11 @@ async def test_broker_restart_mid_run(mosquitto: Mosquitto, tmp_path: Path) -> N
         mosquitto.start()
         assert daemon.link is not None
         async with asyncio.timeout(20):
-            while not daemon.link.connected.is_set():
+            while not daemon.connected:  # both connections: publishing and reading
                 await asyncio.sleep(0.05)
         async with Satellite("127.0.0.1", mosquitto.port, "den") as sat:
             assert _check(second, await sat.command(_pcm(second), timeout=60)) is None
-        assert daemon.link.connections == 2
+        assert daemon.link.connections == 2 and daemon.reader.connections == 2
 
 
 async def test_wake_gated_site(mosquitto: Mosquitto, tmp_path: Path) -> None:

@@ -78,8 +78,9 @@ async def assert_still_serving(daemon: Any, port: int, site: str = "good") -> No
     async with Satellite("127.0.0.1", port, site) as sat:
         answer = await sat.command(COMMAND, timeout=60)
     assert answer.intent == "HassTurnOn" and answer.termination == "nominal", answer
-    assert daemon.link.connected.is_set()
+    assert daemon.connected
     assert daemon.link.connections == 1, "the MQTT link dropped and reconnected"
+    assert daemon.reader.connections == 1, "the MQTT reader dropped and reconnected"
 
 
 def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:

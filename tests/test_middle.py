@@ -287,3 +287,31 @@ async def test_kept_audio_is_linked_and_kept_within_budget(tmp_path: Path) -> No
                                    dtype="int16")
     assert rate == 16000 and samples.tobytes() == pcms[-1]
     assert oct((tmp_path / "audio").stat().st_mode & 0o777) == oct(0o700)
+
+
+@pytest.mark.parametrize("open_session", [False, True])
+async def test_an_idle_site_behind_sheds_stale_silence(open_session: bool) -> None:
+    """A second and more of backlog on an idle site: stale silence is dropped (counted),
+    but never on a site with a session open (a command may be in it)."""
+    engine = InferenceEngine(2)
+    asr = FakeTranscriber(Transcript("", 0.0))
+    worker = _worker(engine, asr, EventSink(), lambda *a: asyncio.sleep(0),
+                     mode=SiteMode.WAKE if open_session else SiteMode.ALWAYS)
+    backlog: list[Audio | Control] = [Control("listen", session_id="s")] if open_session else []
+    # 3 s that arrived 2 s ago and waited: voiced is behind (a fresh burst is not shed)
+    arrived = time.monotonic() - 2.0
+    backlog += [Audio(a.pcm, a.fmt, False, arrived) for a in _audio(SILENCE * 6)]
+    backlog += _audio(SILENCE)  # and 0.5 s that just arrived
+    try:
+        await _feed(worker, backlog)
+        worker.request_shutdown()
+        await asyncio.wait_for(worker.run(), 30)
+    finally:
+        engine.close()
+    stale, fresh = len(_audio(SILENCE * 6)), len(_audio(SILENCE))
+    if open_session:
+        assert worker.shed == 0 and worker.frames == stale + fresh
+    else:
+        # all the stale audio but the newest 15 chunks (the pre-roll); every fresh chunk
+        assert worker.shed == stale - 15 and worker.frames == 15 + fresh
+    assert worker.status()["shed"] == worker.shed

@@ -17,7 +17,7 @@ import yaml
 from support import FIXTURES, REPO, Mosquitto
 
 from voiced.audio.wav import read_wav_file
-from voiced.satellite import Satellite
+from voiced.satellite import Satellite, last_speech_offset
 from voiced.transport import native
 
 pytestmark = pytest.mark.slow
@@ -54,8 +54,10 @@ async def test_sigterm_finishes_the_utterance_in_flight(mosquitto: Mosquitto,
             await peer.subscribe("hermes/asr/textCaptured")
             await peer.subscribe("hermes/dialogueManager/sessionEnded")
             await peer.subscribe("voiced/events/porch")
-            # speech with no trailing silence: the utterance is still open at SIGTERM
-            await sat.stream(read_wav_file(FIXTURES / entry["file"]), realtime=False,
+            # speech cut where the speech ends (the fixture's own quiet would end it): the
+            # utterance is still open at SIGTERM
+            pcm = read_wav_file(FIXTURES / entry["file"])
+            await sat.stream(pcm[:last_speech_offset(pcm)], realtime=False,
                              trailing_silence_ms=0)
             topics: list[str] = []
             ended_reason = None

@@ -37,12 +37,14 @@ from voiced.pipeline import Pipeline
 from voiced.recorder import HistoryWriter
 from voiced.sessions import Control, SiteWorker
 from voiced.sites import SiteRegistry
+from voiced.status import BROKER_DROPPED, Health, build_status, farewell
 from voiced.storage import History
 from voiced.supervise import Supervisor
 from voiced.transport import hermes, native
 from voiced.transport.broker import EmbeddedBroker
 from voiced.transport.mqtt import MqttLink
 from voiced.transport.outputs import AudioOut, HermesBridge, NativeEvents
+from voiced.transport.reader import MqttReader
 from voiced.watch import snapshot
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,8 @@ class Daemon:
         self.audio_out: AudioOut | None = None
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
+        self.reader: MqttReader | None = None
+        self.health = Health()
         self.host: PluginHost | None = None
         self.router: Router | None = None
         self.pipeline: Pipeline | None = None
@@ -130,9 +134,16 @@ class Daemon:
             self.broker = EmbeddedBroker(cfg.broker.host, cfg.mqtt.port)
             await self.broker.start()
         offline = json.dumps({"state": "offline"}).encode()
-        self.link = MqttLink(cfg.mqtt, hermes.SUBSCRIPTIONS + native.SUBSCRIPTIONS,
-                             self._on_message, will=(native.STATUS_TOPIC, offline),
+        # two connections: the link publishes (and hears the broker's own counters); the
+        # reader takes every inbound message at wire speed, audio and control in one
+        # connection so their order is kept (a hotword before the audio that follows it)
+        self.link = MqttLink(cfg.mqtt, [BROKER_DROPPED], self.health.on_broker_message,
+                             will=(native.STATUS_TOPIC, offline),
                              on_connect=self._on_connect, mqtt5=not cfg.broker.embedded)
+        self.reader = MqttReader(cfg.mqtt, hermes.SUBSCRIPTIONS + native.SUBSCRIPTIONS,
+                                 self._on_message, self._on_oversized,
+                                 client_id=f"{self.link.client_id}-in",
+                                 on_connect=self._on_connect)
         self._subscribe_outputs(self.link)
         context = PluginContext(publish=self.link.publish, state_dir=cfg.state_dir,
                                 say=self._say_simple, people=cfg.speakers.people)
@@ -145,9 +156,11 @@ class Daemon:
         self.pipeline = Pipeline(cfg, self.engine, self.asr, self.recognizer, self.router,
                                  self.sink, self.speakers,
                                  continue_session=self._continue_session, enrollment=enrollment)
-        link = self.link
+        link, reader = self.link, self.reader
         self.supervisor.start("mqtt-link", link.run, critical=True)
+        self.supervisor.start("mqtt-reader", reader.run, critical=True)
         self.supervisor.start("stats", self._publish_stats, restart=True)
+        self.supervisor.start("loop-lag", self.health.watch_loop, restart=True)
         self.supervisor.start("intent-watch", self._watch_intents, restart=True)
         self.started_at = time.time()
         self.ready.set()
@@ -193,34 +206,31 @@ class Daemon:
         log.info("imported %d areas and %d devices from Home Assistant",
                  len(imported.areas), len(imported.entities))
 
+    @property
+    def connected(self) -> bool:
+        """True while both MQTT connections (publishing and reading) are up."""
+        return (self.link is not None and self.link.connected.is_set()
+                and self.reader is not None and self.reader.connected.is_set())
+
+    async def wait_connected(self) -> None:
+        """Until both MQTT connections are up."""
+        assert self.link is not None and self.reader is not None
+        await self.link.connected.wait()
+        await self.reader.connected.wait()
+
     def stats(self) -> dict[str, Any]:
         """Counters for `voiced/status`, the HTTP API and benchmarks."""
-        link = self.link
-        return {
-            "state": "ready" if link is not None and link.connected.is_set() else "starting",
-            "version": __version__,
-            "asr": self.config.asr.backend,
-            "speakers": self.config.speakers.backend,
-            "processed": self.pipeline.processed if self.pipeline else 0,
-            "inflight": self.pipeline.inflight if self.pipeline else 0,
-            "rejected": self.pipeline.rejected if self.pipeline else 0,
-            "sites": {name: {"frames": w.frames, "dropped": w.dropped, "mode": str(w.mode)}
-                      for name, w in self.sites.items()},
-            "handlers": [s.as_dict() for s in self.router.statuses] if self.router else [],
-            "plugins": [s.as_dict() for s in self.host.statuses.values()] if self.host else [],
-            "tasks": self.supervisor.stats(),
-            "events": {"emitted": self.sink.emitted, "subscriber_failures": self.sink.failures,
-                       "errors_suppressed": self.sink.errors_suppressed},
-            "reloads": self.reloads,
-            "mqtt": link.status() if link is not None else None,
-            "asr_worker_restarts": getattr(self.transcriber, "restarts", 0),
-            "fuzzy_gave_up": self.recognizer.fuzzy_gave_up if self.recognizer else 0,
-        }
+        return build_status(self)
 
     def _on_connect(self) -> None:
         assert self.link is not None
-        self.supervisor.spawn(self.link.publish(native.STATUS_TOPIC, self.stats(), qos=1,
-                                                retain=True), name="status-on-connect")
+        if self.link.connected.is_set():
+            self.supervisor.spawn(self.link.publish(native.STATUS_TOPIC, self.stats(), qos=1,
+                                                    retain=True), name="status-on-connect")
+
+    def _on_oversized(self, topic: str, size: int) -> None:
+        self._error("transport", "payload_too_large",
+                    f"{topic[:120]!a}: a {size}-byte message was skipped unread", None)
 
     async def _publish_stats(self) -> None:
         """Refresh the retained `voiced/status` while counters change."""
@@ -339,6 +349,8 @@ class Daemon:
         self.supervisor.stopping = True  # tasks ending from here on are not failures
         if self.link is not None:
             self.link.pause_ingest()
+        if self.reader is not None:
+            self.reader.pause()
         await self.site_registry.close()
         site_tasks = [t for n, t in self.supervisor.tasks.items() if n.startswith("site-")]
         for worker in self.sites.values():
@@ -351,14 +363,14 @@ class Daemon:
         if self.pipeline is not None:
             await self.pipeline.drain(cfg.shutdown_grace_s)
         link_task = self.supervisor.tasks.pop("mqtt-link", None)
-        await self.supervisor.stop()
+        await self.supervisor.stop()  # the reader with the rest: it is paused already
         if self.link is not None and link_task is not None and not link_task.done():
             await self.link.publish(native.STATUS_TOPIC, {"state": "offline"}, qos=1, retain=True)
             await self.link.drain(LINK_DRAIN_S)
             link_task.cancel()
             await asyncio.gather(link_task, return_exceptions=True)
         elif self.link is not None and self.fatal.is_set():
-            await _farewell(cfg)
+            await farewell(cfg)
         if self.host is not None:
             await self.host.stop()
         if self.speakers is not None:
@@ -371,21 +383,6 @@ class Daemon:
             await self.broker.stop()
         self.engine.close()
         log.info("voiced stopped")
-
-
-async def _farewell(config: Config) -> None:
-    """The link died: say `offline` on a fresh connection, so the retained status does not
-    claim "ready" for a voiced that no longer hears anything (best effort, bounded)."""
-    import aiomqtt
-
-    try:
-        async with asyncio.timeout(3.0), aiomqtt.Client(
-                config.mqtt.host, config.mqtt.port, username=config.mqtt.username,
-                password=config.mqtt.password()) as client:
-            await client.publish(native.STATUS_TOPIC, json.dumps({"state": "offline"}),
-                                 qos=1, retain=True)
-    except Exception as exc:
-        log.warning("could not publish the offline status: %r", exc)
 
 
 def _slots_of(recognizer: IntentRecognizer) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voiced.arrival import ArrivalMeter, shed_stale
 from voiced.asr.base import AsrStream
 from voiced.asr.service import AsrService
 from voiced.audio.buffers import FrameBuffer
@@ -45,6 +46,12 @@ FEED_SILENCE_MS = 200
 """Trailing silence fed to the models before holding the rest back (the end of speech
 needs some; decoding the whole end-of-speech wait would be wasted work)."""
 FEED_SILENCE_FRAMES = FEED_SILENCE_MS // VAD_FRAME_MS
+YIELD_EVERY = 8
+"""Items processed from a backlog before letting other tasks run."""
+SHED_AGE_S = 1.0
+"""Audio that waited this long in an idle site's queue is stale: voiced is behind."""
+KEEP_AFTER_SHED = 15
+"""Newest audio chunks kept when shedding (the pre-roll)."""
 STALL_S = 1.5
 """An utterance whose audio stops arriving for this long is ended (satellite gone)."""
 
@@ -122,6 +129,10 @@ class SiteWorker:
         self.dropped = 0
         self.frames = 0
         self._handing_off: Utterance | None = None
+        self.shed = 0
+        """Stale audio chunks an idle site dropped to catch up (overload)."""
+        self.arrival = ArrivalMeter()
+        """Is this site's audio arriving in real time?"""
         self.crashes = 0
         """Times processing an item failed unexpectedly (each is logged; the site resets)."""
         self._stopping = False
@@ -131,6 +142,8 @@ class SiteWorker:
         """Enqueue without blocking; False (and counted) when the queue is full."""
         if self._stopping:
             return False
+        if isinstance(item, Audio):
+            self._arrived(item)
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -141,6 +154,58 @@ class SiteWorker:
             return False
         return True
 
+    def _arrived(self, item: Audio) -> None:
+        fmt = item.fmt
+        change = self.arrival.arrived(len(item.pcm) / (fmt.rate * fmt.width * fmt.channels),
+                                      item.received)
+        if change:
+            log.warning("site %s: audio arrives slower than real time (%.0f%%): frames are "
+                        "lost before voiced sees them (network, satellite, or the broker "
+                        "dropping what voiced reads too slowly)", self.site,
+                        self.arrival.realtime * 100)
+        elif change is False:
+            log.info("site %s: audio arrives in real time again", self.site)
+
+    def _next_shedding(self) -> Audio | Control:
+        """The next queued item; when it is audio that arrived over SHED_AGE_S ago on an
+        idle site, voiced is behind: the stale audio is dropped but the newest
+        KEEP_AFTER_SHED chunks (the pre-roll a command starting now needs); controls stay.
+
+        A burst of fresh audio (a satellite flushing its buffer, a test streaming faster
+        than real time) is never shed: only age says voiced fell behind. Speech in progress
+        and open sessions are never shed either: under overload voiced keeps answering what
+        people say and catches up on silence."""
+        item = self.queue.get_nowait()
+        if (not isinstance(item, Audio) or self._segmenter.in_speech
+                or self._listening is not None):
+            return item
+        cutoff = time.monotonic() - SHED_AGE_S
+        if item.received >= cutoff:
+            return item
+        items = [item, *(self.queue.get_nowait() for _ in range(self.queue.qsize()))]
+
+        def fresh_or_session(entry: Audio | Control) -> bool:
+            if isinstance(entry, Control):
+                return entry.kind in ("listen", "continue")
+            return entry.received >= cutoff
+
+        kept, dropped = shed_stale(items, lambda entry: isinstance(entry, Audio),
+                                   KEEP_AFTER_SHED, fresh_or_session)
+        for entry in kept[1:]:
+            self.queue.put_nowait(entry)
+        if dropped:
+            self.shed += dropped
+            if self.shed == dropped or self.shed // 1000 != (self.shed - dropped) // 1000:
+                log.warning("site %s: behind while idle: shed %d stale audio chunks "
+                            "(%d so far)", self.site, dropped, self.shed)
+        return kept[0]
+
+    def status(self) -> dict[str, Any]:
+        """For voiced/status."""
+        return {"frames": self.frames, "dropped": self.dropped, "shed": self.shed,
+                "mode": str(self.mode), "realtime": round(self.arrival.realtime, 3),
+                "behind": self.arrival.behind, "crashes": self.crashes}
+
     # ---- the worker task -------------------------------------------------------------
     async def run(self) -> None:
         """Process the queue until shutdown is requested and the queue is empty.
@@ -149,16 +214,25 @@ class SiteWorker:
         counted, answered on hermes/error, and the site is reset (an open session ends
         with `error`, its streams are closed), then the next item is processed.
         """
+        done = 0
         while True:
             if self._stopping and self.queue.empty():
                 await self._guard(self._shutdown())
                 return
-            try:
-                async with asyncio.timeout(IDLE_CHECK_S):
-                    item = await self.queue.get()
-            except TimeoutError:
-                await self._guard(self._check_timeout())
-                continue
+            if self.queue.empty():
+                try:
+                    async with asyncio.timeout(IDLE_CHECK_S):
+                        item = await self.queue.get()
+                except TimeoutError:
+                    await self._guard(self._check_timeout())
+                    continue
+            else:
+                # a backlog: no timer per item; let other sites (and the reader) run now
+                # and then, and drop stale silence when idle
+                done += 1
+                if done % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                item = self._next_shedding()
             if isinstance(item, Control) and item.kind == "shutdown":
                 continue
             if isinstance(item, Audio):
