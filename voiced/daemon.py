@@ -35,7 +35,7 @@ from voiced.intents.router import Router
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
 from voiced.recorder import HistoryWriter
-from voiced.sessions import Control, SiteWorker
+from voiced.sessions import IDLE_CHECK_S, Control, SiteWorker
 from voiced.sites import SiteRegistry
 from voiced.status import BROKER_DROPPED, Health, build_status, farewell
 from voiced.storage import History
@@ -161,6 +161,7 @@ class Daemon:
         self.supervisor.start("mqtt-reader", reader.run, critical=True)
         self.supervisor.start("stats", self._publish_stats, restart=True)
         self.supervisor.start("loop-lag", self.health.watch_loop, restart=True)
+        self.supervisor.start("timeouts", self._tick_sites, restart=True)
         self.supervisor.start("intent-watch", self._watch_intents, restart=True)
         self.started_at = time.time()
         self.ready.set()
@@ -242,6 +243,13 @@ class Daemon:
             if current != last and self.link.connected.is_set():
                 await self.link.publish(native.STATUS_TOPIC, current, qos=1, retain=True)
                 last = current
+
+    async def _tick_sites(self) -> None:
+        """Timeouts (wake sessions, satellites gone quiet mid-command) for the sites that
+        have something open: one timer for all, not one per frame."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            self.site_registry.tick()
 
     # ---- ingest (synchronous, on the loop) -------------------------------------------------
     def _error(self, component: str, code: str, message: str, site: str | None) -> None:

@@ -9,6 +9,7 @@ still speaking. A finished utterance goes to the pipeline callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -41,7 +42,7 @@ from voiced.vad.webrtc import WebrtcVad
 log = logging.getLogger(__name__)
 
 IDLE_CHECK_S = 0.25
-"""How often an idle worker checks its timeouts."""
+"""How often a site with an open session or speech in progress checks its timeouts."""
 FEED_SILENCE_MS = 200
 """Trailing silence fed to the models before holding the rest back (the end of speech
 needs some; decoding the whole end-of-speech wait would be wasted work)."""
@@ -78,7 +79,7 @@ class Control:
 
     kind: str
     """"listen" (hotword / startListening), "stop" (stopListening), "continue",
-    "shutdown"."""
+    "tick" (check timeouts), "shutdown"."""
     session_id: str | None = None
     wakeword_id: str | None = None
     custom_data: str | None = None
@@ -129,6 +130,7 @@ class SiteWorker:
         self.dropped = 0
         self.frames = 0
         self._handing_off: Utterance | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
         self.shed = 0
         """Stale audio chunks an idle site dropped to catch up (overload)."""
         self.arrival = ArrivalMeter()
@@ -203,6 +205,7 @@ class SiteWorker:
     def status(self) -> dict[str, Any]:
         """For voiced/status."""
         return {"frames": self.frames, "dropped": self.dropped, "shed": self.shed,
+                "queued": self.queue.qsize(),
                 "mode": str(self.mode), "realtime": round(self.arrival.realtime, 3),
                 "behind": self.arrival.behind, "crashes": self.crashes}
 
@@ -220,12 +223,9 @@ class SiteWorker:
                 await self._guard(self._shutdown())
                 return
             if self.queue.empty():
-                try:
-                    async with asyncio.timeout(IDLE_CHECK_S):
-                        item = await self.queue.get()
-                except TimeoutError:
-                    await self._guard(self._check_timeout())
-                    continue
+                # no timer per item: a site with something that can time out (an open
+                # session, speech in progress) gets "tick" controls from its owner
+                item = await self.queue.get()
             else:
                 # a backlog: no timer per item; let other sites (and the reader) run now
                 # and then, and drop stale silence when idle
@@ -233,7 +233,9 @@ class SiteWorker:
                 if done % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 item = self._next_shedding()
-            if isinstance(item, Control) and item.kind == "shutdown":
+            if isinstance(item, Control) and item.kind in ("shutdown", "tick"):
+                if item.kind == "tick":
+                    await self._guard(self._check_timeout())
                 continue
             if isinstance(item, Audio):
                 await self._guard(self._audio(item))
@@ -272,6 +274,18 @@ class SiteWorker:
                     Termination.ERROR, listening.custom_data if listening else None, str(exc))
         except Exception:
             log.exception("site %s: could not report the failure", self.site)
+
+    @property
+    def needs_tick(self) -> bool:
+        """True while something on this site can time out (a session waiting for speech,
+        speech whose audio may stop arriving): its owner then calls `tick()` every
+        IDLE_CHECK_S."""
+        return self._listening is not None or self._segmenter.in_speech
+
+    def tick(self) -> None:
+        """Ask the worker to check its timeouts (never blocks, never counts as a drop)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(Control("tick"))
 
     @property
     def idle(self) -> bool:
@@ -431,13 +445,23 @@ class SiteWorker:
                 feed.push(audio)
 
     async def _drop_feeds(self) -> None:
-        """Abandon the utterance in progress: its streams are released, awaited."""
+        """Abandon the utterance in progress. Its streams are released by a task this
+        worker owns (releasing waits for a decode in flight in a busy recognizer, which
+        must not hold up this site's audio); shutdown awaits them, failures are logged."""
         feeds = [f for f in (self._decode, self._speaker) if f is not None]
         self._decode = self._speaker = None
         self._held.clear()
         self._silence_run = 0
         for feed in feeds:
-            await feed.aclose()
+            task = asyncio.create_task(feed.aclose(), name=f"release-{self.site}")
+            self._releasing.add(task)
+            task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releasing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("site %s: releasing a stream failed", self.site,
+                      exc_info=task.exception())
 
     def request_shutdown(self) -> None:
         """Stop taking items; the worker processes what is queued, ends an utterance in
@@ -452,6 +476,8 @@ class SiteWorker:
     async def _shutdown(self) -> None:
         for event in self._segmenter.stop(EndReason.SHUTDOWN):
             await self._segment_event(event)
+        if self._releasing:
+            await asyncio.wait(set(self._releasing))
 
 
 def _new_id() -> str:

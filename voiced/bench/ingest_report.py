@@ -167,7 +167,8 @@ class Monitor:
         deadline = time.monotonic() + SETTLE_MAX_S
         while time.monotonic() < deadline:
             sites = self.status.get("sites", {}).values()
-            counted = sum(s.get("frames", 0) + s.get("dropped", 0) for s in sites)
+            counted = sum(s.get("frames", 0) + s.get("dropped", 0) + s.get("shed", 0)
+                          for s in sites)
             if counted + self.broker.get("dropped", 0) >= published:
                 break
             if not await self._next(min(deadline, self.status_at + SETTLE_QUIET_S)) \
@@ -215,7 +216,10 @@ def build_report(plan: dict[str, Any], generated: dict[str, Any], monitor: Monit
     published = sum(s["published"] for s in sites.values())
     status_sites = monitor.status.get("sites", {})
     seen = sum(status_sites.get(site, {}).get("frames", 0) for site in sites)
-    voiced_dropped = sum(status_sites.get(site, {}).get("dropped", 0) for site in sites)
+    # what voiced reports losing: queue overflow ("dropped") and stale audio an idle site
+    # shed to catch up ("shed"); both are 20 ms frames here
+    voiced_dropped = sum(status_sites.get(site, {}).get("dropped", 0)
+                         + status_sites.get(site, {}).get("shed", 0) for site in sites)
     broker_dropped = monitor.broker.get("dropped")
     lost = published - seen
     unaccounted = lost - voiced_dropped - (broker_dropped or 0)
