@@ -247,9 +247,13 @@ class Daemon:
     async def _tick_sites(self) -> None:
         """Timeouts (wake sessions, satellites gone quiet mid-command) for the sites that
         have something open: one timer for all, not one per frame."""
+        rounds = 0
         while True:
             await asyncio.sleep(IDLE_CHECK_S)
             self.site_registry.tick()
+            rounds += 1
+            if rounds % 20 == 0:  # every 5 s: are the sites' audio arriving in real time?
+                self.health.sites_behind(self.site_registry.behind, len(self.sites))
 
     # ---- ingest (synchronous, on the loop) -------------------------------------------------
     def _error(self, component: str, code: str, message: str, site: str | None) -> None:

@@ -161,10 +161,9 @@ class SiteWorker:
         change = self.arrival.arrived(len(item.pcm) / (fmt.rate * fmt.width * fmt.channels),
                                       item.received)
         if change:
-            log.warning("site %s: audio arrives slower than real time (%.0f%%): frames are "
-                        "lost before voiced sees them (network, satellite, or the broker "
-                        "dropping what voiced reads too slowly)", self.site,
-                        self.arrival.realtime * 100)
+            # per site at INFO: the daemon warns once for all the sites behind
+            log.info("site %s: audio arrives slower than real time (%.0f%%)", self.site,
+                     self.arrival.realtime * 100)
         elif change is False:
             log.info("site %s: audio arrives in real time again", self.site)
 

@@ -199,6 +199,16 @@ class SiteRegistry:
             message += f" ({missed} more refused since the last report)"
         return SiteRefused(code, message, report=True)
 
+    def status(self) -> dict[str, int | float]:
+        """For voiced/status: the cap, the live sites, messages refused, sites expired."""
+        return {"max": self._config.max, "live": len(self.workers), "refused": self.refused,
+                "expired": self.expired, "idle_expiry_s": self._config.idle_expiry_s}
+
+    @property
+    def behind(self) -> int:
+        """Sites whose audio arrived slower than real time in their last window."""
+        return sum(1 for worker in self.workers.values() if worker.arrival.behind)
+
     def tick(self) -> int:
         """Let every site that can time out check its timeouts; returns how many."""
         ticked = 0

@@ -42,6 +42,8 @@ class Health:
         self.broker_dropped = 0
         """Messages the broker dropped since voiced started ($SYS, mosquitto)."""
         self._broker_start: int | None = None
+        self.behind = 0
+        """Sites whose audio arrived slower than real time in their last window."""
         self._overloaded_since: float | None = None
 
     @property
@@ -74,6 +76,16 @@ class Health:
             self._overloaded_since = None
             log.info("no longer overloaded")
 
+    def sites_behind(self, behind: int, total: int) -> None:
+        """How many sites receive audio slower than real time; warned when it grows."""
+        if behind > self.behind:
+            log.warning("%d of %d sites receive their audio slower than real time: frames "
+                        "are lost before voiced sees them (the network, the satellites, or "
+                        "the broker dropping what voiced reads too slowly)", behind, total)
+        elif behind == 0 and self.behind:
+            log.info("every site receives its audio in real time again")
+        self.behind = behind
+
     def on_broker_message(self, topic: str, payload: bytes) -> None:
         """mosquitto's count of dropped messages; logged when it grows."""
         if topic != BROKER_DROPPED:
@@ -94,7 +106,7 @@ class Health:
         """For voiced/status."""
         return {"loop_lag_ms": round(self.lag_ms, 1), "loop_lag_max_ms": round(self.lag_max_ms, 1),
                 "overloaded": self.overloaded, "overloaded_s": round(self.overloaded_s, 1),
-                "broker_dropped": self.broker_dropped}
+                "broker_dropped": self.broker_dropped, "sites_behind": self.behind}
 
 
 def build_status(daemon: Daemon) -> dict[str, Any]:
@@ -109,6 +121,7 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
         "inflight": pipeline.inflight if pipeline else 0,
         "rejected": pipeline.rejected if pipeline else 0,
         "sites": {name: w.status() for name, w in daemon.sites.items()},
+        "site_registry": daemon.site_registry.status(),
         "handlers": [s.as_dict() for s in daemon.router.statuses] if daemon.router else [],
         "plugins": [s.as_dict() for s in daemon.host.statuses.values()] if daemon.host else [],
         "tasks": daemon.supervisor.stats(),

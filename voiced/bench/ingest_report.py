@@ -169,6 +169,7 @@ class Monitor:
             sites = self.status.get("sites", {}).values()
             counted = sum(s.get("frames", 0) + s.get("dropped", 0) + s.get("shed", 0)
                           for s in sites)
+            counted += int(self.status.get("site_registry", {}).get("refused", 0))
             if counted + self.broker.get("dropped", 0) >= published:
                 break
             if not await self._next(min(deadline, self.status_at + SETTLE_QUIET_S)) \
@@ -220,6 +221,8 @@ def build_report(plan: dict[str, Any], generated: dict[str, Any], monitor: Monit
     # shed to catch up ("shed"); both are 20 ms frames here
     voiced_dropped = sum(status_sites.get(site, {}).get("dropped", 0)
                          + status_sites.get(site, {}).get("shed", 0) for site in sites)
+    # messages from sites refused beyond sites.max: voiced counts each (one frame each here)
+    voiced_dropped += int(monitor.status.get("site_registry", {}).get("refused", 0))
     broker_dropped = monitor.broker.get("dropped")
     lost = published - seen
     unaccounted = lost - voiced_dropped - (broker_dropped or 0)
