@@ -142,6 +142,9 @@ class TimerPlugin(Plugin):
         task.add_done_callback(self._forget_task)
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
+        # this plugin owns its timer tasks: one that dies is noticed, never silent
+        if not task.cancelled() and task.exception() is not None:
+            log.error("timer task %s failed", task.get_name(), exc_info=task.exception())
         for timer_id, known in list(self._tasks.items()):
             if known is task:
                 del self._tasks[timer_id]

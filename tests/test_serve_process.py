@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiomqtt
 import pytest
 import yaml
-from support import FIXTURES, REPO, Mosquitto
+from support import FIXTURES, REPO, Mosquitto, free_port
 
 from voiced.audio.wav import read_wav_file
 from voiced.satellite import Satellite, last_speech_offset
@@ -99,3 +100,35 @@ def test_broken_intents_file_stops_startup(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert f"{bad / 'broken.yaml'}:" in proc.stderr
+
+
+def test_make_run_reaches_the_demo(tmp_path: Path) -> None:
+    """What `make run` starts: the example config, the embedded broker, the demo. Every
+    sample command is understood, then voiced keeps serving until SIGTERM."""
+    samples = yaml.safe_load((REPO / "config" / "samples" / "samples.yaml").read_text())
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voiced.cli", "serve", "--config", "config/voiced.yaml",
+         "--embedded-broker", "--mqtt-port", str(port), "--state-dir", str(tmp_path / "state"),
+         "--demo"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    answers: dict[str, str] = {}
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 180
+        for line in proc.stdout:
+            if line.startswith("demo: ") and ".wav: " in line:
+                name, _, answer = line[len("demo: "):].partition(": ")
+                answers[name] = answer
+            if line.startswith("demo: done") or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert set(answers) == {s["file"] for s in samples["samples"]}, answers
+    for sample in samples["samples"]:
+        assert f"→ {sample['intent']}(" in answers[sample["file"]], answers

@@ -100,7 +100,11 @@ async def serve(config: Config, demo: Path | None = None,
     if demo is not None:
         from voiced.commands.satellite import play_demo
 
-        demo_task = asyncio.create_task(play_demo(config, demo), name="demo")
+        async def demo_when_connected() -> None:
+            await daemon.wait_connected()  # its satellite must not talk before voiced hears
+            await play_demo(config, demo)
+
+        demo_task = asyncio.create_task(demo_when_connected(), name="demo")
     fatal = asyncio.create_task(daemon.fatal.wait(), name="fatal-wait")
     stopped = asyncio.create_task(stop.wait(), name="stop-wait")
     await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
