@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
+
+from fakes import SleepyPlugin
 
 from voiced.config import HandlerConfig
 from voiced.intents.api import Plugin, PluginContext, Request, Response
@@ -12,16 +13,6 @@ from voiced.intents.router import Router, discover_plugins
 from voiced.models import NO_SPEAKER, IntentResult, Outcome, Slot, SpeakerMatch
 
 SLOTS = {"HassTurnOn": {"area", "name"}, "PlayMusic": set(), "Slow": set(), "Boom": set()}
-
-
-class SlowPlugin(Plugin):
-    """A plugin that hangs (to test the router's timeout)."""
-
-    name = "slow"
-
-    async def handle(self, request: Request) -> Response:
-        await asyncio.sleep(30)
-        return Response()
 
 
 class BoomPlugin(Plugin):
@@ -42,7 +33,7 @@ def _router(handlers: list[dict[str, Any]], published: list[tuple[str, Any]],
         published.append((topic, payload))
 
     installed = discover_plugins()
-    plugins = {**installed, "slow": lambda: SlowPlugin, "boom": lambda: BoomPlugin}
+    plugins = {**installed, "sleepy": lambda: SleepyPlugin, "boom": lambda: BoomPlugin}
     context = PluginContext(publish=publish, state_dir=tmp_path,
                             people={"alice": {"playlist": "Alice's mix"}})
     return Router([HandlerConfig.model_validate(h) for h in handlers], context,
@@ -114,7 +105,7 @@ async def test_bad_handlers_become_statuses_and_others_work(tmp_path: Path) -> N
 async def test_timeout_gating_and_runtime_template_errors(tmp_path: Path) -> None:
     published: list[tuple[str, Any]] = []
     router = _router([
-        {"intent": "Slow", "plugin": "slow", "timeout_s": 0.2},
+        {"intent": "Slow", "plugin": "sleepy", "timeout_s": 0.2},
         {"intent": "PlayMusic", "plugin": "mqtt_publish", "min_speaker_confidence": 0.7,
          "options": {"topic": "m", "payload": {"p": "{speaker.playlist}"}}},
         {"intent": "HassTurnOn", "plugin": "mqtt_publish", "options": {"topic": "x/{area}"}},
