@@ -47,6 +47,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+LONG_NON_MATCH = ("can you tell me whether the new bakery on the corner of main street is "
+                  "open on sunday")
+"""18 words that match no template: the fuzzy search's worst case."""
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"p50": round(_pct(values, 50), 2), "p95": round(_pct(values, 95), 2),
+            "max": round(max(values), 2)} if values else {}
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))]
@@ -91,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         fz = result["fuzzy"]
         print(f"one-word errors missed by templates: {fz['missed_by_templates']}, recovered "
               f"{fz['recovered']} ({fz['recovery_rate']:.1%}); by kind: {fz['by_kind']}")
+        fl = result["fuzzy_latency_ms"]
+        print(f"fuzzy path latency (budget {fl['budget_ms']} ms, gave up {fl['gave_up']}): "
+              f"one-word errors {fl['recovered_or_not']}, chatter {fl['chatter']}, "
+              f"18-word non-match {fl['long_non_match']}")
         print(f"out-of-domain: {result['chatter']} sentences, false accepts "
               f"{result['false_accepts']} ({result['false_accept_rate']:.1%}) "
               f"{result['false_accepted']}")
@@ -134,12 +148,15 @@ def bench(n_sentences: int, language: str, seed: int) -> dict[str, Any]:
     vocabulary = sorted(recognizer.vocabulary())
     missed = recovered = 0
     by_kind: dict[str, list[int]] = {}
+    fuzzy_ms: list[float] = []
     for sentence, want in exact:
         bad, kind = corrupt(sentence, vocabulary, rng)
         if plain.recognize(bad, {}).recognized:
             continue
         missed += 1
+        t = time.perf_counter()
         got = recognizer.recognize(bad, {})
+        fuzzy_ms.append((time.perf_counter() - t) * 1000)
         ok = got.name == want.name and got.slot_values() == want.slot_values()
         recovered += ok
         stats = by_kind.setdefault(kind, [0, 0])
@@ -148,7 +165,17 @@ def bench(n_sentences: int, language: str, seed: int) -> dict[str, Any]:
 
     chatter = (resources.files("voiced.bench") / "chatter.txt").read_text().splitlines()
     chatter = [c.strip() for c in chatter if c.strip()]
-    accepted = [c for c in chatter if recognizer.recognize(c, {}).recognized]
+    accepted, chatter_ms = [], []
+    for sentence in chatter:  # no template matches: the whole fuzzy search runs
+        t = time.perf_counter()
+        if recognizer.recognize(sentence, {}).recognized:
+            accepted.append(sentence)
+        chatter_ms.append((time.perf_counter() - t) * 1000)
+    long_ms = []
+    for _ in range(5):
+        t = time.perf_counter()
+        recognizer.recognize(LONG_NON_MATCH, {})
+        long_ms.append((time.perf_counter() - t) * 1000)
     return {
         "intents": len(recognizer.intent_names()),
         "areas": len(areas),
@@ -160,6 +187,10 @@ def bench(n_sentences: int, language: str, seed: int) -> dict[str, Any]:
         "fuzzy": {"missed_by_templates": missed, "recovered": recovered,
                   "recovery_rate": recovered / missed if missed else 1.0,
                   "by_kind": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_kind.items())}},
+        "fuzzy_latency_ms": {
+            "recovered_or_not": _spread(fuzzy_ms), "chatter": _spread(chatter_ms),
+            "long_non_match": _spread(long_ms), "budget_ms": recognizer.fuzzy_budget_s * 1000,
+            "gave_up": recognizer.fuzzy_gave_up},
         "chatter": len(chatter),
         "false_accepts": len(accepted),
         "false_accept_rate": len(accepted) / len(chatter),
