@@ -186,6 +186,8 @@ class SpeakersConfig(Strict):
     margin: float = Field(0.05, ge=0, le=1)
     voice_enrollment: bool = False
     """Let a new person enroll by saying "learn my voice as NAME" on a satellite."""
+    voice_enrollment_add: bool = True
+    """Let an enrolled person add samples by voice (each one verified as that person)."""
     adapt: bool = False
     """Refine a person's profile with confidently identified utterances (bounded)."""
     adapt_keep: int = Field(20, ge=1)

@@ -152,7 +152,8 @@ class Daemon:
         await self.router.start()
         enrollment = None
         if self.speakers is not None:
-            enrollment = VoiceEnrollment(self.speakers, cfg.speakers.voice_enrollment)
+            enrollment = VoiceEnrollment(self.speakers, cfg.speakers.voice_enrollment,
+                                         allow_add=cfg.speakers.voice_enrollment_add)
         self.pipeline = Pipeline(cfg, self.engine, self.asr, self.recognizer, self.router,
                                  self.sink, self.speakers,
                                  continue_session=self._continue_session, enrollment=enrollment)

@@ -5,10 +5,13 @@ starts a multi-turn session: voiced asks for a few sentences, keeps each utteran
 audio (no recognition needed), checks its quality and stores the embeddings.
 
 Security: gated commands trust these profiles, so a voice may only
-- add samples to a person it is already identified as, or
-- create a new person when `speakers.voice_enrollment` is true and that person has no
-  enrollment yet.
-Everything else is refused aloud.
+- add samples to a person it is already identified as (`speakers.voice_enrollment_add`,
+  on by default), and EVERY sample must be verified as that person, or
+- create a new person when `speakers.voice_enrollment` is true (off by default) and that
+  person has no enrollment yet, from a voice nobody is known as; every sample must be the
+  same voice as the trigger sentence ("learn my voice as NAME").
+A sample that fails the check ends the enrollment: refused aloud, logged, nothing stored
+(someone else speaking the follow-up sentences used to be stored as the person).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ PROMPTS = (
 @dataclass(slots=True)
 class _Enrolling:
     name: str
+    existing: bool
+    """Adding to a known person (each sample is identified), or a new one (each sample is
+    compared with the trigger sentence)."""
+    trigger: bytes
     samples: list[bytes] = field(default_factory=list)
 
 
@@ -54,9 +61,11 @@ class Turn:
 class VoiceEnrollment:
     """Per-site enrollment sessions."""
 
-    def __init__(self, service: SpeakerService, allow_new: bool, samples: int = 3) -> None:
+    def __init__(self, service: SpeakerService, allow_new: bool, samples: int = 3,
+                 allow_add: bool = True) -> None:
         self._service = service
         self._allow_new = allow_new
+        self._allow_add = allow_add
         self._samples = min(samples, len(PROMPTS))
         self._sessions: dict[str, _Enrolling] = {}
 
@@ -68,26 +77,41 @@ class VoiceEnrollment:
         return any(p.name == name and (p.enrolled or p.other_models) for p in
                    self._service.store.people(self._service.model_id))
 
-    def start(self, site: str, name: str | None, speaker: SpeakerMatch) -> Turn:
-        """The person asked to be learned as `name`."""
+    def start(self, site: str, name: str | None, speaker: SpeakerMatch,
+              trigger: bytes = b"") -> Turn:
+        """The person asked (in `trigger`, the audio of that request) to be learned as
+        `name`."""
         if not name:
             return Turn("Which name should I learn your voice as?", False, Outcome.REFUSED)
-        if self._known(name):
+        if not trigger:
+            return Turn("I can only learn a voice from a satellite.", False, Outcome.REFUSED)
+        existing = self._known(name)
+        if existing:
+            if not self._allow_add:
+                return _refused(site, f"adding to {name}'s voice by voice is turned off",
+                                "Adding to a voice by voice is turned off.")
             if speaker.name != name:
-                log.warning("site %s: %s asked to add samples to %s; refused", site,
-                            speaker.name, name)
-                return Turn(f"Only {name} can add to {name}'s voice.", False, Outcome.REFUSED)
+                return _refused(site, f"{speaker.name} asked to add samples to {name}",
+                                f"Only {name} can add to {name}'s voice.")
         elif not self._allow_new:
             return Turn("Learning new voices by voice is turned off. Use voiced speakers "
                         "enroll on the server.", False, Outcome.REFUSED)
-        self._sessions[site] = _Enrolling(name)
+        elif speaker.known:
+            return _refused(site, f"{speaker.name} asked to be learned as new person {name}",
+                            f"I already know your voice as {speaker.name}.")
+        self._sessions[site] = _Enrolling(name, existing, trigger)
         return Turn(f"Okay {name}. Please say: {PROMPTS[0]}", True)
 
     async def add(self, site: str, pcm: bytes) -> Turn:
-        """One more sample; stores them all after the last."""
+        """One more sample, verified; stores them all after the last."""
         session = self._sessions.get(site)
         if session is None:
             return Turn("There is no enrollment in progress.", False, Outcome.REFUSED)
+        problem = await self._check(session, pcm)
+        if problem is not None:
+            del self._sessions[site]
+            return _refused(site, f"enrollment of {session.name}: {problem}; nothing stored",
+                            "That was not the same voice. I stored nothing.")
         session.samples.append(pcm)
         if len(session.samples) < self._samples:
             return Turn(f"Thanks. Now say: {PROMPTS[len(session.samples)]}", True)
@@ -103,6 +127,25 @@ class VoiceEnrollment:
                         Outcome.ERROR)
         return Turn(f"Got it, I will know your voice, {session.name}.", False, Outcome.ENROLLED)
 
+    async def _check(self, session: _Enrolling, pcm: bytes) -> str | None:
+        """Why this sample is not the enrolling person's voice (None: it is)."""
+        if session.existing:
+            match = await self._service.verify(pcm)
+            if match.name != session.name:
+                return f"a sample was identified as {match.name} ({match.confidence:.2f})"
+            return None
+        threshold = self._service.threshold()
+        for earlier in (session.trigger, *session.samples[:1]):
+            score = await self._service.similarity(earlier, pcm)
+            if score < threshold:
+                return f"a sample matched the voice that asked only {score:.2f} < {threshold:.2f}"
+        return None
+
     def cancel(self, site: str) -> None:
         """Forget a session (timeout, stop)."""
         self._sessions.pop(site, None)
+
+
+def _refused(site: str, why: str, say: str) -> Turn:
+    log.warning("site %s: voice enrollment refused: %s", site, why)
+    return Turn(say, False, Outcome.REFUSED)

@@ -292,7 +292,7 @@ class UtteranceRun:
             turn = Turn("Speaker identification is turned off.", False, Outcome.REFUSED)
         else:
             turn = enrollment.start(self.utt.site, result.slot_values().get("person"),
-                                    self.speaker)
+                                    self.speaker, self.utt.pcm)
         await self._enroll_turn(turn)
 
     async def _enroll_sample(self) -> None:

@@ -170,6 +170,21 @@ class SpeakerService:
             raise RuntimeError("SpeakerService was created without an inference engine")
         return await self._batcher.submit(pcm)
 
+    async def verify(self, pcm: bytes) -> SpeakerMatch:
+        """Who spoke, for a security decision: never batched with other sites' audio and
+        never used to adapt a profile."""
+        if self._engine is None:
+            raise RuntimeError("SpeakerService was created without an inference engine")
+        matches = await self._engine.run(self.identify_batch, [pcm], False)
+        return matches[0]
+
+    async def similarity(self, first: bytes, second: bytes) -> float:
+        """Cosine similarity of two utterances' voices (the embeddings are unit vectors)."""
+        if self._engine is None:
+            raise RuntimeError("SpeakerService was created without an inference engine")
+        a, b = await self._engine.run(self.embedder.embed_batch, [first, second])
+        return float(a @ b)
+
     def start_stream(self) -> SpeakerStream:
         """A stream for one utterance: feed its audio as it is spoken, `finish` at the end.
 
