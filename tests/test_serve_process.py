@@ -107,6 +107,7 @@ def test_make_run_reaches_the_demo(tmp_path: Path) -> None:
     sample command is understood, then voiced keeps serving until SIGTERM."""
     samples = yaml.safe_load((REPO / "config" / "samples" / "samples.yaml").read_text())
     port = free_port()
+    os.umask(0o022)  # what a shell usually has
     proc = subprocess.Popen(
         [sys.executable, "-m", "voiced.cli", "serve", "--config", "config/voiced.yaml",
          "--embedded-broker", "--mqtt-port", str(port), "--state-dir", str(tmp_path / "state"),
@@ -132,3 +133,10 @@ def test_make_run_reaches_the_demo(tmp_path: Path) -> None:
     assert set(answers) == {s["file"] for s in samples["samples"]}, answers
     for sample in samples["samples"]:
         assert f"→ {sample['intent']}(" in answers[sample["file"]], answers
+    # started with a permissive umask (022), its state is still its user's only
+    state = tmp_path / "state"
+    assert state.stat().st_mode & 0o777 == 0o700
+    files = [f for f in state.rglob("*") if f.is_file()]
+    assert any(f.name == "voiced.db" for f in files)
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {
+        f.name: oct(0o600) for f in files}

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from voiced.errors import ConfigError
+from voiced.redact import redact, secret_key
 from voiced.yamlfile import read_yaml
 
 
@@ -352,6 +353,8 @@ def config_errors(data: Any, source: str, text: str = "") -> list[str]:
             key = ".".join(str(p) for p in loc) or "(top level)"
             got = err.get("input")
             got_s = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            if got_s and (secret_key(key) or redact(got_s) != got_s):
+                got_s = " (the value is not shown: it may be a secret)"
             out.append(f"{where}: {key}: {err['msg']}{got_s}")
         return out
     return []

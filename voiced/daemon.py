@@ -35,6 +35,7 @@ from voiced.intents.router import Router
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
 from voiced.recorder import HistoryWriter
+from voiced.redact import redact
 from voiced.sessions import IDLE_CHECK_S, Control, SiteWorker
 from voiced.sites import SiteRegistry
 from voiced.status import BROKER_DROPPED, Health, build_status, farewell
@@ -201,8 +202,8 @@ class Daemon:
                 domains=set(ha.domains), timeout_s=ha.timeout_s)
         except VoicedError as exc:
             log.error("could not import areas and devices from Home Assistant at %s (%s); "
-                      "using the lists from voiced.yaml and the intent files", ha.url,
-                      exc.message)
+                      "using the lists from voiced.yaml and the intent files",
+                      redact(ha.url), redact(exc.message))
             return
         self._ha_lists = imported.to_hassil_lists()
         log.info("imported %d areas and %d devices from Home Assistant",

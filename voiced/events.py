@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voiced.models import EventType, PipelineEvent, Termination
+from voiced.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class EventSink:
         if len(self._last_error) >= MAX_ERROR_KEYS:
             self._last_error.clear()
         self._last_error[key] = now
-        data: dict[str, Any] = {"component": component, "code": code, "message": message}
+        # whatever raised it (a plugin's HTTP error, a config line), no credential leaves
+        data: dict[str, Any] = {"component": component, "code": code,
+                                "message": redact(message)}
         await self.emit(PipelineEvent(EventType.ERROR, site or "", session_id or "", data))
         return True

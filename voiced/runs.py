@@ -30,6 +30,7 @@ from voiced.models import (
     Transcript,
     Utterance,
 )
+from voiced.redact import redact
 
 if TYPE_CHECKING:
     from voiced.asr.base import AsrStream
@@ -246,7 +247,7 @@ class UtteranceRun:
         self.timings[Stage.HANDLER] = outcome.duration_ms
         await self.p.sink.emit(self._event(EventType.HANDLED, {
             "intent": result.name, "outcome": outcome.outcome, "plugin": outcome.plugin,
-            "error": outcome.error, "code": outcome.code,
+            "error": redact(outcome.error) if outcome.error else None, "code": outcome.code,
             "text": outcome.response.text if outcome.response else None}, result=result))
         self.outcome, self.detail = outcome.outcome, outcome.error
         self.termination, self.error = Termination.NOMINAL, None

@@ -10,6 +10,7 @@ inference engine's worker threads without blocking the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -115,6 +116,15 @@ _COLUMNS = (
 _JSON_COLUMNS = frozenset({"slots", "timings_ms"})
 
 
+def private_file(path: Path) -> None:
+    """Owner-only (0600) access to a database and its WAL files, whatever the umask was
+    when they were made: they hold transcripts, voiceprints and timers."""
+    for candidate in (path, path.with_name(path.name + "-wal"),
+                      path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            candidate.chmod(0o600)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating it and its folder) the database at `path`, migrated to the latest.
 
@@ -132,6 +142,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     migrate(conn)
+    private_file(path)
     return conn
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -62,6 +63,9 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     """Entry of `voiced serve`."""
+    # everything voiced writes (history, voiceprints, kept audio) is for its user only,
+    # whatever umask it was started with
+    os.umask(0o077)
     try:
         config = apply_overrides(load_config(args.config), args)
     except VoicedError as exc:

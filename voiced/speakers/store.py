@@ -30,6 +30,7 @@ from voiced.errors import SpeakerError
 from voiced.models import UNKNOWN_SPEAKER
 from voiced.speakers.base import Vector, l2_normalize
 from voiced.speakers.matching import Calibration, Matrix, Profile
+from voiced.storage import private_file
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class SpeakerStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
+        private_file(path)
 
     @classmethod
     def open(cls, state_dir: Path) -> SpeakerStore:
