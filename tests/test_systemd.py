@@ -68,3 +68,78 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     monkeypatch.setenv("WATCHDOG_USEC", "soon")
     assert systemd.watchdog_interval() is None
+
+
+async def test_watchdog_pings_only_while_the_loop_runs(
+        notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """WatchdogSec: pings at a third of the interval from the event loop; a deliberately
+    stalled loop sends none, so systemd would restart voiced."""
+    import asyncio
+    import itertools
+    import threading
+    import time
+
+    from support import Mosquitto, make_config, running_daemon
+
+    monkeypatch.setenv("WATCHDOG_USEC", "600000")  # 0.6 s: a ping every 0.2 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    pings: list[float] = []
+    notify_socket.settimeout(0.2)
+    listening = threading.Event()
+    done = threading.Event()
+
+    def listen() -> None:
+        listening.set()
+        while not done.is_set():
+            try:
+                if notify_socket.recv(4096) == b"WATCHDOG=1":
+                    pings.append(time.monotonic())
+            except TimeoutError:
+                continue
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    listening.wait(5)
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        async with running_daemon(make_config(tmp_path, broker.port)) as daemon:
+            async with asyncio.timeout(10):
+                while len(pings) < 3:
+                    await asyncio.sleep(0.05)
+            assert daemon.healthy
+            stalled_at = time.monotonic()
+            time.sleep(1.5)  # noqa: ASYNC251 - the deliberate stall: no ping may go out
+            resumed_at = time.monotonic()
+            count = len(pings)
+            async with asyncio.timeout(10):
+                while len(pings) < count + 2:
+                    await asyncio.sleep(0.05)
+    finally:
+        done.set()
+        listener.join(5)
+        broker.stop()
+    assert not [t for t in pings if stalled_at + 0.05 < t < resumed_at]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert max(gaps) >= 1.4 and sorted(gaps)[len(gaps) // 2] < 0.4
+
+
+def test_the_unit_is_hardened_and_watched() -> None:
+    """`systemd-analyze security --offline=true` scores the unit as shipped (≤ 2.0)."""
+    import re
+    import shutil
+    import subprocess
+
+    from support import REPO
+
+    unit = REPO / "systemd" / "voiced.service"
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (make test installs Debian's systemd)"
+    out = subprocess.run([analyze, "security", "--offline=true", str(unit)],
+                         capture_output=True, text=True, timeout=60).stdout
+    score = re.search(r"Overall exposure level for voiced.service: ([0-9.]+)", out)
+    assert score is not None, out
+    assert float(score.group(1)) <= 2.0, out
+    text = unit.read_text()
+    assert "WatchdogSec=" in text and "UMask=0077" in text

@@ -164,6 +164,9 @@ class Daemon:
         self.supervisor.start("stats", self._publish_stats, restart=True)
         self.supervisor.start("loop-lag", self.health.watch_loop, restart=True)
         self.supervisor.start("timeouts", self._tick_sites, restart=True)
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            self.supervisor.start("watchdog", lambda: self._watchdog(interval), restart=True)
         self.supervisor.start("intent-watch", self._watch_intents, restart=True)
         self.started_at = time.time()
         self.ready.set()
@@ -245,6 +248,22 @@ class Daemon:
             if current != last and self.link.connected.is_set():
                 await self.link.publish(native.STATUS_TOPIC, current, qos=1, retain=True)
                 last = current
+
+    @property
+    def healthy(self) -> bool:
+        """The loop runs (this is asked from it), the MQTT tasks live, nothing is fatal."""
+        tasks = self.supervisor.tasks
+        return (not self.fatal.is_set()
+                and all(name in tasks and not tasks[name].done()
+                        for name in ("mqtt-link", "mqtt-reader")))
+
+    async def _watchdog(self, interval: float) -> None:
+        """`WATCHDOG=1` at a third of `WatchdogSec`, only while healthy: a blocked event
+        loop or a dead MQTT task stops the pings and systemd restarts voiced."""
+        while True:
+            await asyncio.sleep(interval / 3)
+            if self.healthy:
+                systemd.watchdog()
 
     async def _tick_sites(self) -> None:
         """Timeouts (wake sessions, satellites gone quiet mid-command) for the sites that
