@@ -28,14 +28,13 @@ from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.ingest import route
 from voiced.intents.api import PluginContext
-from voiced.intents.catalog import load_catalog
+from voiced.intents.catalog import import_home_assistant_lists, load_catalog
 from voiced.intents.plugins import PluginHost
 from voiced.intents.recognizer import IntentRecognizer
-from voiced.intents.router import Router
+from voiced.intents.router import Router, slots_of
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
 from voiced.recorder import HistoryWriter
-from voiced.redact import redact
 from voiced.sessions import IDLE_CHECK_S, Control, SiteWorker
 from voiced.sites import SiteRegistry
 from voiced.status import BROKER_DROPPED, Health, build_status, farewell
@@ -44,7 +43,7 @@ from voiced.supervise import Supervisor
 from voiced.transport import hermes, native
 from voiced.transport.broker import EmbeddedBroker
 from voiced.transport.mqtt import MqttLink
-from voiced.transport.outputs import AudioOut, HermesBridge, NativeEvents
+from voiced.transport.outputs import AudioOut, HermesBridge, NativeEvents, builtin_tts
 from voiced.transport.reader import MqttReader
 from voiced.watch import snapshot
 
@@ -149,7 +148,7 @@ class Daemon:
         context = PluginContext(publish=self.link.publish, state_dir=cfg.state_dir,
                                 say=self._say_simple, people=cfg.speakers.people)
         self.host = PluginHost(context)
-        self.router = Router(cfg.handlers, context, _slots_of(self.recognizer), host=self.host)
+        self.router = Router(cfg.handlers, context, slots_of(self.recognizer), host=self.host)
         await self.router.start()
         enrollment = None
         if self.speakers is not None:
@@ -185,7 +184,7 @@ class Daemon:
             self.sink.subscribe(self.writer)
         self.sink.subscribe(HermesBridge(link.publish))
         self.sink.subscribe(NativeEvents(link.publish))
-        self.audio_out = AudioOut(link.publish, _find_tts(cfg), cfg.tts.voice)
+        self.audio_out = AudioOut(link.publish, builtin_tts(cfg), cfg.tts.voice)
         self.sink.subscribe(self.audio_out)
 
     def _load_intents(self) -> IntentRecognizer:
@@ -194,23 +193,9 @@ class Daemon:
 
     async def _import_home_assistant(self) -> None:
         """Areas and entity names from Home Assistant; on failure keep what we had."""
-        ha = self.config.intents.home_assistant
-        if ha is None:
-            return
-        from voiced_plugins.home_assistant import import_home_assistant
-
-        try:
-            imported = await import_home_assistant(
-                ha.url, token_env=ha.token_env, token_credential=ha.token_credential,
-                domains=set(ha.domains), timeout_s=ha.timeout_s)
-        except VoicedError as exc:
-            log.error("could not import areas and devices from Home Assistant at %s (%s); "
-                      "using the lists from voiced.yaml and the intent files",
-                      redact(ha.url), redact(exc.message))
-            return
-        self._ha_lists = imported.to_hassil_lists()
-        log.info("imported %d areas and %d devices from Home Assistant",
-                 len(imported.areas), len(imported.entities))
+        imported = await import_home_assistant_lists(self.config)
+        if imported is not None:
+            self._ha_lists = imported
 
     @property
     def connected(self) -> bool:
@@ -344,7 +329,7 @@ class Daemon:
                           exc_info=not isinstance(exc, VoicedError))
                 await self.sink.error("nlu", code, message, None)
                 return False
-            router = Router(handlers, self.host.context, _slots_of(recognizer), host=self.host)
+            router = Router(handlers, self.host.context, slots_of(recognizer), host=self.host)
             await router.start()
             old_recognizer = self.recognizer
             self.recognizer = self.pipeline.recognizer = recognizer
@@ -416,28 +401,3 @@ class Daemon:
             await self.broker.stop()
         self.engine.close()
         log.info("voiced stopped")
-
-
-def _slots_of(recognizer: IntentRecognizer) -> Any:
-    """The slot names of an intent in `recognizer` (None: no such intent)."""
-    def slot_names(intent: str) -> set[str] | None:
-        if intent not in recognizer.intent_names():
-            return None
-        return recognizer.slot_names(intent)
-    return slot_names
-
-
-def _find_tts(config: Config) -> Any:
-    """The built-in TTS module when configured and available, else None."""
-    if config.tts.mode == "hermes":
-        return None
-    try:
-        from voiced import tts  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    if tts.find_tts(config.tts.voice) is None:
-        if config.tts.mode == "builtin":
-            log.warning("tts.mode is builtin but no TTS program (espeak-ng, piper) is installed; "
-                        "answers go to hermes/tts/say")
-        return None
-    return tts

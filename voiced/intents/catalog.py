@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from voiced.config import Config
-from voiced.errors import IntentError
+from voiced.errors import IntentError, VoicedError
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.sources import official_intents
 from voiced.languages import language_code
 from voiced.models import UNKNOWN_SPEAKER
+from voiced.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +56,26 @@ def load_catalog(
         list(paths) if paths is not None else cfg.paths, cfg.language, extra=extra,
         overrides=overrides, fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence,
         fuzzy_budget_ms=cfg.fuzzy_budget_ms)
+
+
+async def import_home_assistant_lists(config: Config) -> dict[str, Any] | None:
+    """Areas and entity names from Home Assistant (`intents.home_assistant`) as hassil
+    lists; None when not configured or when the import failed (logged, credentials
+    masked: the lists from voiced.yaml and the files are used)."""
+    ha = config.intents.home_assistant
+    if ha is None:
+        return None
+    from voiced_plugins.home_assistant import import_home_assistant
+
+    try:
+        imported = await import_home_assistant(
+            ha.url, token_env=ha.token_env, token_credential=ha.token_credential,
+            domains=set(ha.domains), timeout_s=ha.timeout_s)
+    except VoicedError as exc:
+        log.error("could not import areas and devices from Home Assistant at %s (%s); "
+                  "using the lists from voiced.yaml and the intent files",
+                  redact(ha.url), redact(exc.message))
+        return None
+    log.info("imported %d areas and %d devices from Home Assistant",
+             len(imported.areas), len(imported.entities))
+    return dict(imported.to_hassil_lists())

@@ -268,3 +268,12 @@ def _templated_at(options: Any, loc: tuple[Any, ...]) -> bool:
         except (KeyError, IndexError, TypeError):
             return False
     return templates.is_template(value)
+
+
+def slots_of(recognizer: Any) -> Callable[[str], set[str] | None]:
+    """`slot_names(intent)` for a recognizer: its slots, None when it has no such intent."""
+    def slot_names(intent: str) -> set[str] | None:
+        if intent not in recognizer.intent_names():
+            return None
+        return set(recognizer.slot_names(intent))
+    return slot_names

@@ -131,3 +131,17 @@ class AudioOut(Subscriber):
                 return
         await self._publish("hermes/tts/say", hermes.tts_say(
             text, event.site, event.session_id or None, str(lang) if lang else None))
+
+
+def builtin_tts(config: Any) -> Synthesizer | None:
+    """The built-in TTS module when `tts.mode` allows it and espeak-ng/piper is there."""
+    if config.tts.mode == "hermes":
+        return None
+    from voiced import tts
+
+    if tts.find_tts(config.tts.voice) is None:
+        if config.tts.mode == "builtin":
+            log.warning("tts.mode is builtin but no TTS program (espeak-ng, piper) is "
+                        "installed; answers go to hermes/tts/say")
+        return None
+    return tts  # type: ignore[return-value]
