@@ -20,6 +20,8 @@ from voiced.intents.api import Plugin, PluginOptions, Request, Response
 class MqttPublishOptions(PluginOptions):
     """Options of `mqtt_publish`."""
 
+    topic_fields: ClassVar[tuple[str, ...]] = ("topic",)
+
     topic: str
     payload: Any = None
     """A mapping or list (sent as JSON), or text; None sends the intent as JSON."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fakes import SleepyPlugin
 
 from voiced.config import HandlerConfig
@@ -127,4 +128,23 @@ async def test_timeout_gating_and_runtime_template_errors(tmp_path: Path) -> Non
                               speaker=NO_SPEAKER, area=None, language="en")
     assert out.outcome == Outcome.ERROR and out.code == "template_missing"
     assert "{area}" in (out.error or "")
+    await router.stop()
+
+
+@pytest.mark.parametrize("area", ["kitchen/../garage", "#", "a+b", "x\x00y", ""])
+async def test_a_slot_value_cannot_redirect_a_topic(tmp_path: Path, area: str) -> None:
+    """A value inserted into an MQTT topic must be one segment: a hostile area name (from
+    a wildcard slot or an imported Home Assistant area) is refused, nothing is published."""
+    published: list[tuple[str, Any]] = []
+    router = _router([{"intent": "HassTurnOn", "plugin": "mqtt_publish",
+                       "options": {"topic": "home/{area}/light", "payload": "on"}}],
+                     published, tmp_path)
+    await router.start()
+    out = await router.handle(_intent("HassTurnOn", area=area), site="k1", session_id="s",
+                              speaker=NO_SPEAKER, area=None, language="en")
+    assert out.outcome == Outcome.ERROR and out.code == "slot_unsafe", out
+    assert "{area}" in (out.error or "") and published == []
+    ok = await router.handle(_intent("HassTurnOn", area="living room"), site="k1",
+                             session_id="s", speaker=NO_SPEAKER, area=None, language="en")
+    assert ok.outcome == Outcome.HANDLED and published == [("home/living room/light", "on")]
     await router.stop()

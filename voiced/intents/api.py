@@ -34,9 +34,16 @@ __all__ = [
 
 
 class PluginOptions(BaseModel):
-    """Base for a plugin's options: unknown keys are errors."""
+    """Base for a plugin's options: unknown keys are errors.
+
+    `topic_fields` names top-level options that are MQTT topics: a value a template
+    inserts there (a slot, the site, a person's variable) must be one topic segment, so
+    a hostile slot value cannot redirect the message (no `/`, `+`, `#` or control
+    characters; the request fails with `slot_unsafe` instead).
+    """
 
     model_config = ConfigDict(extra="forbid")
+    topic_fields: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass(frozen=True, slots=True)

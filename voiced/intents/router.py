@@ -205,8 +205,13 @@ class Router:
                 return self._outcome(Outcome.REFUSED, cfg, started, details, error=msg,
                                      code="speaker_not_allowed")
             try:
-                options = handler.plugin.Options.model_validate(
-                    templates.render(cfg.options, variables))
+                options_cls = handler.plugin.Options
+                try:
+                    rendered = templates.render_options(
+                        cfg.options, variables, getattr(options_cls, "topic_fields", ()))
+                except ValueError as exc:
+                    raise PluginError("slot_unsafe", f"{cfg.plugin}: {exc}") from exc
+                options = options_cls.model_validate(rendered)
                 request = Request(intent=intent, site=site, session_id=session_id,
                                   options=options, speaker=speaker, area=variables["area"],
                                   variables=variables, language=language)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voiced.errors import PluginError
@@ -120,3 +120,38 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
     if isinstance(value, list | tuple):
         return [render(v, variables) for v in value]
     return value
+
+
+_UNSAFE_SEGMENT = re.compile(r"[/+#\x00-\x1f\x7f]")
+
+
+def render_topic(template: str, variables: Mapping[str, Any]) -> str:
+    """Render an MQTT topic template; every inserted value must be one topic segment.
+
+    Raises ValueError naming the field whose value is not (a `/`, `+`, `#`, a control
+    character, or empty).
+    """
+    out = []
+    for literal, field, spec, conversion in _FORMATTER.parse(template):
+        out.append(literal)
+        if field is None:
+            continue
+        obj, _ = _FORMATTER.get_field(field, (), variables)
+        text = _FORMATTER.format_field(_FORMATTER.convert_field(obj, conversion), spec or "")
+        if not text or _UNSAFE_SEGMENT.search(text):
+            raise ValueError(f"{{{field}}} is {text[:60]!a}, which cannot be one MQTT "
+                             "topic segment")
+        out.append(text)
+    return "".join(out)
+
+
+def render_options(options: Mapping[str, Any], variables: Mapping[str, Any],
+                   topic_fields: Sequence[str] = ()) -> Any:
+    """`render` for a plugin's options, with its topic fields rendered by `render_topic`."""
+    rendered = {}
+    for key, value in options.items():
+        if key in topic_fields and isinstance(value, str):
+            rendered[key] = render_topic(value, variables)
+        else:
+            rendered[key] = render(value, variables)
+    return rendered
