@@ -48,6 +48,8 @@ _KILL_GRACE_S = 1.0
 class CommandOptions(PluginOptions):
     """Options of the ``command`` plugin."""
 
+    argv_fields: ClassVar[tuple[str, ...]] = ("argv",)
+
     argv: list[str] = Field(min_length=1)
     """Program and arguments; each element templated on its own."""
     timeout_s: float = Field(4.0, gt=0, le=3600)

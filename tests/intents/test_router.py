@@ -148,3 +148,26 @@ async def test_a_slot_value_cannot_redirect_a_topic(tmp_path: Path, area: str) -
                              session_id="s", speaker=NO_SPEAKER, area=None, language="en")
     assert ok.outcome == Outcome.HANDLED and published == [("home/living room/light", "on")]
     await router.stop()
+
+
+async def test_a_slot_value_cannot_become_a_command_option(tmp_path: Path) -> None:
+    """`command`: a value inserted into an argument cannot start an option (`--delete`),
+    and the program itself is never a template."""
+    published: list[tuple[str, Any]] = []
+    router = _router([{"intent": "HassTurnOn", "plugin": "command",
+                       "options": {"argv": ["echo", "{area}", "--room={area}"]}},
+                      {"intent": "PlayMusic", "plugin": "command",
+                       "options": {"argv": ["{site}", "x"]}}], published, tmp_path)
+    await router.start()
+    bad = await router.handle(_intent("HassTurnOn", area="--delete-everything"), site="k1",
+                              session_id="s", speaker=NO_SPEAKER, area=None, language="en")
+    assert bad.outcome == Outcome.ERROR and bad.code == "slot_unsafe", bad
+    assert "would become an option" in (bad.error or "")
+    ok = await router.handle(_intent("HassTurnOn", area="kitchen"), site="k1",
+                             session_id="s", speaker=NO_SPEAKER, area=None, language="en")
+    assert ok.outcome == Outcome.HANDLED, ok
+    assert ok.details[0]["argv"] == ["echo", "kitchen", "--room=kitchen"]
+    program = await router.handle(_intent("PlayMusic"), site="rm", session_id="s",
+                                  speaker=NO_SPEAKER, area=None, language="en")
+    assert program.code == "slot_unsafe" and "program" in (program.error or "")
+    await router.stop()

@@ -44,6 +44,9 @@ class PluginOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     topic_fields: ClassVar[tuple[str, ...]] = ()
+    argv_fields: ClassVar[tuple[str, ...]] = ()
+    """Options that are a program's argument list: the program is never a template and an
+    inserted value cannot turn an argument into an option (`-...`)."""
 
 
 @dataclass(frozen=True, slots=True)

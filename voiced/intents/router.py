@@ -208,7 +208,8 @@ class Router:
                 options_cls = handler.plugin.Options
                 try:
                     rendered = templates.render_options(
-                        cfg.options, variables, getattr(options_cls, "topic_fields", ()))
+                        cfg.options, variables, getattr(options_cls, "topic_fields", ()),
+                        getattr(options_cls, "argv_fields", ()))
                 except ValueError as exc:
                     raise PluginError("slot_unsafe", f"{cfg.plugin}: {exc}") from exc
                 options = options_cls.model_validate(rendered)

@@ -145,13 +145,33 @@ def render_topic(template: str, variables: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def render_argv(argv: Sequence[Any], variables: Mapping[str, Any]) -> list[Any]:
+    """Render a program's argument list: the program itself is never a template, and an
+    argument whose template does not start with `-` must not start with `-` once
+    rendered (a slot value such as `--delete` must not become an option)."""
+    if argv and isinstance(argv[0], str) and is_template(argv[0]):
+        raise ValueError("argv[0] (the program) cannot be a template")
+    rendered = []
+    for item in argv:
+        value = render(item, variables)
+        if (isinstance(item, str) and isinstance(value, str) and value.startswith("-")
+                and not item.startswith("-")):
+            raise ValueError(f"{item} is {value[:60]!a}, which would become an option")
+        rendered.append(value)
+    return rendered
+
+
 def render_options(options: Mapping[str, Any], variables: Mapping[str, Any],
-                   topic_fields: Sequence[str] = ()) -> Any:
-    """`render` for a plugin's options, with its topic fields rendered by `render_topic`."""
-    rendered = {}
+                   topic_fields: Sequence[str] = (),
+                   argv_fields: Sequence[str] = ()) -> Any:
+    """`render` for a plugin's options: topic fields by `render_topic`, argument lists by
+    `render_argv`, the rest as they are."""
+    rendered: dict[str, Any] = {}
     for key, value in options.items():
         if key in topic_fields and isinstance(value, str):
             rendered[key] = render_topic(value, variables)
+        elif key in argv_fields and isinstance(value, list | tuple):
+            rendered[key] = render_argv(value, variables)
         else:
             rendered[key] = render(value, variables)
     return rendered
