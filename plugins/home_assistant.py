@@ -5,7 +5,7 @@ handlers:
   - intent: HassTurnOn
     plugin: home_assistant
     options:
-      url: "http://homeassistant.local:8123"
+      url: "https://homeassistant.local:8123"
       service: "light.turn_on"
       entity_id: "light.{area}"
       data: {brightness_pct: 80}
@@ -38,6 +38,7 @@ from pydantic import Field, field_validator, model_validator
 
 from voiced.errors import PluginError
 from voiced.intents.api import PluginOptions, Request, Response
+from voiced.redact import plain_http_off_host
 
 from ._client import HttpClientPlugin
 from ._render import render_answer
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 _SERVICE = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 _SECRET_KEYS = ("token", "access_token", "api_key", "password")
+_ENTITY_ID = re.compile(r"[a-z0-9_]+\.[a-z0-9_]+")
 _MAX_ERROR_BODY = 200
 
 AREAS_TEMPLATE = (
@@ -102,7 +104,7 @@ def read_token(token_env: str = "HA_TOKEN", token_credential: str | None = None)
 class HomeAssistantOptions(PluginOptions):
     """Options of the ``home_assistant`` plugin."""
 
-    url: str = "http://homeassistant.local:8123"
+    url: str = "http://localhost:8123"
     """Base URL of Home Assistant, without ``/api``."""
     service: str
     """``domain.service``, e.g. ``light.turn_on``; templated."""
@@ -119,6 +121,27 @@ class HomeAssistantOptions(PluginOptions):
     answer: str | None = None
     """Spoken answer; ``{{service}}``, ``{{entity_id}}``, ``{{changed}}`` are filled in."""
     verify_tls: bool = True
+    allow_insecure_http: bool = False
+    """Send the token over plain http to a host other than loopback (clear text)."""
+
+    @field_validator("entity_id")
+    @classmethod
+    def _entity_ids(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # a slot value rendered into an entity id must still be one (no other target,
+        # no path or query smuggled into the request)
+        for item in [value] if isinstance(value, str) else value or []:
+            # a template ("light.{area}") is checked once rendered
+            if "{" not in item and not _ENTITY_ID.fullmatch(item):
+                raise ValueError(f"entity_id {item[:80]!a} is not a Home Assistant entity id "
+                                 "(domain.object_id: lower-case letters, digits, _)")
+        return value
+
+    @model_validator(mode="after")
+    def _token_over_https(self) -> HomeAssistantOptions:
+        if plain_http_off_host(self.url) and not self.allow_insecure_http:
+            raise ValueError("url: the access token would cross the network in clear text "
+                             "over http; use https, or set allow_insecure_http: true")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from voiced.errors import ConfigError
-from voiced.redact import redact, secret_key
+from voiced.redact import plain_http_off_host, redact, secret_key
 from voiced.yamlfile import read_yaml
 
 
@@ -236,6 +236,17 @@ class HomeAssistantImportConfig(Strict):
     domains: list[str] = Field(default_factory=lambda: ["light", "switch", "fan", "cover",
                                                         "lock", "media_player", "climate"])
     timeout_s: float = Field(10.0, gt=0)
+    allow_insecure_http: bool = False
+    """Send the token over plain http to a host other than loopback (it crosses the
+    network in clear text: prefer https)."""
+
+    @model_validator(mode="after")
+    def _token_over_https(self) -> HomeAssistantImportConfig:
+        if plain_http_off_host(self.url) and not self.allow_insecure_http:
+            raise ValueError(
+                "url: the access token would cross the network in clear text over http; "
+                "use https, or set allow_insecure_http: true")
+        return self
 
 
 class IntentsConfig(Strict):

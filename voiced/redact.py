@@ -35,3 +35,21 @@ def secret_key(path: str) -> bool:
     """
     last = path.rsplit(".", 1)[-1]
     return bool(_SECRET_KEY.search(last))
+
+
+def plain_http_off_host(url: str) -> bool:
+    """True for an `http://` URL whose host is not loopback: a token sent there crosses
+    the network in clear text."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True

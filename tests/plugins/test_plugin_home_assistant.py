@@ -154,7 +154,7 @@ async def test_missing_token(
     unset: str, source: dict[str, str],
 ) -> None:
     monkeypatch.delenv(unset, raising=False)
-    options = {"service": "light.turn_on", **source}
+    options = {"url": "http://127.0.0.1:9", "service": "light.turn_on", **source}
     with pytest.raises(PluginError) as err:
         await plugin.handle(make_request(plugin, options))
     assert err.value.code == "ha_no_token"
@@ -304,3 +304,37 @@ def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None
     with pytest.raises(ValidationError) as err:
         HomeAssistantPlugin.Options.model_validate(options)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["http://homeassistant.local:8123", "http://192.168.1.5:8123",
+                                 "HTTP://[2001:db8::1]:8123"])
+def test_the_token_never_goes_over_plain_http_off_this_host(url: str) -> None:
+    from pydantic import ValidationError
+    from voiced_plugins.home_assistant import HomeAssistantOptions
+
+    from voiced.config import HomeAssistantImportConfig
+
+    for model, extra in ((HomeAssistantOptions, {"service": "light.turn_on"}),
+                         (HomeAssistantImportConfig, {})):
+        with pytest.raises(ValidationError, match="clear text"):
+            model.model_validate({"url": url, **extra})
+        model.model_validate({"url": url, "allow_insecure_http": True, **extra})
+        for fine in ("https://ha.example.org", "http://127.0.0.1:8123", "http://localhost:8123",
+                     "http://[::1]:8123"):
+            model.model_validate({"url": fine, **extra})
+
+
+@pytest.mark.parametrize("entity", ["light.kitchen?x=1", "light/../x", "light.living room",
+                                    "Light.kitchen", "kitchen"])
+def test_a_rendered_entity_id_must_be_one(entity: str) -> None:
+    from pydantic import ValidationError
+    from voiced_plugins.home_assistant import HomeAssistantOptions
+
+    base = {"url": "http://127.0.0.1:8123", "service": "light.turn_on"}
+    with pytest.raises(ValidationError, match="entity id"):
+        HomeAssistantOptions.model_validate({**base, "entity_id": entity})
+    with pytest.raises(ValidationError, match="entity id"):
+        HomeAssistantOptions.model_validate({**base, "entity_id": ["light.ok", entity]})
+    HomeAssistantOptions.model_validate({**base, "entity_id": ["light.kitchen_2", "fan.x"]})
+    # a template passes at start-up and is checked once rendered
+    HomeAssistantOptions.model_validate({**base, "entity_id": "light.{area}"})
