@@ -43,6 +43,7 @@ class HttpOptions(PluginOptions):
     """Options of the ``http`` plugin."""
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+    url_fields: ClassVar[tuple[str, ...]] = ("url",)
 
     url: str
     """``http://`` or ``https://`` URL; templated."""

@@ -171,3 +171,43 @@ async def test_a_slot_value_cannot_become_a_command_option(tmp_path: Path) -> No
                                   speaker=NO_SPEAKER, area=None, language="en")
     assert program.code == "slot_unsafe" and "program" in (program.error or "")
     await router.stop()
+
+
+async def test_a_slot_value_stays_inside_its_url_part(tmp_path: Path) -> None:
+    """`http`: inserted values are percent-encoded: a slot cannot add a path segment, a
+    query parameter or a fragment to the request."""
+    from aiohttp import web
+
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.raw_path, dict(request.query)))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    published: list[tuple[str, Any]] = []
+    router = _router([{"intent": "HassTurnOn", "plugin": "http",
+                       "options": {"url": f"http://127.0.0.1:{port}/rooms/{{area}}?on=1"}}],
+                     published, tmp_path)
+    await router.start()
+    try:
+        out = await router.handle(_intent("HassTurnOn", area="hall/../admin?drop=all#x"),
+                                  site="k1", session_id="s", speaker=NO_SPEAKER, area=None,
+                                  language="en")
+        assert out.outcome == Outcome.HANDLED, out
+    finally:
+        await router.stop()
+        await runner.cleanup()
+    [(raw, query)] = seen
+    from urllib.parse import unquote
+
+    path = raw.split("?", 1)[0]
+    assert path.count("/") == 2  # /rooms/<one segment>: no segment was added
+    assert unquote(path) == "/rooms/hall/../admin?drop=all#x"
+    assert query == {"on": "1"}  # no parameter was added

@@ -45,6 +45,9 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     topic_fields: ClassVar[tuple[str, ...]] = ()
     argv_fields: ClassVar[tuple[str, ...]] = ()
+    url_fields: ClassVar[tuple[str, ...]] = ()
+    """Options that are URLs: inserted values are percent-encoded (a slot cannot add a
+    path segment, a query parameter or a fragment)."""
     """Options that are a program's argument list: the program is never a template and an
     inserted value cannot turn an argument into an option (`-...`)."""
 

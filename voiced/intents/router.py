@@ -209,7 +209,8 @@ class Router:
                 try:
                     rendered = templates.render_options(
                         cfg.options, variables, getattr(options_cls, "topic_fields", ()),
-                        getattr(options_cls, "argv_fields", ()))
+                        getattr(options_cls, "argv_fields", ()),
+                        getattr(options_cls, "url_fields", ()))
                 except ValueError as exc:
                     raise PluginError("slot_unsafe", f"{cfg.plugin}: {exc}") from exc
                 options = options_cls.model_validate(rendered)

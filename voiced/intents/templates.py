@@ -145,6 +145,23 @@ def render_topic(template: str, variables: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def render_url(template: str, variables: Mapping[str, Any]) -> str:
+    """Render a URL template with every inserted value percent-encoded (`/`, `?`, `#`,
+    `&` included), so a slot value stays inside its path segment or query value. Values
+    from voiced.yaml (`{speaker.VAR}`) are the configuration's own and go in as they are."""
+    from urllib.parse import quote
+
+    out = []
+    for literal, field, spec, conversion in _FORMATTER.parse(template):
+        out.append(literal)
+        if field is None:
+            continue
+        obj, _ = _FORMATTER.get_field(field, (), variables)
+        text = _FORMATTER.format_field(_FORMATTER.convert_field(obj, conversion), spec or "")
+        out.append(text if field.startswith("speaker.") else quote(text, safe=""))
+    return "".join(out)
+
+
 def render_argv(argv: Sequence[Any], variables: Mapping[str, Any]) -> list[Any]:
     """Render a program's argument list: the program itself is never a template, and an
     argument whose template does not start with `-` must not start with `-` once
@@ -163,7 +180,8 @@ def render_argv(argv: Sequence[Any], variables: Mapping[str, Any]) -> list[Any]:
 
 def render_options(options: Mapping[str, Any], variables: Mapping[str, Any],
                    topic_fields: Sequence[str] = (),
-                   argv_fields: Sequence[str] = ()) -> Any:
+                   argv_fields: Sequence[str] = (),
+                   url_fields: Sequence[str] = ()) -> Any:
     """`render` for a plugin's options: topic fields by `render_topic`, argument lists by
     `render_argv`, the rest as they are."""
     rendered: dict[str, Any] = {}
@@ -172,6 +190,8 @@ def render_options(options: Mapping[str, Any], variables: Mapping[str, Any],
             rendered[key] = render_topic(value, variables)
         elif key in argv_fields and isinstance(value, list | tuple):
             rendered[key] = render_argv(value, variables)
+        elif key in url_fields and isinstance(value, str):
+            rendered[key] = render_url(value, variables)
         else:
             rendered[key] = render(value, variables)
     return rendered
