@@ -7,6 +7,7 @@ was expected, so `voiced check-config` can print all of them at once.
 from __future__ import annotations
 
 import os
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,34 @@ class Strict(BaseModel):
     """Base for config sections: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttTlsConfig(Strict):
+    """MQTT over TLS: the broker's certificate is always verified."""
+
+    ca_file: Path | None = None
+    """CA certificate(s) the broker's certificate must chain to (None: the system's)."""
+    cert_file: Path | None = None
+    """This client's certificate, for brokers that require one (with key_file)."""
+    key_file: Path | None = None
+    check_hostname: bool = True
+    """The broker's certificate must name `mqtt.host`."""
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        """The SSL context both MQTT connections use (raises OSError/SSLError for a file
+        that cannot be read)."""
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file else None)
+        context.check_hostname = self.check_hostname
+        if self.cert_file is not None and self.key_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
 
 
 class MqttConfig(Strict):
@@ -44,6 +73,8 @@ class MqttConfig(Strict):
     give_up_after_s: float = Field(0.0, ge=0)
     """Stop (exit 1, so systemd restarts voiced) after the broker was unreachable this long
     (seconds); 0: retry forever."""
+    tls: MqttTlsConfig | None = None
+    """MQTT over TLS (usually port 8883); None: plain TCP."""
 
     def password(self) -> str | None:
         """The password from the environment, if configured."""
@@ -390,9 +421,14 @@ def load_config(path: Path | None) -> Config:
     base = path.parent
     paths = [p if p.is_absolute() else base / p for p in config.intents.paths]
     state = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    return config.model_copy(
-        update={
-            "intents": config.intents.model_copy(update={"paths": paths}),
-            "state_dir": state,
-        }
-    )
+    update: dict[str, Any] = {
+        "intents": config.intents.model_copy(update={"paths": paths}),
+        "state_dir": state,
+    }
+    tls = config.mqtt.tls
+    if tls is not None:
+        files = {k: (v if v is None or v.is_absolute() else base / v)
+                 for k, v in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file),
+                              ("key_file", tls.key_file))}
+        update["mqtt"] = config.mqtt.model_copy(update={"tls": tls.model_copy(update=files)})
+    return config.model_copy(update=update)

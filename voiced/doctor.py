@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -291,15 +292,21 @@ def check_broker(config: Config) -> Check:
         return Check("broker", Level.ERROR,
                      f"mqtt.password_env names {mqtt.password_env}, which is not set",
                      f"export {mqtt.password_env}=... (systemd: EnvironmentFile=)")
-    return _connect(mqtt.host, mqtt.port, mqtt.username, mqtt.password(), where)
+    try:
+        tls = mqtt.tls.context() if mqtt.tls is not None else None
+    except OSError as exc:
+        return Check("broker", Level.ERROR, f"mqtt.tls: {exc}", "fix the certificate paths")
+    return _connect(mqtt.host, mqtt.port, mqtt.username, mqtt.password(), where, tls)
 
 
 def _connect(host: str, port: int, username: str | None, password: str | None,
-             where: str) -> Check:
+             where: str, tls: Any = None) -> Check:
     import paho.mqtt.client as paho
 
     client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                          client_id=f"voiced-doctor-{os.getpid()}")
+    if tls is not None:
+        client.tls_set_context(tls)
     if username:
         client.username_pw_set(username, password)
     answered = threading.Event()
@@ -312,6 +319,10 @@ def _connect(host: str, port: int, username: str | None, password: str | None,
     client.on_connect = on_connect
     try:
         client.connect(host, port, keepalive=10)
+    except ssl.SSLError as exc:
+        return Check("broker", Level.ERROR, f"TLS with {where} failed: {exc}",
+                     "check mqtt.tls.ca_file (the CA that signed the broker's certificate) "
+                     "and that the certificate names mqtt.host")
     except OSError as exc:
         return Check("broker", Level.WARNING,
                      f"no MQTT broker answers at {where}: {exc.strerror or exc}; voiced will "

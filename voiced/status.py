@@ -142,9 +142,10 @@ async def farewell(config: Config) -> None:
     import aiomqtt
 
     try:
+        tls = config.mqtt.tls.context() if config.mqtt.tls is not None else None
         async with asyncio.timeout(3.0), aiomqtt.Client(
                 config.mqtt.host, config.mqtt.port, username=config.mqtt.username,
-                password=config.mqtt.password()) as client:
+                password=config.mqtt.password(), tls_context=tls) as client:
             await client.publish(native.STATUS_TOPIC, json.dumps({"state": "offline"}),
                                  qos=1, retain=True)
     except Exception as exc:

@@ -304,6 +304,7 @@ class MqttLink:
             protocol=aiomqtt.ProtocolVersion(int(self._protocol)),
             will=will,
             timeout=10,
+            tls_context=cfg.tls.context() if cfg.tls is not None else None,
         )
         async with client:
             self.connections += 1

@@ -246,7 +246,7 @@ class MqttReader:
             started = time.monotonic()
             try:
                 await self._session()
-            except (OSError, ReaderError, TimeoutError) as exc:
+            except (OSError, ReaderError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                 self.last_error = str(exc) or type(exc).__name__
             finally:
                 self.connected.clear()
@@ -263,8 +263,10 @@ class MqttReader:
         cfg = self._config
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            tls = cfg.tls.context() if cfg.tls is not None else None
             transport, protocol = await loop.create_connection(
-                lambda: _Protocol(self), cfg.host, cfg.port)
+                lambda: _Protocol(self), cfg.host, cfg.port, ssl=tls,
+                server_hostname=cfg.host if tls is not None else None)
             self._protocol = protocol
             transport.write(connect_packet(self.client_id, cfg.keepalive_s, cfg.username,
                                            cfg.password()))
