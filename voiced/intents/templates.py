@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from voiced.errors import PluginError
@@ -125,12 +125,9 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
 _UNSAFE_SEGMENT = re.compile(r"[/+#\x00-\x1f\x7f]")
 
 
-def render_topic(template: str, variables: Mapping[str, Any]) -> str:
-    """Render an MQTT topic template; every inserted value must be one topic segment.
-
-    Raises ValueError naming the field whose value is not (a `/`, `+`, `#`, a control
-    character, or empty).
-    """
+def _render_fields(template: str, variables: Mapping[str, Any],
+                   insert: Callable[[str, str], str]) -> str:
+    """Render `template`, passing each inserted value through `insert(field, text)`."""
     out = []
     for literal, field, spec, conversion in _FORMATTER.parse(template):
         out.append(literal)
@@ -138,11 +135,23 @@ def render_topic(template: str, variables: Mapping[str, Any]) -> str:
             continue
         obj, _ = _FORMATTER.get_field(field, (), variables)
         text = _FORMATTER.format_field(_FORMATTER.convert_field(obj, conversion), spec or "")
+        out.append(insert(field, text))
+    return "".join(out)
+
+
+def render_topic(template: str, variables: Mapping[str, Any]) -> str:
+    """Render an MQTT topic template; every inserted value must be one topic segment.
+
+    Raises ValueError naming the field whose value is not (a `/`, `+`, `#`, a control
+    character, or empty).
+    """
+    def segment(field: str, text: str) -> str:
         if not text or _UNSAFE_SEGMENT.search(text):
             raise ValueError(f"{{{field}}} is {text[:60]!a}, which cannot be one MQTT "
                              "topic segment")
-        out.append(text)
-    return "".join(out)
+        return text
+
+    return _render_fields(template, variables, segment)
 
 
 def render_url(template: str, variables: Mapping[str, Any]) -> str:
@@ -151,15 +160,8 @@ def render_url(template: str, variables: Mapping[str, Any]) -> str:
     from voiced.yaml (`{speaker.VAR}`) are the configuration's own and go in as they are."""
     from urllib.parse import quote
 
-    out = []
-    for literal, field, spec, conversion in _FORMATTER.parse(template):
-        out.append(literal)
-        if field is None:
-            continue
-        obj, _ = _FORMATTER.get_field(field, (), variables)
-        text = _FORMATTER.format_field(_FORMATTER.convert_field(obj, conversion), spec or "")
-        out.append(text if field.startswith("speaker.") else quote(text, safe=""))
-    return "".join(out)
+    return _render_fields(template, variables, lambda field, text: (
+        text if field.startswith("speaker.") else quote(text, safe="")))
 
 
 def render_argv(argv: Sequence[Any], variables: Mapping[str, Any]) -> list[Any]:
