@@ -86,6 +86,7 @@ def make_config(tmp_path: Path, port: int, **sections: Any) -> Config:
         "intents": {"paths": [str(REPO / "config" / "intents")]},
         "tts": {"mode": "hermes"},
         "error_rate_limit_s": 0.0,
+        "http": {"port": 0},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -337,6 +337,24 @@ class HistoryConfig(Strict):
     """Kept audio older than this is deleted."""
 
 
+class HttpConfig(Strict):
+    """The HTTP API, live events, /metrics and the web page (voiced/http/)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Loopback by default; any other address needs a token (`token_env`/`token_credential`)."""
+    port: int = Field(8330, ge=0, le=65535)
+    """0: any free port (tests); the page's URL is logged at start-up."""
+    token_env: str | None = "VOICED_HTTP_TOKEN"
+    """Environment variable holding the API token (never the token here)."""
+    token_credential: str | None = None
+    """systemd credential name ($CREDENTIALS_DIRECTORY/<name>) holding the token."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from other pages (empty: CORS off)."""
+    max_upload_mb: float = Field(20.0, gt=0)
+    """Largest request body (audio uploads)."""
+
+
 class Config(Strict):
     """The whole of voiced.yaml."""
 
@@ -351,6 +369,7 @@ class Config(Strict):
     handlers: list[HandlerConfig] = Field(default_factory=list)
     tts: TtsConfig = TtsConfig()
     history: HistoryConfig = HistoryConfig()
+    http: HttpConfig = HttpConfig()
     shutdown_grace_s: float = Field(5.0, ge=0)
     """On SIGTERM, utterances in flight get this long to finish."""
     error_rate_limit_s: float = Field(2.0, ge=0)

@@ -77,6 +77,8 @@ class Daemon:
         self.writer: HistoryWriter | None = None
         self.audio_out: AudioOut | None = None
         self.broker: EmbeddedBroker | None = None
+        self.http: Any = None
+        """The HTTP server (voiced.http.server.HttpServer) when `http.enabled`."""
         self.link: MqttLink | None = None
         self.reader: MqttReader | None = None
         self.health = Health()
@@ -167,6 +169,11 @@ class Daemon:
         if interval is not None:
             self.supervisor.start("watchdog", lambda: self._watchdog(interval), restart=True)
         self.supervisor.start("intent-watch", self._watch_intents, restart=True)
+        if cfg.http.enabled:
+            from voiced.http.server import HttpServer
+
+            self.http = HttpServer(self)
+            await self.http.start()
         self.started_at = time.time()
         self.ready.set()
         systemd.ready()
@@ -369,6 +376,8 @@ class Daemon:
             self.link.pause_ingest()
         if self.reader is not None:
             self.reader.pause()
+        if self.http is not None:
+            await self.http.stop()
         await self.site_registry.close()
         site_tasks = [t for n, t in self.supervisor.tasks.items() if n.startswith("site-")]
         for worker in self.sites.values():

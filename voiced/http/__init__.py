@@ -1,0 +1,1 @@
+"""voiced over HTTP: REST API, live events, /metrics and the web page (aiohttp)."""
