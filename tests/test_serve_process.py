@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 def _serve(port: int, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "voiced.cli", "serve", "--mqtt-host", "127.0.0.1",
-         "--mqtt-port", str(port), "--state-dir", str(tmp_path / "state"), *extra],
+         "--mqtt-port", str(port), "--state-dir", str(tmp_path / "state"), "--http-port", "0",
+         *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -96,7 +97,7 @@ def test_broken_intents_file_stops_startup(tmp_path: Path) -> None:
     (bad / "broken.yaml").write_text("language: en\nintents:\n  Foo:\n    data: [\n")
     proc = subprocess.run(
         [sys.executable, "-m", "voiced.cli", "serve", "--intents", str(bad), "--state-dir",
-         str(tmp_path / "state"), "--mqtt-port", "1"],
+         str(tmp_path / "state"), "--mqtt-port", "1", "--http-port", "0"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert f"{bad / 'broken.yaml'}:" in proc.stderr
@@ -111,7 +112,7 @@ def test_make_run_reaches_the_demo(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "voiced.cli", "serve", "--config", "config/voiced.yaml",
          "--embedded-broker", "--mqtt-port", str(port), "--state-dir", str(tmp_path / "state"),
-         "--demo"],
+         "--http-port", "0", "--demo"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     answers: dict[str, str] = {}

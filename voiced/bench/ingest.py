@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             server = subprocess.Popen(
                 [sys.executable, "-m", "voiced.cli", "-q", "serve", "--config", str(config),
                  "--mqtt-host", args.mqtt_host, "--mqtt-port", str(port),
-                 "--state-dir", str(tmp / "state")],
+                 "--state-dir", str(tmp / "state"), "--http-port", "0"],
                 stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
             log.close()  # the child has its own copy
             procs.append(server)

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                                       stderr=subprocess.DEVNULL)
         state = args.state_dir or Path(tmp) / "state"
         cmd = [sys.executable, "-m", "voiced.cli", "-q", "serve", "--mqtt-host", args.mqtt_host,
-               "--mqtt-port", str(port), "--state-dir", str(state)]
+               "--mqtt-port", str(port), "--state-dir", str(state), "--http-port", "0"]
         if args.config:
             cmd += ["--config", str(args.config)]
         if args.broker == "embedded":

@@ -38,6 +38,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedded-broker", action="store_true",
                    help="run an embedded MQTT broker (amqtt) on the MQTT port")
     p.add_argument("--asr", choices=["pocketsphinx", "whisper"], help="speech recognizer")
+    p.add_argument("--http-host", help="address of the web page and API (default loopback)")
+    p.add_argument("--http-port", type=int,
+                   help="port of the web page and API (0: any free port; -1: no HTTP)")
 
 
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
@@ -58,6 +61,14 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
         update["broker"] = config.broker.model_copy(update={"embedded": True})
     if getattr(args, "asr", None):
         update["asr"] = config.asr.model_copy(update={"backend": args.asr})
+    http: dict[str, Any] = {}
+    if getattr(args, "http_host", None):
+        http["host"] = args.http_host
+    port = getattr(args, "http_port", None)
+    if port is not None:
+        http.update({"enabled": False} if port < 0 else {"port": port})
+    if http:
+        update["http"] = config.http.model_copy(update=http)
     return config.model_copy(update=update)
 
 
