@@ -23,7 +23,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from voiced.bench.ingest_report import (
     wait_port,
 )
 from voiced.bench.loadgen import FRAME_S, command_ticks
+from voiced.bench.procs import start_mosquitto
 from voiced.bench.pyspy import Profile, summarize
 
 DEFAULT_SAMPLES = Path("tests/fixtures/commands")
@@ -140,12 +140,7 @@ def run(args: argparse.Namespace) -> int:
         broker = None
         try:
             if args.broker == "mosquitto":
-                exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-                conf = tmp / "mosquitto.conf"
-                conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                                "persistence false\nsys_interval 1\n")
-                broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL)
+                broker = start_mosquitto(tmp, port, "persistence false\nsys_interval 1\n")
                 procs.append(broker)
                 wait_port(args.mqtt_host, port)
             config = args.config

@@ -13,12 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +24,7 @@ from typing import Any
 import aiomqtt
 
 from voiced.audio.wav import read_wav_file
+from voiced.bench.procs import free_port, start_mosquitto, start_voiced
 from voiced.satellite import Answer, Satellite
 from voiced.transport import native
 
@@ -53,12 +50,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -74,22 +65,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench latency: no WAV files in {args.samples}", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="voiced-bench-") as tmp:
-        port = args.mqtt_port or _free_port()
-        broker = None
-        if args.broker == "mosquitto":
-            exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-            conf = Path(tmp) / "mosquitto.conf"
-            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-            broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        port = args.mqtt_port or free_port()
+        broker = start_mosquitto(Path(tmp), port) if args.broker == "mosquitto" else None
         state = args.state_dir or Path(tmp) / "state"
-        cmd = [sys.executable, "-m", "voiced.cli", "-q", "serve", "--mqtt-host", args.mqtt_host,
-               "--mqtt-port", str(port), "--state-dir", str(state), "--http-port", "0"]
+        cmd = ["--mqtt-host", args.mqtt_host, "--mqtt-port", str(port), "--state-dir", str(state),
+               "--http-port", "0"]
         if args.config:
             cmd += ["--config", str(args.config)]
         if args.broker == "embedded":
             cmd.append("--embedded-broker")
-        server = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        server = start_voiced(cmd)
         try:
             result = asyncio.run(_bench(args, files, port))
         finally:

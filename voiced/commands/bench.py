@@ -11,6 +11,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "voiced.bench.speakers",
     "voiced.bench.intents",
     "voiced.bench.ingest",
+    "voiced.bench.http",
 )
 
 
