@@ -159,6 +159,11 @@ class CommandPlugin(Plugin):
     name: ClassVar[str] = "command"
     Options: ClassVar[type[CommandOptions]] = CommandOptions
 
+    @staticmethod
+    def targets(options: CommandOptions) -> list[str]:
+        """For protection rules: `command:<program>` (argv[0] as written)."""
+        return [f"command:{options.argv[0]}"]
+
     async def handle(self, request: Request) -> Response:
         """Run the program; raise PluginError on a missing program, timeout or failure."""
         opts: CommandOptions = request.options

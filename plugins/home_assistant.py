@@ -229,6 +229,22 @@ class HomeAssistantPlugin(HttpClientPlugin):
     name: ClassVar[str] = "home_assistant"
     Options: ClassVar[type[HomeAssistantOptions]] = HomeAssistantOptions
 
+    @staticmethod
+    def targets(options: HomeAssistantOptions) -> list[str]:
+        """For protection rules: `service:<domain.service>` and every entity id it names
+        (`entity_id`, `data.entity_id`, `data.target.entity_id`); a call naming no entity,
+        or `all`, acts on the whole domain (`<domain>.*`)."""
+        domain = options.service.split(".", 1)[0]
+        data = options.data
+        target = data.get("target")
+        target = target if isinstance(target, dict) else {}
+        named: list[Any] = []
+        for value in (options.entity_id, data.get("entity_id"), target.get("entity_id")):
+            named.extend(value if isinstance(value, list) else [value] if value else [])
+        entities = [str(e) for e in named if str(e) != "all"]
+        whole = not entities or len(entities) < len(named)
+        return [f"service:{options.service}", *entities, *([f"{domain}.*"] if whole else [])]
+
     async def handle(self, request: Request) -> Response:
         """POST the service call; raise PluginError("ha_unreachable", ...) and friends."""
         opts: HomeAssistantOptions = request.options

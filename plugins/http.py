@@ -82,6 +82,14 @@ class HttpPlugin(HttpClientPlugin):
     name: ClassVar[str] = "http"
     Options: ClassVar[type[HttpOptions]] = HttpOptions
 
+    @staticmethod
+    def targets(options: HttpOptions) -> list[str]:
+        """For protection rules: `http:<scheme>://<host>[:port]<path>` (no credentials,
+        query or fragment)."""
+        from voiced.protect import url_target
+
+        return [url_target(options.url)]
+
     async def handle(self, request: Request) -> Response:
         """Send the request; raise PluginError on a network error, timeout or bad status."""
         opts: HttpOptions = request.options

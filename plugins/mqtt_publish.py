@@ -44,6 +44,11 @@ class MqttPublishPlugin(Plugin):
     name = "mqtt_publish"
     Options: ClassVar = MqttPublishOptions
 
+    @staticmethod
+    def targets(options: MqttPublishOptions) -> list[str]:
+        """For protection rules: `mqtt:<topic>`."""
+        return [f"mqtt:{options.topic}"]
+
     async def handle(self, request: Request) -> Response:
         """Publish the rendered payload."""
         opts: MqttPublishOptions = request.options

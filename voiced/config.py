@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from voiced.errors import ConfigError
 from voiced.redact import plain_http_off_host, redact, secret_key
@@ -75,6 +83,10 @@ class MqttConfig(Strict):
     (seconds); 0: retry forever."""
     tls: MqttTlsConfig | None = None
     """MQTT over TLS (usually port 8883); None: plain TCP."""
+    hermes_control: bool = True
+    """Take session control on hermes/hotword/+/detected and hermes/asr/start|stopListening,
+    whose site is only in the payload: whoever may publish them can open or stop a session
+    on any site. False (with the broker ACL): only voiced/control/<site>/listen|stop."""
 
     def password(self) -> str | None:
         """The password from the environment, if configured."""
@@ -86,6 +98,18 @@ class BrokerConfig(Strict):
 
     embedded: bool = False
     host: str = "127.0.0.1"
+    """Where it listens: loopback unless set; any other address needs `password_file`."""
+    password_file: Path | None = None
+    """`user:argon2-hash` lines (`python -m voiced.transport.broker passwd FILE USER`):
+    only these users may connect, never anonymous clients."""
+
+    @model_validator(mode="after")
+    def _closed_off_loopback(self) -> BrokerConfig:
+        from voiced.transport.broker import check_exposure
+
+        if self.embedded:
+            check_exposure(self.host, self.password_file)
+        return self
 
 
 class SiteMode(StrEnum):
@@ -315,6 +339,48 @@ class HandlerConfig(Strict):
     """Run only when the speaker was identified with at least this confidence."""
 
 
+class ConfirmConfig(Strict):
+    """A spoken confirmation (PIN or passphrase) a protected command waits for."""
+
+    secret_env: str | None = None
+    """Environment variable holding the secret (never the secret here)."""
+    secret_credential: str | None = None
+    """systemd credential name ($CREDENTIALS_DIRECTORY/<name>) holding the secret."""
+    prompt: str = Field("Say the PIN.", min_length=1)
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    """Seconds the answer may take (the session itself ends after vad.wake_timeout_s)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConfirmConfig:
+        if (self.secret_env is None) == (self.secret_credential is None):
+            raise ValueError("give exactly one of secret_env and secret_credential")
+        return self
+
+
+class ProtectRule(Strict):
+    """Who may make voiced act on what, from where (voiced.protect)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    match: list[str] = Field(min_length=1)
+    """fnmatch patterns of targets: `lock.*`, `intent:UnlockDoor`, `mqtt:garage/#`..."""
+    people: list[str] | None = Field(None, min_length=1)
+    """Only these voice-identified people (a claimed name never counts); None: anyone."""
+    sites: list[str] | None = Field(None, min_length=1)
+    """Only from these satellites; None: any."""
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    """The voice must be identified at least this confidently."""
+    allow_fuzzy: bool = False
+    """Also act on a command recovered by the fuzzy fallback (default: exact only)."""
+    confirm: ConfirmConfig | None = None
+
+    @model_validator(mode="after")
+    def _patterns(self) -> ProtectRule:
+        for pattern in self.match:
+            if not pattern.strip() or pattern != pattern.strip():
+                raise ValueError(f"match: {pattern!r} is not a pattern (empty or spaced)")
+        return self
+
+
 class TtsConfig(Strict):
     """How spoken answers reach a satellite."""
 
@@ -353,6 +419,8 @@ class HttpConfig(Strict):
     """Origins allowed to call the API from other pages (empty: CORS off)."""
     max_upload_mb: float = Field(20.0, gt=0)
     """Largest request body (audio uploads)."""
+    max_audio_s: float = Field(300.0, gt=0)
+    """Longest audio accepted per uploaded file, after decoding (seconds)."""
 
 
 class Config(Strict):
@@ -367,6 +435,8 @@ class Config(Strict):
     speakers: SpeakersConfig = SpeakersConfig()
     intents: IntentsConfig = IntentsConfig()
     handlers: list[HandlerConfig] = Field(default_factory=list)
+    protect: list[ProtectRule] = Field(default_factory=list)
+    """Protection rules on what handlers act on (voiced.protect, docs/security.md)."""
     tts: TtsConfig = TtsConfig()
     history: HistoryConfig = HistoryConfig()
     http: HttpConfig = HttpConfig()
@@ -376,6 +446,21 @@ class Config(Strict):
     """At most one hermes/error message per site and reason in this interval."""
     max_utterances_in_flight: int = Field(64, ge=1)
     """Utterances being recognized and handled at once; more are refused (`overloaded`)."""
+
+    @field_validator("protect")
+    @classmethod
+    def _protect(cls, rules: list[ProtectRule], info: ValidationInfo) -> list[ProtectRule]:
+        names = [r.name for r in rules]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"rule names must be unique: {', '.join(twice)}")
+        speakers = info.data.get("speakers")
+        for i, rule in enumerate(rules):
+            needs_voice = rule.people is not None or rule.min_confidence is not None
+            if needs_voice and speakers is not None and speakers.backend == "none":
+                raise ValueError(f"[{i}] {rule.name!r}: people/min_confidence need a voice "
+                                 "identified, but speakers.backend is none")
+        return rules
 
 
 def _key_lines(text: str) -> dict[tuple[str | int, ...], int]:

@@ -34,6 +34,7 @@ from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router, slots_of
 from voiced.models import Utterance
 from voiced.pipeline import Pipeline
+from voiced.protect import Protector, warn_unknown_people
 from voiced.recorder import HistoryWriter
 from voiced.sessions import IDLE_CHECK_S, Control, SiteWorker
 from voiced.sites import SiteRegistry
@@ -90,8 +91,12 @@ class Daemon:
         self.sites: dict[str, SiteWorker] = self.site_registry.workers  # owned by the registry
         self._reload_lock = asyncio.Lock()
         self.reloads = 0
+        self.reload_error: str | None = None
+        """Why the last reload failed (None: it succeeded, or none was tried)."""
         self._ha_lists: dict[str, Any] = {}
         self.started_at = 0.0
+        self.load_seconds: dict[str, float] = {}
+        """Seconds each model took to load and warm up ("asr", "speakers"; /metrics)."""
         self.ready = asyncio.Event()
 
     @property
@@ -110,6 +115,11 @@ class Daemon:
         cfg = self.config
         # the state folder holds recordings and voiceprints: only voiced's user may read it
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        protector = Protector.from_config(cfg)  # secrets first: a missing one stops start-up
+        if cfg.http.enabled:  # off loopback without its token: stop before loading models
+            from voiced.http.server import HttpServer
+
+            self.http = HttpServer(self)
         systemd.status("loading intents")
         await self._import_home_assistant()
         self.recognizer = await self.engine.run(self._load_intents)
@@ -124,16 +134,21 @@ class Daemon:
             log.warning("asr.encoder_window_s is %d s but vad.max_utterance_ms allows %.0f ms: "
                         "Whisper will not hear the end of longer commands",
                         cfg.asr.encoder_window_s, cfg.vad.max_utterance_ms)
+        loading = time.monotonic()
         await self.asr.load()
+        self.load_seconds["asr"] = time.monotonic() - loading
         if cfg.speakers.backend != "none":
             from voiced.speakers.service import create_speaker_service
 
             systemd.status("loading speaker identification")
             self.speakers = create_speaker_service(cfg.speakers, cfg.state_dir, self.engine)
             if self.speakers is not None:
+                loading = time.monotonic()
                 await self.engine.run(self.speakers.load)
+                self.load_seconds["speakers"] = time.monotonic() - loading
         if cfg.broker.embedded:
-            self.broker = EmbeddedBroker(cfg.broker.host, cfg.mqtt.port)
+            self.broker = EmbeddedBroker(cfg.broker.host, cfg.mqtt.port,
+                                         cfg.broker.password_file)
             await self.broker.start()
         offline = json.dumps({"state": "offline"}).encode()
         # two connections: the link publishes (and hears the broker's own counters); the
@@ -142,7 +157,11 @@ class Daemon:
         self.link = MqttLink(cfg.mqtt, [BROKER_DROPPED], self.health.on_broker_message,
                              will=(native.STATUS_TOPIC, offline),
                              on_connect=self._on_connect, mqtt5=not cfg.broker.embedded)
-        self.reader = MqttReader(cfg.mqtt, hermes.SUBSCRIPTIONS + native.SUBSCRIPTIONS,
+        if not cfg.mqtt.hermes_control:
+            log.info("mqtt.hermes_control is off: sessions open and stop only on "
+                     "voiced/control/<site>/listen|stop")
+        subscriptions = hermes.subscriptions(cfg.mqtt.hermes_control) + native.SUBSCRIPTIONS
+        self.reader = MqttReader(cfg.mqtt, subscriptions,
                                  self._on_message, self._on_oversized,
                                  client_id=f"{self.link.client_id}-in",
                                  on_connect=self._on_connect)
@@ -150,7 +169,9 @@ class Daemon:
         context = PluginContext(publish=self.link.publish, state_dir=cfg.state_dir,
                                 say=self._say_simple, people=cfg.speakers.people)
         self.host = PluginHost(context)
-        self.router = Router(cfg.handlers, context, slots_of(self.recognizer), host=self.host)
+        warn_unknown_people(cfg, self.speakers)
+        self.router = Router(cfg.handlers, context, slots_of(self.recognizer), host=self.host,
+                             protector=protector)
         await self.router.start()
         enrollment = None
         if self.speakers is not None:
@@ -169,10 +190,7 @@ class Daemon:
         if interval is not None:
             self.supervisor.start("watchdog", lambda: self._watchdog(interval), restart=True)
         self.supervisor.start("intent-watch", self._watch_intents, restart=True)
-        if cfg.http.enabled:
-            from voiced.http.server import HttpServer
-
-            self.http = HttpServer(self)
+        if self.http is not None:
             await self.http.start()
         self.started_at = time.time()
         self.ready.set()
@@ -321,11 +339,12 @@ class Daemon:
             cfg = self.config
             assert self.asr and self.pipeline and self.router and self.host
             try:
-                handlers = cfg.handlers
+                handlers, protector = cfg.handlers, self.router.protector
                 if self.config_path is not None:
                     from voiced.config import load_config
 
-                    handlers = load_config(self.config_path).handlers
+                    fresh = load_config(self.config_path)
+                    handlers, protector = fresh.handlers, Protector.from_config(fresh)
                 await self._import_home_assistant()
                 recognizer = await self.engine.run(self._load_intents)
                 await self.asr.reload(recognizer)
@@ -334,15 +353,19 @@ class Daemon:
                 message = exc.message if isinstance(exc, VoicedError) else repr(exc)
                 log.error("reload failed, keeping the previous intents: %s", message,
                           exc_info=not isinstance(exc, VoicedError))
+                self.reload_error = message
                 await self.sink.error("nlu", code, message, None)
                 return False
-            router = Router(handlers, self.host.context, slots_of(recognizer), host=self.host)
+            # a new routing table starts with no confirmation waiting (fail closed)
+            router = Router(handlers, self.host.context, slots_of(recognizer), host=self.host,
+                            protector=protector)
             await router.start()
             old_recognizer = self.recognizer
             self.recognizer = self.pipeline.recognizer = recognizer
             self.router = self.pipeline.router = router
             await self.host.release(router.plugins_used)
             self.reloads += 1
+            self.reload_error = None
             log.info("reloaded %d intents (was %d) and %d handlers",
                      len(recognizer.intent_names()),
                      len(old_recognizer.intent_names()) if old_recognizer else 0, len(handlers))

@@ -286,8 +286,7 @@ def check_broker(config: Config) -> Check:
                          f"the embedded broker cannot listen on {config.broker.host}:"
                          f"{mqtt.port}: {exc.strerror or exc}",
                          "stop what uses that port, or set mqtt.port")
-        return Check("broker", Level.OK, f"embedded broker can listen on {config.broker.host}:"
-                                         f"{mqtt.port}")
+        return _check_embedded_users(config)
     if mqtt.password_env and mqtt.password() is None:
         return Check("broker", Level.ERROR,
                      f"mqtt.password_env names {mqtt.password_env}, which is not set",
@@ -297,6 +296,38 @@ def check_broker(config: Config) -> Check:
     except OSError as exc:
         return Check("broker", Level.ERROR, f"mqtt.tls: {exc}", "fix the certificate paths")
     return _connect(mqtt.host, mqtt.port, mqtt.username, mqtt.password(), where, tls)
+
+
+def _check_embedded_users(config: Config) -> Check:
+    """Who may use the embedded broker, and whether voiced itself can log in to it."""
+    from voiced.transport.broker import check_exposure, read_users, verify_password
+
+    broker, mqtt = config.broker, config.mqtt
+    where = f"{broker.host}:{mqtt.port}"
+    try:
+        check_exposure(broker.host, broker.password_file)
+    except ValueError as exc:
+        return Check("broker", Level.ERROR, str(exc), "set broker.password_file")
+    if broker.password_file is None:
+        return Check("broker", Level.OK,
+                     f"embedded broker can listen on {where} (loopback, anonymous clients)")
+    try:
+        users = read_users(broker.password_file)
+    except OSError as exc:
+        return Check("broker", Level.ERROR,
+                     f"broker.password_file {broker.password_file}: {exc.strerror or exc}",
+                     "python -m voiced.transport.broker passwd FILE USER creates it")
+    hashed = users.get(mqtt.username or "")
+    password = mqtt.password()
+    if hashed is None or password is None or not verify_password(password, hashed):
+        return Check("broker", Level.ERROR,
+                     f"the embedded broker on {where} takes only the users in "
+                     f"{broker.password_file}, and voiced's own login (mqtt.username "
+                     f"{mqtt.username!r}, password from mqtt.password_env) is not one of them",
+                     "add voiced's user with python -m voiced.transport.broker passwd "
+                     "FILE USER, and set mqtt.username / mqtt.password_env")
+    return Check("broker", Level.OK, f"embedded broker can listen on {where}; "
+                                     f"{len(users)} users, anonymous clients refused")
 
 
 def _connect(host: str, port: int, username: str | None, password: str | None,

@@ -51,7 +51,7 @@ def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter)
             _native_pcm(topic, payload, site, sites, error)
         return
     try:
-        msg = hermes.parse_topic(topic, payload)
+        msg = native.parse_control(topic, payload) or hermes.parse_topic(topic, payload)
     except hermes.PayloadError as exc:
         component = AUDIO if topic.startswith("hermes/audioServer/") else CONTROL
         error(component, exc.code, exc.message, exc.site)
@@ -68,8 +68,8 @@ def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter)
     elif msg.kind == hermes.Inbound.STOP_LISTENING:
         # nothing to stop on a site that does not exist: never create one for this
         existing = sites.get(msg.site)
-        if existing is not None:
-            existing.offer(Control("stop"))
+        if existing is not None:  # the worker checks the sessionId against its session
+            existing.offer(Control("stop", session_id=msg.session_id))
 
 
 def _topic_site(topic: str) -> str | None:

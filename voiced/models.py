@@ -33,6 +33,8 @@ class EndReason(StrEnum):
     SHUTDOWN = "shutdown"
     TEXT = "text"
     """Not audio: text that entered the pipeline after ASR (HTTP, tests)."""
+    UPLOAD = "upload"
+    """Audio given whole (HTTP speech-to-intent), not endpointed by the VAD."""
     CANCELLED = "cancelled"
     """The site was reset (a new startListening, a stop) while the utterance ran."""
 
@@ -60,6 +62,8 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"
     ENROLLING = "enrolling"
     ENROLLED = "enrolled"
+    CONFIRMING = "confirming"
+    """A protected command waits for its spoken confirmation (voiced.protect)."""
 
 
 class EventType(StrEnum):
@@ -148,6 +152,9 @@ class SpeakerMatch:
     confidence: float
     """Cosine score of the best match (0..1 after clipping)."""
     scores: Mapping[str, float] = field(default_factory=dict)
+    verified: bool = True
+    """True when the voice was identified; False for a name merely claimed (text entry),
+    which templates may use but protection rules and `min_speaker_confidence` never trust."""
 
     @property
     def known(self) -> bool:

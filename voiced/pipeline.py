@@ -130,10 +130,29 @@ class Pipeline:
                         speech_ms=0.0, last_speech_at=now, endpoint_at=now,
                         started_wall=time.time())
         transcript = Transcript(text, 1.0, language or self.config.intents.language)
-        match = (SpeakerMatch(speaker, 1.0) if speaker and speaker != UNKNOWN_SPEAKER
-                 else None)
+        # a name given with the text is claimed, never voice-verified: templates use it,
+        # protection rules, `requires_context: speaker` and min_speaker_confidence do not
+        match = (SpeakerMatch(speaker, 0.0, verified=False)
+                 if speaker and speaker != UNKNOWN_SPEAKER else None)
         await self.sink.session_started(site, sid, None)
         return await UtteranceRun(self, utt, text=transcript, speaker=match).run()
+
+    async def handle_audio(self, pcm: bytes, *, site: str = "default",
+                           session_id: str | None = None) -> RunResult:
+        """A whole recording (HTTP speech-to-intent): internal-format PCM, already one
+        utterance, through ASR, speaker identification, intents and handlers, with the
+        same events and history (and kept audio) as a satellite's command. Opens and ends
+        its own session."""
+        from voiced.const import BYTES_PER_SECOND
+
+        sid = session_id or str(uuid.uuid4())
+        now = time.monotonic()
+        seconds = len(pcm) / BYTES_PER_SECOND
+        utt = Utterance(site=site, session_id=sid, pcm=pcm, end_reason=EndReason.UPLOAD,
+                        speech_ms=seconds * 1000, last_speech_at=now, endpoint_at=now,
+                        started_wall=time.time() - seconds)
+        await self.sink.session_started(site, sid, None)
+        return await UtteranceRun(self, utt).run()
 
     async def drain(self, timeout: float) -> int:
         """Let runs in flight finish within `timeout`, then cancel the rest (each still

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from voiced.enrollment import ENROLL_INTENT, ENROLL_MARK, Turn
 from voiced.errors import VoicedError
 from voiced.feeds import StreamingFeed
-from voiced.intents.router import HandlerOutcome
+from voiced.intents.router import HandlerOutcome, Prepared
 from voiced.models import (
     NO_SPEAKER,
+    UNKNOWN_SPEAKER,
     EventType,
     IntentResult,
     Outcome,
@@ -30,6 +31,7 @@ from voiced.models import (
     Transcript,
     Utterance,
 )
+from voiced.protect import CONFIRM_INTENT, CONFIRM_MARK, PLACEHOLDER
 from voiced.redact import redact
 
 if TYPE_CHECKING:
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "Sorry, I can't do that for you."
+NO_FOLLOW_UP = frozenset({"text", "upload"})
+"""End reasons of utterances that no satellite turn can follow (text entry, uploads): a
+command that needs a spoken confirmation is refused for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,8 @@ class RunResult:
     handled: HandlerOutcome | None = None
     termination: Termination | None = None
     """None when the session goes on (a follow-up question was asked)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Stage -> milliseconds, as in the OUTCOME event."""
 
 
 class UtteranceRun:
@@ -106,7 +113,7 @@ class UtteranceRun:
         finally:
             await self._end()
         return RunResult(self.outcome, self.transcript, self.intent, self.speaker,
-                         self.detail, self.handled, self.termination)
+                         self.detail, self.handled, self.termination, dict(self.timings))
 
     async def _fail(self, component: str, code: str, message: str) -> None:
         self.outcome, self.detail = Outcome.ERROR, f"{code}: {message}"
@@ -131,6 +138,12 @@ class UtteranceRun:
     # ---- the stages ----------------------------------------------------------------------
     async def _stages(self) -> None:
         site = self.utt.site
+        protector = self.p.router.protector
+        if self.utt.custom_data == CONFIRM_MARK:
+            await self._confirm()
+            return
+        if protector is not None and protector.waiting(site):
+            protector.cancel(site)  # the conversation moved on: the command is dropped
         enrollment = self.p.enrollment
         if enrollment is not None and enrollment.active(site):
             if self.utt.custom_data == ENROLL_MARK:
@@ -143,6 +156,15 @@ class UtteranceRun:
         await self._recognize_intent()
 
     async def _recognize_speech(self) -> None:
+        """Transcript and speaker, announced; a secret is never shown (voiced.protect)."""
+        await self._listen()
+        protector = self.p.router.protector
+        if protector is not None and protector.is_secret(self.transcript.text):
+            # a PIN said outside its confirmation turn (too late, say) is hidden too
+            self.transcript = replace(self.transcript, text=PLACEHOLDER, tokens=())
+        await self._announce()
+
+    async def _listen(self) -> None:
         """Transcript and speaker, in parallel; both streams finish or are closed."""
         if self._given_text is not None:
             self.transcript = self._given_text
@@ -158,14 +180,17 @@ class UtteranceRun:
             self.transcript, (self.speaker, speaker_ms) = asr.result(), who.result()
             if self.p.speakers is not None:
                 self.timings[Stage.SPEAKER] = speaker_ms
+
+    async def _announce(self) -> None:
+        """The TRANSCRIPT (and SPEAKER) events."""
         await self.p.sink.emit(self._event(EventType.TRANSCRIPT, {
             "text": self.transcript.text, "confidence": round(self.transcript.confidence, 4),
             "language": self.transcript.language, "isSpeech": self.transcript.is_speech},
             transcript=self.transcript))
         if self._speakers_on:
             await self.p.sink.emit(self._event(EventType.SPEAKER, {
-                "name": self.speaker.name, "confidence": round(self.speaker.confidence, 4)},
-                speaker=self.speaker))
+                "name": self.speaker.name, "confidence": round(self.speaker.confidence, 4),
+                "verified": self.speaker.verified}, speaker=self.speaker))
 
     async def _transcribe(self) -> Transcript:
         feed, self._decode = self._decode, None
@@ -200,11 +225,15 @@ class UtteranceRun:
         min_confidence = self.p.config.asr.min_confidence
         if transcript.is_speech and transcript.text.strip() and \
                 transcript.confidence >= min_confidence:
-            context: dict[str, Any] = {"site": site, "speaker": self.speaker.name,
+            # a claimed name (text entry) never passes a `requires_context: speaker` gate
+            who = self.speaker.name if self.speaker.verified else UNKNOWN_SPEAKER
+            context: dict[str, Any] = {"site": site, "speaker": who,
                                        "language": transcript.language}
             if area:
                 context["area"] = area
             result = await self.p.recognize(transcript.text, context, self.utt.intent_filter)
+            if result.name == CONFIRM_INTENT:  # digits outside a confirmation turn
+                result = IntentResult(transcript.text, None)
         self.timings[Stage.NLU] = (time.monotonic() - started) * 1000
         self.intent = result
         if result.refused_intent is not None:
@@ -236,13 +265,33 @@ class UtteranceRun:
     async def _handle(self, result: IntentResult, area: str | None) -> None:
         site, sid, language = self.utt.site, self.utt.session_id, self.transcript.language
         self._processing_done()
+        prepared = self.p.router.prepare(
+            result, site=site, session_id=sid, speaker=self.speaker, area=area,
+            language=language, spoken=str(self.utt.end_reason) not in NO_FOLLOW_UP)
+        if prepared.protected:
+            # refused by a protection rule: not even announced (no hermes/intent/... for
+            # another program to act on)
+            assert prepared.outcome is not None
+            self.handled = prepared.outcome
+            await self._refuse(result.name, prepared.outcome.code or "protected",
+                               prepared.outcome.error or "", result)
+            return
+        if prepared.verdict.confirm:
+            await self._ask_confirmation(result, prepared)
+            return
+        await self._announce_intent(result)
+        outcome = prepared.outcome or await self.p.router.run(prepared)
+        await self._finish(result, outcome)
+
+    async def _announce_intent(self, result: IntentResult) -> None:
         await self.p.sink.emit(self._event(EventType.INTENT, {
             "intent": result.name, "slots": result.slot_values(),
             "confidence": result.confidence, "matchedBy": result.matched_by,
             "speaker": _speaker_json(self._speaker_or_none())},
             transcript=self.transcript, result=result, speaker=self._speaker_or_none()))
-        outcome = await self.p.router.handle(result, site=site, session_id=sid,
-                                             speaker=self.speaker, area=area, language=language)
+
+    async def _finish(self, result: IntentResult, outcome: HandlerOutcome) -> None:
+        site, sid, language = self.utt.site, self.utt.session_id, self.transcript.language
         self.handled = outcome
         self.timings[Stage.HANDLER] = outcome.duration_ms
         await self.p.sink.emit(self._event(EventType.HANDLED, {
@@ -267,22 +316,70 @@ class UtteranceRun:
             self.p.continue_session(site, sid, follow.intent_filter, follow.custom_data)
             self.termination = None
 
+    async def _ask_confirmation(self, result: IntentResult, prepared: Prepared) -> None:
+        """A protected command that waits for its secret: ask for it, run nothing yet."""
+        site, sid = self.utt.site, self.utt.session_id
+        if self.p.continue_session is None:  # no follow-up turn here (tools, tests)
+            await self._refuse(result.name, "protected", "a confirmation needs a follow-up "
+                               "turn, which this entry point cannot give", result)
+            return
+        outcome = self.p.router.hold(prepared)
+        self.handled = outcome
+        rules = ", ".join(prepared.verdict.confirm)
+        await self.p.sink.emit(self._event(EventType.HANDLED, {
+            "intent": result.name, "outcome": outcome.outcome, "code": outcome.code,
+            "rules": list(prepared.verdict.confirm)}))
+        await self.p.sink.say(site, prepared.verdict.prompt, sid, self.transcript.language)
+        self.p.continue_session(site, sid, (), CONFIRM_MARK)
+        self.intent = result
+        self.outcome, self.detail = Outcome.CONFIRMING, f"waiting for confirmation: {rules}"
+        self.termination = None
+
+    async def _confirm(self) -> None:
+        """The answer to a confirmation prompt: checked, then never shown anywhere (the
+        transcript and history say `PLACEHOLDER`, the audio is not kept)."""
+        await self._listen()
+        heard = self.transcript.text
+        self.transcript = replace(self.transcript, text=PLACEHOLDER, tokens=())
+        self.utt = replace(self.utt, pcm=b"")
+        await self._announce()
+        prepared, refusal = self.p.router.take_confirmation(
+            self.utt.site, self.utt.session_id, heard, self.speaker)
+        del heard
+        self._processing_done()
+        result = prepared.intent if prepared is not None else IntentResult(PLACEHOLDER, None)
+        if refusal is not None or prepared is None:
+            self.handled = refusal
+            code = refusal.code if refusal is not None else None
+            await self._refuse(result.name, code or "confirmation_failed",
+                               (refusal.error if refusal is not None else None) or "", result)
+            return
+        self.intent = result
+        await self._announce_intent(result)
+        await self._finish(result, await self.p.router.run(prepared))
+
     async def _refused(self, result: IntentResult) -> None:
         """A command this speaker (or site) may not give: refuse aloud and record it."""
+        message = (f"{result.refused_intent} is not allowed for speaker {self.speaker.name} "
+                   f"on site {self.utt.site}")
+        log.warning("site %s: refused %s (speaker %s, %.2f)", self.utt.site,
+                    result.refused_intent, self.speaker.name, self.speaker.confidence)
+        await self._refuse(result.refused_intent, "speaker_not_allowed", message,
+                           IntentResult(result.text, result.refused_intent))
+
+    async def _refuse(self, name: str | None, code: str, message: str,
+                      recorded: IntentResult) -> None:
+        """Refuse aloud: a HANDLED event without a recognized intent (Hermes hears
+        intentNotRecognized), the refusal said, the session ended `abortedByUser`."""
         site, sid = self.utt.site, self.utt.session_id
         self._processing_done()
-        message = (f"{result.refused_intent} is not allowed for speaker {self.speaker.name} "
-                   f"on site {site}")
-        log.warning("site %s: refused %s (speaker %s, %.2f)", site, result.refused_intent,
-                    self.speaker.name, self.speaker.confidence)
-        refused = IntentResult(result.text, None, refused_intent=result.refused_intent)
+        refused = IntentResult(recorded.text, None, refused_intent=name)
         await self.p.sink.emit(self._event(EventType.HANDLED, {
-            "intent": result.refused_intent, "outcome": Outcome.REFUSED,
-            "code": "speaker_not_allowed", "error": message,
+            "intent": name, "outcome": Outcome.REFUSED, "code": code, "error": message,
             "speaker": _speaker_json(self.speaker)},
             transcript=self.transcript, result=refused, speaker=self._speaker_or_none()))
         await self.p.sink.say(site, REFUSAL_TEXT, sid, self.transcript.language)
-        self.intent = IntentResult(result.text, result.refused_intent)
+        self.intent = recorded
         self.outcome, self.detail = Outcome.REFUSED, message
         self.termination, self.error = Termination.ABORTED_BY_USER, message
 
@@ -317,4 +414,5 @@ class UtteranceRun:
 def _speaker_json(speaker: SpeakerMatch | None) -> dict[str, Any] | None:
     if speaker is None:
         return None
-    return {"name": speaker.name, "confidence": round(speaker.confidence, 4)}
+    return {"name": speaker.name, "confidence": round(speaker.confidence, 4),
+            "verified": speaker.verified}

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from voiced.arrival import ArrivalMeter, shed_stale
 from voiced.asr.base import AsrStream
@@ -28,6 +31,7 @@ from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utterance
+from voiced.protect import CONFIRM_MARK
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
 from voiced.vad.segmenter import (
     Segmenter,
@@ -55,6 +59,17 @@ KEEP_AFTER_SHED = 15
 """Newest audio chunks kept when shedding (the pre-roll)."""
 STALL_S = 1.5
 """An utterance whose audio stops arriving for this long is ended (satellite gone)."""
+LEVEL_FLOOR_DBFS = -96.0
+"""The quietest level reported (16-bit silence); digital zero reads as this."""
+
+
+def level_dbfs(pcm: bytes) -> float:
+    """RMS level of internal-format PCM in dB relative to full scale (a live meter)."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2)
+    if samples.size == 0:
+        return LEVEL_FLOOR_DBFS
+    rms = math.sqrt(float(np.mean(np.square(samples.astype(np.float32)))))
+    return max(LEVEL_FLOOR_DBFS, 20 * math.log10(rms / 32768)) if rms > 0 else LEVEL_FLOOR_DBFS
 
 
 @dataclass(slots=True)
@@ -81,6 +96,8 @@ class Control:
     """"listen" (hotword / startListening), "stop" (stopListening), "continue",
     "tick" (check timeouts), "shutdown"."""
     session_id: str | None = None
+    """For "stop": the session to stop (None: whichever is open); a different one is
+    refused with `session_mismatch`."""
     wakeword_id: str | None = None
     custom_data: str | None = None
     intent_filter: tuple[str, ...] = ()
@@ -137,6 +154,10 @@ class SiteWorker:
         """Is this site's audio arriving in real time?"""
         self.crashes = 0
         """Times processing an item failed unexpectedly (each is logged; the site resets)."""
+        self.level_dbfs = LEVEL_FLOOR_DBFS
+        """RMS level of the last audio chunk processed (dBFS; the HTTP status meter)."""
+        self.last_audio_wall: float | None = None
+        """Wall-clock (epoch) seconds when audio was last processed; None: never."""
         self._stopping = False
 
     # ---- called from the MQTT callback (synchronous) --------------------------------
@@ -302,6 +323,9 @@ class SiteWorker:
         self._last_audio_at = item.received
         pcm = self._converter.convert(item.pcm, item.fmt.rate, item.fmt.width,
                                       item.fmt.channels, item.float_format)
+        if pcm:
+            self.level_dbfs = level_dbfs(pcm)
+            self.last_audio_wall = time.time()
         for frame in self._framer.push(pcm):
             self.frames += 1
             if not self.accepting:
@@ -325,8 +349,12 @@ class SiteWorker:
             await self._sink.emit(
                 PipelineEvent(EventType.SPEECH_STARTED, self.site, session_id))
             if self._streaming:
+                # the answer to a confirmation prompt (a PIN) is never shown, not even
+                # as partial transcripts (voiced.protect)
+                secret = self._listening is not None and \
+                    self._listening.custom_data == CONFIRM_MARK
                 self._decode = StreamingFeed(self._engine, self._asr.start_stream,
-                                             self._partial)
+                                             None if secret else self._partial)
                 self._decode.push(event.audio)
             if self._speakers is not None:
                 self._speaker = StreamingFeed(self._engine, self._speakers.start_stream,
@@ -396,6 +424,16 @@ class SiteWorker:
         elif item.kind == "stop":
             listening = self._listening
             if listening is None:
+                return
+            if item.session_id is not None and item.session_id != listening.session_id:
+                # a stop names the session it stops: one for another (or an older) session
+                # must not end this one (docs/security.md: session ownership)
+                log.warning("site %s: refused a stop for session %s, which is not the one "
+                            "open here", self.site, item.session_id)
+                await self._sink.error("transport", "session_mismatch",
+                                       f"stopListening for session {item.session_id} on site "
+                                       f"{self.site}: that is not the session open there; "
+                                       "nothing was stopped", self.site, item.session_id)
                 return
             events = self._segmenter.stop(EndReason.STOP_LISTENING)
             ended = [e for e in events if isinstance(e, SpeechEnded)]

@@ -12,6 +12,11 @@ daemon's supervisor. A site exists only once a valid message for it arrived (ing
 validates first), their number is capped (`sites.max`), and a site that has had no
 message for `sites.idle_expiry_s` and has nothing open is stopped, so a stream of
 one-off site names costs nothing lasting. Limits are listed in docs/ingest.md.
+
+A site can also be *claimed* (`claim`): a browser tab streaming over `/api/stream` owns
+its site for as long as its websocket is open; MQTT messages for a claimed site are
+refused (`site_in_use`) so two sources never mix in one VAD. Observers (`observers`)
+hear every site that starts and stops (the live event stream shows them).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from voiced.errors import TransportError
 
 if TYPE_CHECKING:
-    from voiced.config import SitesConfig
+    from voiced.config import SiteMode, SitesConfig
     from voiced.sessions import SiteWorker
 
 log = logging.getLogger(__name__)
@@ -98,6 +103,10 @@ class SiteRefused(TransportError):
         self.report = report
 
 
+SiteObserver = Callable[[str, bool], None]
+"""`observer(site, live)`: called when a site starts (True) and when it stops (False)."""
+
+
 class TaskOwner(Protocol):
     """Who runs the site tasks (`voiced.supervise.Supervisor`)."""
 
@@ -144,13 +153,19 @@ class SiteRegistry:
         self._last_report: dict[str, float] = {}
         self._unreported: dict[str, int] = {}
         self._closed = False
+        self.claimed: set[str] = set()
+        """Sites owned by one stream (a browser tab); MQTT cannot reach them."""
+        self.observers: list[SiteObserver] = []
         self.expired = 0
         """Sites stopped because they were idle."""
         self.refused = 0
         """Site creations refused (not allowed, or the cap was reached)."""
 
     def get(self, site: str) -> SiteWorker | None:
-        """The live worker of `site` (marked as just seen), or None."""
+        """The live worker of `site` (marked as just seen), or None (also for a site
+        claimed by a stream: it is not reachable through the registry)."""
+        if site in self.claimed:
+            return None
         worker = self.workers.get(site)
         if worker is not None:
             self._seen[site] = self._clock()
@@ -160,11 +175,47 @@ class SiteRegistry:
         """The worker of `site`, created (with its task) if needed.
 
         Call only for a valid message. Raises TransportError("site_id_invalid") for a bad
-        id and SiteRefused ("site_not_allowed", "sites_full", "stopping").
+        id and SiteRefused ("site_not_allowed", "sites_full", "stopping", "site_in_use").
         """
         worker = self.get(site)
         if worker is not None:
             return worker
+        if site in self.claimed:
+            raise self._refuse("site_in_use", f"site {site!r} is streamed by a browser "
+                               "(/api/stream); its MQTT messages are ignored")
+        return self._create(site)
+
+    def claim(self, site: str, mode: SiteMode | None = None) -> SiteWorker:
+        """A new worker for `site` (in `mode`, default the configured one) that only the
+        caller feeds, until `release`.
+
+        The same checks as `get_or_create`; SiteRefused("site_in_use") when the site is
+        live already (an MQTT satellite, another stream). The refusal always reports.
+        """
+        if site in self.claimed or site in self.workers:
+            self.refused += 1
+            raise SiteRefused("site_in_use", f"site {site!r} is in use already (by a "
+                              "satellite or another stream); choose another site id", True)
+        self.claimed.add(site)
+        try:
+            return self._create(site, mode)
+        except BaseException:
+            self.claimed.discard(site)
+            raise
+
+    async def release(self, site: str, timeout: float = 5.0, *, stop: bool = True) -> None:
+        """End a claim. With `stop` the site is stopped cleanly (`stop_site`: what it
+        holds is still processed); without (voiced is stopping) the daemon's shutdown
+        drains it with the others."""
+        if site not in self.claimed:
+            return
+        self.claimed.discard(site)
+        if stop and not self._closed:
+            # retired before anything else runs: the site id is free at once (a new
+            # stream gets a fresh worker while this one finishes)
+            await self.stop_site(site, timeout)
+
+    def _create(self, site: str, mode: SiteMode | None = None) -> SiteWorker:
         check_site_id(site, "site")
         cfg = self._config
         if self._closed:
@@ -178,13 +229,23 @@ class SiteRegistry:
                 f"site {site!r} refused: voiced already serves {cfg.max} sites (sites.max); "
                 f"a site with no message for {cfg.idle_expiry_s:g} s is forgotten")
         worker = self._factory(site)
+        if mode is not None:
+            worker.mode = mode
         self.workers[site] = worker
         self._owner.start(task_name(site), worker.run, restart=True)
         self._seen[site] = self._clock()
         log.info("site %s connected (%s)", site, worker.mode)
         if self._timer is None:
             self._arm(cfg.idle_expiry_s)
+        self._notify(site, True)
         return worker
+
+    def _notify(self, site: str, live: bool) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(site, live)
+            except Exception:
+                log.exception("site observer failed for %s", site)
 
     def _refuse(self, code: str, message: str) -> SiteRefused:
         self.refused += 1
@@ -229,6 +290,8 @@ class SiteRegistry:
         for site, worker in list(self.workers.items()):
             task = self._owner.tasks.get(task_name(site))
             gone = task is None or task.done()
+            if site in self.claimed and not gone:
+                continue  # its stream owns it: it ends with the stream
             if gone or (now - self._seen.get(site, now) >= expiry and _quiet(worker)):
                 self._retire(site, worker)
                 expired.append(site)
@@ -242,6 +305,7 @@ class SiteRegistry:
         """Forget `site` and let its worker finish what it holds, then return."""
         self.workers.pop(site, None)
         self._seen.pop(site, None)
+        self._notify(site, False)
         # taken from the owner first, so its ending is not a failure to restart
         task = self._owner.tasks.pop(task_name(site), None)
         worker.request_shutdown()

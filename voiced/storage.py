@@ -208,6 +208,42 @@ class History:
             rows = self._db().execute(sql, [*args, limit]).fetchall()
         return [_record(row) for row in rows]
 
+    def query(self, *, site: str | None = None, intent: str | None = None,
+              outcome: str | None = None, speaker: str | None = None, text: str | None = None,
+              since: float | None = None, until: float | None = None, limit: int = 50,
+              offset: int = 0) -> tuple[list[UtteranceRecord], int]:
+        """The rows matching every filter given, newest first, and how many match in all.
+
+        `text` is a case-insensitive substring of the transcript; `since` (inclusive) and
+        `until` (exclusive) bound the start time in epoch seconds.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("site", site), ("intent", intent), ("outcome", outcome),
+                              ("speaker", speaker)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("text LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            args.append(until)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            db = self._db()
+            total = int(db.execute(f"SELECT COUNT(*) FROM utterances {clause}", args)
+                        .fetchone()[0])
+            rows = db.execute(f"SELECT * FROM utterances {clause} "
+                              "ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
+                              [*args, limit, offset]).fetchall()
+        return [_record(row) for row in rows], total
+
     def get(self, record_id: int) -> UtteranceRecord | None:
         """The utterance with this id, or None."""
         with self._lock:

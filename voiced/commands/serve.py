@@ -118,6 +118,8 @@ async def serve(config: Config, demo: Path | None = None,
         async def demo_when_connected() -> None:
             await daemon.wait_connected()  # its satellite must not talk before voiced hears
             await play_demo(config, demo)
+            if daemon.http is not None:
+                print(f"web page and API: {daemon.http.url}", flush=True)
 
         demo_task = asyncio.create_task(demo_when_connected(), name="demo")
     fatal = asyncio.create_task(daemon.fatal.wait(), name="fatal-wait")

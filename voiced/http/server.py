@@ -2,7 +2,10 @@
 
 Route groups register themselves with `setup(app)`: `api` (REST under /api/), `live`
 (the /api/events and /api/stream websockets), `metrics` (/metrics) and `page` (the web
-page at /). Each reads the daemon from `app[DAEMON]`.
+page at /). Each reads the daemon from `app[DAEMON]`. Two middlewares wrap every route:
+`voiced.http.auth` (loopback or token, origin checks, CORS) outside, and JSON errors for
+/api/ and /metrics (`voiced.http.errors`) inside. Off loopback without a token the app is
+never built: start-up fails with a ConfigError naming `http.token_env`.
 """
 
 from __future__ import annotations
@@ -13,17 +16,23 @@ from typing import Any
 from aiohttp import web
 
 from voiced.errors import TransportError
-from voiced.http import api, live, metrics, page
-from voiced.http.keys import DAEMON
+from voiced.http import api, auth, live, metrics, page
+from voiced.http.errors import json_errors
+from voiced.http.keys import DAEMON, UPLOAD_LIMIT
 
 log = logging.getLogger(__name__)
 
 
-def build_app(daemon: Any) -> web.Application:
-    """The application with every route group, bound to `daemon`."""
+def build_app(daemon: Any, access: auth.HttpAuth | None = None) -> web.Application:
+    """The application with every route group, bound to `daemon`; raises ConfigError when
+    the address is not loopback and no token is configured."""
     cfg = daemon.config.http
-    app = web.Application(client_max_size=int(cfg.max_upload_mb * 1024 * 1024))
+    access = access or auth.HttpAuth(cfg)
+    limit = int(cfg.max_upload_mb * 1024 * 1024)
+    app = web.Application(client_max_size=limit, middlewares=[access.middleware, json_errors])
     app[DAEMON] = daemon
+    app[UPLOAD_LIMIT] = limit
+    auth.setup(app, access)
     for group in (api, live, metrics, page):
         group.setup(app)
     return app
@@ -37,6 +46,8 @@ class HttpServer:
         self.config = daemon.config.http
         self._runner: web.AppRunner | None = None
         self.port = self.config.port
+        self.auth = auth.HttpAuth(self.config)
+        """Raises ConfigError here, before anything starts, when a token is missing."""
 
     @property
     def url(self) -> str:
@@ -49,7 +60,7 @@ class HttpServer:
 
     async def start(self) -> None:
         """Listen; raises TransportError when the address cannot be bound."""
-        runner = web.AppRunner(build_app(self.daemon), access_log=None)
+        runner = web.AppRunner(build_app(self.daemon, self.auth), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
         try:

@@ -7,7 +7,8 @@ A plugin is a class registered under the entry-point group ``voiced.plugins``::
 
 It has a ``name``, a pydantic ``Options`` model (validated at start-up, with template
 strings such as ``"light.{area}"`` left in place), async ``start``/``stop`` and
-``async handle(request) -> Response``. The router renders the templates for each request
+``async handle(request) -> Response``, and optionally ``targets(options)`` (what a
+request acts on, for protection rules). The router renders the templates for each request
 and passes the rendered, validated options in ``request.options``.
 """
 
@@ -123,6 +124,16 @@ class Plugin(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release resources; called once at shutdown."""
+
+    @staticmethod
+    def targets(options: Any) -> list[str]:
+        """What a request with these rendered options acts on, for protection rules
+        (`protect:` in voiced.yaml): entity ids (`lock.front_door`), `<domain>.*` for a
+        whole domain, or `kind:value` (`service:lock.unlock`, `mqtt:<topic>`,
+        `http:<url>`, `command:<program>`). A plugin that acts on something a rule
+        could name should say so; raising stops the request. Default: nothing beyond
+        the intent and its slots, which the router adds itself."""
+        return []
 
     @abstractmethod
     async def handle(self, request: Request) -> Response:

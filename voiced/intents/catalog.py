@@ -52,6 +52,11 @@ def load_catalog(
     people = sorted(p for p in config.speakers.people if p != UNKNOWN_SPEAKER)
     if people:
         overrides.append({"lists": {"person": {"values": people}}})
+    if any(rule.confirm is not None for rule in config.protect):
+        from voiced.protect import confirmation_intents
+
+        # spoken PINs must be in the embedded recognizer's grammar (voiced.protect)
+        overrides.append(confirmation_intents())
     return IntentRecognizer.load(
         list(paths) if paths is not None else cfg.paths, cfg.language, extra=extra,
         overrides=overrides, fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence,

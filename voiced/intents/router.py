@@ -4,7 +4,8 @@ Plugins are found through the entry-point group `voiced.plugins`, first-party on
 included. One instance per plugin serves every handler that names it; each handler's
 options are validated at start-up (template fields left in place) and rendered for each
 request. A plugin that fails to load, start or handle becomes a status and a log line:
-the other handlers keep working.
+the other handlers keep working. Before any handler of an intent runs, what they would
+act on is checked against the protection rules (voiced.protect): `prepare`, then `run`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from voiced import protect
 from voiced.config import HandlerConfig
 from voiced.errors import PluginError, VoicedError
 from voiced.intents import templates
-from voiced.intents.api import Plugin, PluginContext, Request, Response
+from voiced.intents.api import ContinueSession, Plugin, PluginContext, Request, Response
 from voiced.intents.plugins import (  # noqa: F401 - discover_plugins: public here too
     ENTRY_POINT_GROUP,
     PluginHost,
@@ -68,6 +70,31 @@ class _Handler:
     plugin: Plugin | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    handler: _Handler
+    request: Request
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An intent's handlers with their options rendered and its targets checked against
+    the protection rules: nothing has run yet."""
+
+    intent: IntentResult
+    site: str
+    session_id: str
+    calls: tuple[_Call, ...]
+    targets: tuple[str, ...]
+    """What the command would act on (voiced.protect)."""
+    verdict: protect.Verdict
+    started: float
+    outcome: HandlerOutcome | None = None
+    """Set when nothing may run: refused, a handler that cannot, no handler."""
+    protected: bool = False
+    """The outcome is a protection rule's refusal (the intent is not to be announced)."""
+
+
 class Router:
     """Routes recognized intents to plugins."""
 
@@ -78,8 +105,11 @@ class Router:
         slot_names: Callable[[str], set[str] | None],
         plugins: Mapping[str, Callable[[], type[Plugin]]] | None = None,
         host: PluginHost | None = None,
+        protector: protect.Protector | None = None,
     ) -> None:
         self._context = context
+        self.protector = protector
+        """The protection rules (None: none), checked before any handler runs."""
         self._slot_names = slot_names
         # a router built without a host (tools, tests) owns one and stops it with itself
         self._owns_host = host is None
@@ -173,12 +203,33 @@ class Router:
         speaker: SpeakerMatch,
         area: str | None,
         language: str,
+        spoken: bool = True,
     ) -> HandlerOutcome:
-        """Run every handler configured for the intent, in order."""
-        matching = [h for h in self._handlers if h.config.intent == intent.name]
-        if not matching:
-            return HandlerOutcome(Outcome.NO_HANDLER)
+        """Run every handler configured for the intent, in order, once the protection
+        rules allow it (a command waiting for a spoken confirmation runs nothing yet)."""
+        prepared = self.prepare(intent, site=site, session_id=session_id, speaker=speaker,
+                                area=area, language=language, spoken=spoken)
+        if prepared.outcome is not None:
+            return prepared.outcome
+        if prepared.verdict.confirm:
+            return self.hold(prepared)
+        return await self.run(prepared)
+
+    def prepare(
+        self,
+        intent: IntentResult,
+        *,
+        site: str,
+        session_id: str,
+        speaker: SpeakerMatch,
+        area: str | None,
+        language: str,
+        spoken: bool = True,
+    ) -> Prepared:
+        """Render every handler's options for the intent and check what they would act
+        on against the protection rules; nothing runs. `spoken`: False for text entry."""
         started = time.monotonic()
+        matching = [h for h in self._handlers if h.config.intent == intent.name]
         people = self._context.people
         variables: dict[str, Any] = {
             **intent.slot_values(),
@@ -190,35 +241,118 @@ class Router:
             "session_id": session_id,
             "lang": language,
         }
+        calls: list[_Call] = []
+        failed: HandlerOutcome | None = None
+        targets = self.protector.targets(intent) if self.protector else []
+        for handler in matching:
+            call = self._render(handler, intent, variables, speaker, started)
+            if isinstance(call, HandlerOutcome):
+                failed = failed or call
+                continue
+            calls.append(call)
+            found = protect.plugin_targets(call.handler.plugin, call.request.options) \
+                if self.protector is not None else []
+            if found is None:  # it cannot say what it acts on: it does not act
+                failed = failed or self._outcome(
+                    Outcome.ERROR, call.handler.config, started, [], code="handler_crashed",
+                    error=f"{call.handler.config.plugin}: targets() failed")
+            targets.extend(found or ())
+        verdict = protect.ALLOWED
+        if self.protector is not None:
+            verdict = self.protector.check(targets, speaker, site, intent.matched_by, spoken)
+        prepared = Prepared(intent, site, session_id, tuple(calls), tuple(targets), verdict,
+                            started)
+        if verdict.code is not None:
+            prepared.outcome = HandlerOutcome(
+                Outcome.REFUSED, plugin=",".join(h.config.plugin for h in matching) or None,
+                error=verdict.message, code=verdict.code,
+                duration_ms=(time.monotonic() - started) * 1000)
+            prepared.protected = True
+        elif failed is not None:
+            prepared.outcome = failed
+        elif not matching and not verdict.confirm:
+            prepared.outcome = HandlerOutcome(Outcome.NO_HANDLER)
+        return prepared
+
+    def _render(self, handler: _Handler, intent: IntentResult, variables: dict[str, Any],
+                speaker: SpeakerMatch, started: float) -> _Call | HandlerOutcome:
+        """One handler's request with its options rendered, or why it cannot run."""
+        cfg = handler.config
+        if handler.plugin is None:
+            return self._outcome(Outcome.ERROR, cfg, started, [],
+                                 error=handler.status.error, code="handler_unavailable")
+        need = cfg.min_speaker_confidence
+        if need is not None and (not speaker.known or not speaker.verified
+                                 or speaker.confidence < need):
+            how = "identified" if speaker.verified else "claimed, not identified"
+            msg = (f"{cfg.intent} needs a speaker identified with confidence >= {need}; "
+                   f"got {speaker.name[:64]} ({how}, {speaker.confidence:.2f})")
+            return self._outcome(Outcome.REFUSED, cfg, started, [], error=msg,
+                                 code="speaker_not_allowed")
+        options_cls = handler.plugin.Options
+        try:
+            try:
+                rendered = templates.render_options(
+                    cfg.options, variables, getattr(options_cls, "topic_fields", ()),
+                    getattr(options_cls, "argv_fields", ()),
+                    getattr(options_cls, "url_fields", ()))
+            except ValueError as exc:
+                raise PluginError("slot_unsafe", f"{cfg.plugin}: {exc}") from exc
+            options = options_cls.model_validate(rendered)
+        except (PluginError, VoicedError) as exc:
+            log.warning("handler %s → %s failed: %s", cfg.intent, cfg.plugin, exc)
+            return self._outcome(Outcome.ERROR, cfg, started, [], error=exc.message,
+                                 code=exc.code)
+        except ValidationError as exc:
+            msg = f"{cfg.plugin} options after rendering are invalid: {exc.errors()[0]['msg']}"
+            log.warning("handler %s: %s", cfg.intent, msg)
+            return self._outcome(Outcome.ERROR, cfg, started, [], error=msg,
+                                 code="options_invalid")
+        request = Request(intent=intent, site=variables["site"],
+                          session_id=variables["session_id"], options=options,
+                          speaker=speaker, area=variables["area"], variables=variables,
+                          language=variables["lang"])
+        return _Call(handler, request)
+
+    def hold(self, prepared: Prepared) -> HandlerOutcome:
+        """Keep a command that waits for its spoken confirmation; the outcome asks for it
+        (the session goes on, marked `CONFIRM_MARK`)."""
+        assert self.protector is not None and prepared.verdict.confirm
+        self.protector.hold(prepared.site, prepared.session_id, prepared.verdict, prepared)
+        follow = ContinueSession(prepared.verdict.prompt, (), protect.CONFIRM_MARK)
+        return HandlerOutcome(Outcome.CONFIRMING, response=Response(continue_session=follow),
+                              code="confirm",
+                              duration_ms=(time.monotonic() - prepared.started) * 1000)
+
+    def take_confirmation(self, site: str, session_id: str, heard: str,
+                          speaker: SpeakerMatch) -> tuple[Prepared | None, HandlerOutcome | None]:
+        """The confirmation turn: the waiting command, and None when it may run now, or
+        a refusal (wrong secret, too late, another site or voice: nothing runs)."""
+        if self.protector is None:
+            return None, HandlerOutcome(Outcome.REFUSED, error="nothing to confirm",
+                                        code=protect.CODE_FAILED)
+        pending, verdict = self.protector.take(site, session_id, heard, speaker)
+        prepared = pending.payload if pending is not None else None
+        if verdict.code is None:
+            return prepared, None
+        return prepared, HandlerOutcome(Outcome.REFUSED, error=verdict.message,
+                                        code=verdict.code)
+
+    async def run(self, prepared: Prepared) -> HandlerOutcome:
+        """Run the prepared handlers, in order (the protection rules allowed them)."""
+        started = time.monotonic()
+        calls = prepared.calls
+        if not calls:
+            return HandlerOutcome(Outcome.NO_HANDLER)
         texts: list[str] = []
         details: list[dict[str, Any]] = []
         last: Response | None = None
-        for handler in matching:
-            cfg = handler.config
-            if handler.plugin is None:
-                return self._outcome(Outcome.ERROR, cfg, started, details,
-                                     error=handler.status.error, code="handler_unavailable")
-            need = cfg.min_speaker_confidence
-            if need is not None and (not speaker.known or speaker.confidence < need):
-                msg = (f"{cfg.intent} needs a speaker identified with confidence >= {need}; "
-                       f"got {speaker.name} ({speaker.confidence:.2f})")
-                return self._outcome(Outcome.REFUSED, cfg, started, details, error=msg,
-                                     code="speaker_not_allowed")
+        for call in calls:
+            cfg, plugin = call.handler.config, call.handler.plugin
+            assert plugin is not None
             try:
-                options_cls = handler.plugin.Options
-                try:
-                    rendered = templates.render_options(
-                        cfg.options, variables, getattr(options_cls, "topic_fields", ()),
-                        getattr(options_cls, "argv_fields", ()),
-                        getattr(options_cls, "url_fields", ()))
-                except ValueError as exc:
-                    raise PluginError("slot_unsafe", f"{cfg.plugin}: {exc}") from exc
-                options = options_cls.model_validate(rendered)
-                request = Request(intent=intent, site=site, session_id=session_id,
-                                  options=options, speaker=speaker, area=variables["area"],
-                                  variables=variables, language=language)
                 async with asyncio.timeout(cfg.timeout_s):
-                    response = await handler.plugin.handle(request)
+                    response = await plugin.handle(call.request)
             except TimeoutError:
                 msg = f"{cfg.plugin} did not answer {cfg.intent} within {cfg.timeout_s:g} s"
                 log.warning("%s", msg)
@@ -228,11 +362,6 @@ class Router:
                 log.warning("handler %s → %s failed: %s", cfg.intent, cfg.plugin, exc)
                 return self._outcome(Outcome.ERROR, cfg, started, details, error=exc.message,
                                      code=exc.code)
-            except ValidationError as exc:
-                msg = f"{cfg.plugin} options after rendering are invalid: {exc.errors()[0]['msg']}"
-                log.warning("handler %s: %s", cfg.intent, msg)
-                return self._outcome(Outcome.ERROR, cfg, started, details, error=msg,
-                                     code="options_invalid")
             except Exception as exc:
                 log.exception("handler %s → %s crashed", cfg.intent, cfg.plugin)
                 return self._outcome(Outcome.ERROR, cfg, started, details, error=repr(exc),
@@ -241,11 +370,12 @@ class Router:
             details.append({"plugin": cfg.plugin, **dict(response.data)})
             if response.text:
                 texts.append(response.text)
-        final = last if len(matching) == 1 else Response(
+        final = last if len(calls) == 1 else Response(
             text=" ".join(texts) or None,
             continue_session=last.continue_session if last else None,
         )
-        return HandlerOutcome(Outcome.HANDLED, plugin=",".join(h.config.plugin for h in matching),
+        return HandlerOutcome(Outcome.HANDLED, plugin=",".join(c.handler.config.plugin
+                                                               for c in calls),
                               response=final, duration_ms=(time.monotonic() - started) * 1000,
                               details=tuple(details))
 

@@ -38,12 +38,21 @@ class Inbound(StrEnum):
     STOP_LISTENING = "stopListening"
 
 
-SUBSCRIPTIONS: tuple[str, ...] = (
-    "hermes/audioServer/+/audioFrame",
+AUDIO_SUBSCRIPTIONS: tuple[str, ...] = ("hermes/audioServer/+/audioFrame",)
+CONTROL_SUBSCRIPTIONS: tuple[str, ...] = (
     "hermes/hotword/+/detected",
     "hermes/asr/startListening",
     "hermes/asr/stopListening",
 )
+"""Session control whose site is only in the payload: a broker ACL cannot say which
+satellite may publish them, so whoever may publish one can open or stop a session on any
+site. `mqtt.hermes_control: false` leaves them unsubscribed (docs/security.md)."""
+SUBSCRIPTIONS: tuple[str, ...] = AUDIO_SUBSCRIPTIONS + CONTROL_SUBSCRIPTIONS
+
+
+def subscriptions(control: bool) -> tuple[str, ...]:
+    """The Hermes topics voiced reads; without `control`, audio only."""
+    return SUBSCRIPTIONS if control else AUDIO_SUBSCRIPTIONS
 
 
 CUSTOM_DATA_MAX_BYTES = 8192
@@ -106,12 +115,27 @@ def _checked_site(site: object, topic: str) -> str:
         raise PayloadError(exc.code, exc.message) from None
 
 
+def parse_site_control(kind: Inbound, site: str, topic: str, payload: bytes) -> HermesMessage:
+    """A control message whose topic names its (valid) site, e.g. `voiced/control/<site>/
+    listen`: the payload is a Hermes control payload or empty; a `siteId` in it must be
+    that site (PayloadError `site_mismatch`), other fields are checked as in `parse_topic`.
+    """
+    return _control(kind, topic, payload or b"{}", topic_site=site)
+
+
 def _control(kind: Inbound, topic: str, payload: bytes,
-             wakeword_id: str | None = None) -> HermesMessage:
+             wakeword_id: str | None = None, topic_site: str | None = None) -> HermesMessage:
     data = _json(topic, payload)
     raw_site = data.get("siteId")
-    # Hermes: a missing (or null, or empty) siteId means "default"
-    site = _checked_site(raw_site, topic) if raw_site not in (None, "") else DEFAULT_SITE
+    if topic_site is not None:
+        if raw_site not in (None, "", topic_site):
+            raise PayloadError("site_mismatch",
+                               f"{safe_text(topic)}: siteId {safe_repr(raw_site)} is not the "
+                               f"site the topic names ({topic_site})", topic_site)
+        site = topic_site
+    else:
+        # Hermes: a missing (or null, or empty) siteId means "default"
+        site = _checked_site(raw_site, topic) if raw_site not in (None, "") else DEFAULT_SITE
     session_id = data.get("sessionId")
     if session_id == "":
         session_id = None

@@ -9,8 +9,15 @@ it enters (`voiced.sites.check_site_id`); limits are in docs/ingest.md.
 |---|---|---|
 | `voiced/audio/<site>/pcm` | satellite → voiced | raw PCM samples |
 | `voiced/audio/<site>/format` | satellite → voiced | `{"rate": 16000, "width": 2, "channels": 1}` |
+| `voiced/control/<site>/listen` | satellite → voiced | `{sessionId?, wakewordId?, ...}` |
+| `voiced/control/<site>/stop` | satellite → voiced | `{sessionId?}` or empty |
 | `voiced/events/<site>` | voiced → | a pipeline event (JSON, see `PipelineEvent`) |
 | `voiced/status` | voiced → (retained) | `{"state": "ready" or "stopping" or "offline", ...}` |
+
+`listen` opens a session as hotword/detected does, `stop` stops listening as
+asr/stopListening does. The control topics name their site, so a broker ACL can let each
+satellite control only its own site (config/mosquitto/voiced.acl); Hermes' own control
+topics carry the site only in the payload, where no broker can check it.
 """
 
 from __future__ import annotations
@@ -22,9 +29,14 @@ from voiced.audio.wav import check_rate
 from voiced.const import CHANNELS, SAMPLE_RATE, SAMPLE_WIDTH
 from voiced.errors import AudioFormatError, TransportError
 from voiced.sites import check_site_id, safe_repr, safe_text
+from voiced.transport.hermes import HermesMessage, Inbound, PayloadError, parse_site_control
 
 PREFIX = "voiced"
-SUBSCRIPTIONS: tuple[str, ...] = (f"{PREFIX}/audio/+/pcm", f"{PREFIX}/audio/+/format")
+CONTROLS: dict[str, Inbound] = {"listen": Inbound.START_LISTENING,
+                                "stop": Inbound.STOP_LISTENING}
+"""`voiced/control/<site>/<name>`: what each control topic does."""
+SUBSCRIPTIONS: tuple[str, ...] = (f"{PREFIX}/audio/+/pcm", f"{PREFIX}/audio/+/format",
+                                  *(f"{PREFIX}/control/+/{name}" for name in CONTROLS))
 STATUS_TOPIC = f"{PREFIX}/status"
 
 
@@ -41,6 +53,11 @@ def pcm_topic(site: str) -> str:
 def format_topic(site: str) -> str:
     """Where a satellite states its PCM format."""
     return f"{PREFIX}/audio/{site}/format"
+
+
+def control_topic(site: str, name: str) -> str:
+    """Where a satellite opens (`listen`) or stops (`stop`) a session on its site."""
+    return f"{PREFIX}/control/{site}/{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +135,17 @@ def parse_topic(topic: str) -> tuple[str, str] | None:
     }:
         return check_site_id(parts[2], topic), parts[3]
     return None
+
+
+def parse_control(topic: str, payload: bytes) -> HermesMessage | None:
+    """A `voiced/control/<site>/listen|stop` message as the Hermes control it stands for;
+    None for any other topic. Raises PayloadError (`site_id_invalid`, `site_mismatch`, and
+    the payload checks of `hermes.parse_topic`)."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != PREFIX or parts[1] != "control" or parts[3] not in CONTROLS:
+        return None
+    try:
+        site = check_site_id(parts[2], topic)
+    except TransportError as exc:
+        raise PayloadError(exc.code, exc.message) from None
+    return parse_site_control(CONTROLS[parts[3]], site, topic, payload)

@@ -1,0 +1,107 @@
+"""Session control without a broker ACL (a plain, anonymous mosquitto): the site-scoped
+voiced/control topics, `mqtt.hermes_control`, and a stop that must name the open session.
+With the ACL, tests/transport/test_acl.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from support import Mosquitto, make_config, running_daemon
+
+from voiced.transport import hermes, native
+
+
+async def next_events(client: aiomqtt.Client, count: int) -> list[dict[str, Any]]:
+    """The next `count` pipeline events `client` gets."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(20):
+        async for message in client.messages:
+            assert isinstance(message.payload, bytes)
+            got.append(json.loads(message.payload))
+            if len(got) == count:
+                return got
+    raise AssertionError("no events")
+
+
+async def test_without_an_acl_a_stop_must_name_the_open_session(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = make_config(tmp_path, mosquitto.port, sites={"default_mode": "wake"},
+                         vad={"wake_timeout_s": 60})
+    async with running_daemon(config), \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.subscribe("voiced/events/kitchen", qos=1)
+        await client.publish("hermes/asr/startListening",
+                             json.dumps({"siteId": "kitchen", "sessionId": "s-1"}), qos=1)
+        # a stop for another session (a stale one, another site's) leaves this one open
+        await client.publish("hermes/asr/stopListening",
+                             json.dumps({"siteId": "kitchen", "sessionId": "s-0"}), qos=1)
+        await client.publish("hermes/asr/stopListening",
+                             json.dumps({"siteId": "kitchen", "sessionId": "s-1"}), qos=1)
+        events = await next_events(client, 3)
+        assert [(e["type"], e["sessionId"], e.get("code") or e.get("reason")) for e in events] \
+            == [("session_started", "s-1", None),
+                ("error", "s-0", "session_mismatch"),
+                ("session_ended", "s-1", "abortedByUser")]
+        assert "nothing was stopped" in events[1]["message"]
+        # a stop that names no session stops whichever is open (Hermes clients do that)
+        await client.publish("voiced/control/kitchen/listen",
+                             json.dumps({"sessionId": "s-2"}), qos=1)
+        await client.publish("voiced/control/kitchen/stop", b"", qos=1)
+        assert [(e["type"], e["sessionId"]) for e in await next_events(client, 2)] == [
+            ("session_started", "s-2"), ("session_ended", "s-2")]
+
+
+@pytest.mark.parametrize(("hermes_control", "opened_by"), [(True, "hermes"), (False, "native")])
+async def test_hermes_control_off_leaves_the_payload_site_topics_unread(
+        mosquitto: Mosquitto, tmp_path: Path, hermes_control: bool, opened_by: str) -> None:
+    config = make_config(tmp_path, mosquitto.port, sites={"default_mode": "wake"},
+                         vad={"wake_timeout_s": 60},
+                         mqtt={"hermes_control": hermes_control})
+    async with running_daemon(config), \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.subscribe("voiced/events/kitchen", qos=1)
+        # the first start wins (a second is ignored while a session is open)
+        await client.publish("hermes/hotword/voiced/detected",
+                             json.dumps({"siteId": "kitchen", "sessionId": "hermes"}), qos=1)
+        await client.publish("voiced/control/kitchen/listen",
+                             json.dumps({"sessionId": "native"}), qos=1)
+        [started] = await next_events(client, 1)
+        assert (started["type"], started["sessionId"]) == ("session_started", opened_by)
+
+
+def test_a_control_topic_names_its_site() -> None:
+    msg = native.parse_control("voiced/control/kitchen/listen",
+                               json.dumps({"sessionId": "s", "wakewordId": "hey",
+                                           "customData": "x"}).encode())
+    assert msg is not None
+    assert (msg.kind, msg.site, msg.session_id, msg.wakeword_id, msg.custom_data) == (
+        hermes.Inbound.START_LISTENING, "kitchen", "s", "hey", "x")
+    stop = native.parse_control("voiced/control/kitchen/stop", b"")
+    assert stop is not None and (stop.kind, stop.site, stop.session_id) == (
+        hermes.Inbound.STOP_LISTENING, "kitchen", None)
+    for topic in ("voiced/control/kitchen/other", "voiced/control/kitchen", "voiced/audio/k/pcm",
+                  "hermes/asr/stopListening", "voiced/control/kitchen/stop/more"):
+        assert native.parse_control(topic, b"{}") is None
+
+
+@pytest.mark.parametrize(("topic", "payload", "code"), [
+    ("voiced/control/kitchen/stop", {"siteId": "den"}, "site_mismatch"),
+    ("voiced/control/kitchen/listen", {"siteId": 5}, "site_mismatch"),
+    ("voiced/control/kit chen/listen", {}, "site_id_invalid"),
+    ("voiced/control/" + "k" * 65 + "/listen", {}, "site_id_invalid"),
+    ("voiced/control/kitchen/listen", {"sessionId": "a/b"}, "session_id_invalid"),
+    ("voiced/control/kitchen/listen", [1], "json_invalid"),
+])
+def test_a_bad_control_message_is_refused_by_name(topic: str, payload: object,
+                                                  code: str) -> None:
+    with pytest.raises(hermes.PayloadError) as refused:
+        native.parse_control(topic, json.dumps(payload).encode())
+    assert refused.value.code == code
+    if code == "site_mismatch":
+        assert refused.value.site == "kitchen" and "not the site the topic names" in \
+            refused.value.message
