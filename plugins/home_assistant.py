@@ -30,12 +30,12 @@ import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
 from pydantic import Field, field_validator, model_validator
 
+from voiced.credentials import CredentialError, read_credential
 from voiced.errors import PluginError
 from voiced.intents.api import PluginOptions, Request, Response
 from voiced.redact import plain_http_off_host
@@ -74,23 +74,11 @@ def read_token(token_env: str = "HA_TOKEN", token_credential: str | None = None)
     A credential, when named, wins; raise PluginError("ha_no_token") when neither has one.
     """
     if token_credential is not None:
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise PluginError(
-                "ha_no_token",
-                f"token_credential {token_credential!r} needs $CREDENTIALS_DIRECTORY, which "
-                "systemd sets for a unit with LoadCredential=; it is not set",
-            )
-        path = Path(directory) / token_credential
         try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise PluginError(
-                "ha_no_token", f"cannot read the Home Assistant token from {path}: {exc.strerror}"
-            ) from exc
-        if not token:
-            raise PluginError("ha_no_token", f"the credential file {path} is empty")
-        return token
+            return read_credential(token_credential, key="token_credential",
+                                   what="the Home Assistant token").strip()
+        except CredentialError as exc:
+            raise PluginError("ha_no_token", str(exc)) from None
     token = os.environ.get(token_env, "").strip()
     if not token:
         raise PluginError(

@@ -32,11 +32,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from voiced.config import Config, ProtectRule
+from voiced.credentials import CredentialError, read_credential
 from voiced.errors import ConfigError
 from voiced.models import IntentResult, SpeakerMatch
 
@@ -130,17 +130,11 @@ def read_secret(rule: ProtectRule) -> str:
     assert confirm is not None
     where = f"protect rule {rule.name!r}"
     if confirm.secret_credential is not None:
-        folder = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not folder:
-            raise ConfigError("protect_secret", f"{where}: secret_credential needs "
-                              "$CREDENTIALS_DIRECTORY (LoadCredential= in the unit); not set")
-        path = Path(folder) / confirm.secret_credential
         try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError("protect_secret",
-                              f"{where}: cannot read the secret from {path}: {exc.strerror}"
-                              ) from None
+            raw = read_credential(confirm.secret_credential, key=f"{where}: secret_credential",
+                                  what="the secret")
+        except CredentialError as exc:
+            raise ConfigError("protect_secret", f"{where}: {exc}") from None
     else:
         raw = os.environ.get(confirm.secret_env or "", "")
         if not raw.strip():

@@ -1,7 +1,10 @@
 """The satellite client: streams audio to voiced like a Raspberry Pi satellite would and
 collects what voiced answered for each utterance.
 
-Used by `voiced satellite`, the first-run demo, the latency benchmark and the tests.
+Used by `voiced satellite`, the first-run demo, the latency benchmark and the tests. With
+`Topics.NATIVE` it uses only the topics the broker ACL (config/mosquitto/voiced.acl)
+grants a satellite, so it works behind it; `Topics.HERMES` reads the payload-site Hermes
+topics, as a Rhasspy satellite does, on plain brokers.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import aiomqtt
 
 from voiced.audio.wav import build_wav
+from voiced.config import MqttTlsConfig
 from voiced.const import (
     CHANNELS,
     SAMPLE_RATE,
@@ -26,7 +30,10 @@ from voiced.const import (
     VAD_FRAME_BYTES,
     ms_to_bytes,
 )
+from voiced.satellite_answers import Answer, take_hermes, take_native
 from voiced.transport import native
+
+__all__ = ["Answer", "Satellite", "Topics", "last_speech_offset", "room_tone"]
 
 log = logging.getLogger(__name__)
 
@@ -44,49 +51,24 @@ ANSWER_TOPICS = (
     "hermes/tts/say",
     "hermes/error/#",
 )
+"""What a satellite reads with `Topics.HERMES` (besides its own playBytes)."""
 
 
-@dataclass(slots=True)
-class Answer:
-    """What voiced answered for one utterance."""
+class Topics(StrEnum):
+    """Where the satellite reads its answers and sends its wake word."""
 
-    text: str | None = None
-    intent: str | None = None
-    slots: dict[str, Any] = field(default_factory=dict)
-    confidence: float | None = None
-    speaker: dict[str, Any] | None = None
-    said: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    termination: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    session_id: str | None = None
-    intent_latency_ms: float | None = None
-    """From the last speech frame published to the intent (or not-recognized) message."""
-    answered_at: float | None = None
-    """Monotonic seconds when the intent (or not-recognized) message arrived."""
+    AUTO = "auto"
+    """NATIVE when the client logs in (username or password) or uses TLS, else HERMES."""
+    NATIVE = "native"
+    """`voiced/events/<site>`, its playBytes and `voiced/control/<site>/...`: what the ACL
+    grants a satellite."""
+    HERMES = "hermes"
+    """The payload-site Hermes topics and `hermes/hotword/...`: plain brokers only."""
 
-    def summary(self) -> str:
-        """One human-readable line."""
-        heard = f'"{self.text}"' if self.text is not None else "(nothing heard)"
-        if self.intent:
-            slots = ", ".join(f"{k}={v!r}" for k, v in self.slots.items())
-            what = f"{self.intent}({slots})"
-        else:
-            what = "not recognized"
-        extra = []
-        if self.speaker:
-            extra.append(f"speaker {self.speaker.get('name')}")
-        if self.said:
-            extra.append("said: " + " / ".join(self.said))
-        if self.errors:
-            extra.append("errors: " + "; ".join(self.errors))
-        if "processing" in self.timings:
-            extra.append(f"{self.timings['processing']:.0f} ms after endpoint")
-        return f"{heard} → {what}" + (f" [{'; '.join(extra)}]" if extra else "")
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+def play_topic(site: str) -> str:
+    """Where voiced sends `site` its spoken answers as audio."""
+    return f"hermes/audioServer/{site}/playBytes/#"
 
 
 def last_speech_offset(pcm: bytes) -> int:
@@ -114,27 +96,65 @@ def room_tone(pcm: bytes, ms: int) -> bytes:
     return np.clip(np.round(noise), -32768, 32767).astype("<i2").tobytes()
 
 
+Message = tuple[str, dict[str, Any] | bytes, float]
+"""(topic, JSON object or playBytes WAV, monotonic arrival time)."""
+
+
 class Satellite:
-    """One simulated satellite on one MQTT connection."""
+    """One simulated satellite on one MQTT connection.
+
+    `username`/`password` log in (the username defaults to the site id when a password is
+    given: the ACL's convention); `tls` is voiced's own `mqtt.tls` settings (the broker's
+    certificate is always verified). `topics` picks the answer and control topics
+    (`Topics`).
+    """
 
     def __init__(self, host: str, port: int, site: str, *, raw: bool = False,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, username: str | None = None,
+                 password: str | None = None, tls: MqttTlsConfig | None = None,
+                 topics: Topics | str = Topics.AUTO) -> None:
         self.host, self.port, self.site, self.raw = host, port, site, raw
         self._client_id = client_id
+        self.username = username if username is not None or password is None else site
+        self._password = password
+        self._tls = tls
+        chosen = Topics(topics)
+        if chosen == Topics.AUTO:
+            locked = self.username is not None or password is not None or tls is not None
+            chosen = Topics.NATIVE if locked else Topics.HERMES
+        self.topics = chosen
+        """NATIVE or HERMES (AUTO resolved)."""
         self._client: aiomqtt.Client | None = None
-        self._answers: asyncio.Queue[tuple[str, dict[str, Any], float]] = asyncio.Queue()
+        self._answers: asyncio.Queue[Message] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self.frames_sent = 0
+        self.ignored = 0
+        """Messages on this satellite's topics that were not answers it understood."""
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """The topics this satellite reads."""
+        if self.topics == Topics.NATIVE:
+            return (native.events_topic(self.site), play_topic(self.site))
+        return (*ANSWER_TOPICS, play_topic(self.site))
 
     async def __aenter__(self) -> Satellite:
-        self._client = aiomqtt.Client(self.host, self.port, identifier=self._client_id)
+        self._client = aiomqtt.Client(
+            self.host, self.port, identifier=self._client_id, username=self.username,
+            password=self._password,
+            tls_context=self._tls.context() if self._tls is not None else None)
         await self._client.__aenter__()
-        for topic in ANSWER_TOPICS:
-            await self._client.subscribe(topic)
+        try:
+            for topic in self.subscriptions:
+                await self._client.subscribe(topic)
+            if self.raw:
+                fmt = {"rate": SAMPLE_RATE, "width": SAMPLE_WIDTH, "channels": CHANNELS}
+                await self._client.publish(native.format_topic(self.site), json.dumps(fmt))
+        except BaseException:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
+            raise
         self._reader = asyncio.create_task(self._read(), name=f"satellite-{self.site}")
-        if self.raw:
-            fmt = {"rate": SAMPLE_RATE, "width": SAMPLE_WIDTH, "channels": CHANNELS}
-            await self._client.publish(native.format_topic(self.site), json.dumps(fmt))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -148,13 +168,23 @@ class Satellite:
 
     async def _read(self) -> None:
         assert self._client is not None
+        plays = f"hermes/audioServer/{self.site}/playBytes/"
         async for message in self._client.messages:
-            try:
-                data = json.loads(message.payload)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
+            topic, payload = message.topic.value, message.payload
+            if not isinstance(payload, bytes):
                 continue
-            if isinstance(data, dict) and data.get("siteId") == self.site:
-                self._answers.put_nowait((message.topic.value, data, time.monotonic()))
+            if topic.startswith(plays):
+                self._answers.put_nowait((topic, payload, time.monotonic()))
+                continue
+            try:
+                data = json.loads(payload)
+            except (ValueError, RecursionError):
+                data = None
+            if not isinstance(data, dict):
+                self.ignored += 1
+                continue
+            if data.get("site" if self.topics == Topics.NATIVE else "siteId") == self.site:
+                self._answers.put_nowait((topic, data, time.monotonic()))
 
     def encode(self, frame: bytes) -> bytes:
         """The payload for one frame (a WAV chunk, or raw PCM with `raw`)."""
@@ -173,10 +203,27 @@ class Satellite:
         self.frames_sent += 1
 
     async def hotword(self, wakeword_id: str = "voiced") -> None:
-        """Tell voiced a wake word was heard (wake-gated sites)."""
+        """Tell voiced a wake word was heard (wake-gated sites): `voiced/control/<site>/
+        listen` (native) or `hermes/hotword/<id>/detected`."""
         assert self._client is not None
-        await self._client.publish(f"hermes/hotword/{wakeword_id}/detected",
-                                   json.dumps({"modelId": wakeword_id, "siteId": self.site}))
+        if self.topics == Topics.NATIVE:
+            await self._client.publish(native.control_topic(self.site, "listen"),
+                                       json.dumps({"wakewordId": wakeword_id}))
+        else:
+            await self._client.publish(
+                f"hermes/hotword/{wakeword_id}/detected",
+                json.dumps({"modelId": wakeword_id, "siteId": self.site}))
+
+    async def stop(self, session_id: str | None = None) -> None:
+        """Stop listening (ends the open session, or only `session_id`):
+        `voiced/control/<site>/stop` (native) or `hermes/asr/stopListening`."""
+        assert self._client is not None
+        if self.topics == Topics.NATIVE:
+            payload = json.dumps({"sessionId": session_id} if session_id else {})
+            await self._client.publish(native.control_topic(self.site, "stop"), payload)
+        else:
+            await self._client.publish("hermes/asr/stopListening", json.dumps(
+                {"siteId": self.site, "sessionId": session_id}))
 
     async def stream(self, pcm: bytes, *, realtime: bool,
                      trailing_silence_ms: int = TRAILING_SILENCE_MS) -> float:
@@ -208,51 +255,33 @@ class Satellite:
         if hotword:
             await self.hotword()
         sender = asyncio.create_task(self.stream(pcm, realtime=realtime))
-        answer = Answer()
         try:
             async with asyncio.timeout(timeout):
-                async for topic, data, at in self._iter_answers():
-                    self._take(answer, topic, data, at)
-                    if topic == "hermes/dialogueManager/sessionEnded":
-                        break
+                answer = await self.next_answer()
         finally:
             last_speech_at = await sender
         if answer.answered_at is not None:
             answer.intent_latency_ms = (answer.answered_at - last_speech_at) * 1000
         return answer
 
-    async def _iter_answers(self) -> AsyncIterator[tuple[str, dict[str, Any], float]]:
+    async def _iter_answers(self) -> AsyncIterator[Message]:
         while True:
             yield await self._answers.get()
 
     async def next_answer(self) -> Answer:
         """Wait for the next session on this site to end (microphone mode)."""
         answer = Answer()
+        take = take_native if self.topics == Topics.NATIVE else take_hermes
         async for topic, data, at in self._iter_answers():
-            self._take(answer, topic, data, at)
-            if topic == "hermes/dialogueManager/sessionEnded":
-                break
+            if isinstance(data, bytes):
+                answer.played += 1
+                continue
+            try:
+                if take(answer, topic, data, at):
+                    break
+            except (TypeError, ValueError, AttributeError) as exc:
+                # a malformed answer is skipped, never the end of the satellite
+                self.ignored += 1
+                log.warning("satellite %s: ignoring a malformed message on %s: %s",
+                            self.site, topic, exc)
         return answer
-
-    @staticmethod
-    def _take(answer: Answer, topic: str, data: dict[str, Any], at: float) -> None:
-        if topic == "hermes/asr/textCaptured":
-            answer.text = data.get("text")
-            answer.session_id = data.get("sessionId")
-        elif topic.startswith("hermes/intent/"):
-            answer.intent = data["intent"]["intentName"]
-            answer.slots = {s["slotName"]: s["value"]["value"] for s in data.get("slots", [])}
-            answer.confidence = data["intent"].get("confidenceScore")
-            answer.speaker = data.get("speaker")
-            answer.timings = data.get("timings") or {}
-            answer.answered_at = at
-        elif topic == "hermes/nlu/intentNotRecognized":
-            answer.speaker = data.get("speaker")
-            answer.answered_at = at
-        elif topic == "hermes/tts/say":
-            answer.said.append(data.get("text", ""))
-        elif topic.startswith("hermes/error/"):
-            answer.errors.append(str(data.get("error")))
-        elif topic == "hermes/dialogueManager/sessionEnded":
-            answer.termination = (data.get("termination") or {}).get("reason")
-            answer.session_id = answer.session_id or data.get("sessionId")

@@ -27,13 +27,13 @@ import ipaddress
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import hdrs, web
 
 from voiced.config import HttpConfig
+from voiced.credentials import CredentialError, read_credential
 from voiced.errors import ConfigError
 from voiced.http.errors import error_response, json_path
 from voiced.http.keys import AUTH
@@ -66,22 +66,11 @@ def read_token(config: HttpConfig, environ: Mapping[str, str] | None = None) -> 
     None when neither is configured or set. An unreadable credential is a ConfigError."""
     env = os.environ if environ is None else environ
     if config.token_credential:
-        directory = env.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ConfigError(
-                "http_no_token",
-                f"http.token_credential {config.token_credential!r} needs "
-                "$CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential=; "
-                "it is not set")
-        path = Path(directory) / config.token_credential
         try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError("http_no_token", f"cannot read the HTTP API token from {path}: "
-                              f"{exc.strerror}") from exc
-        if not token:
-            raise ConfigError("http_no_token", f"the credential file {path} is empty")
-        return token
+            return read_credential(config.token_credential, key="http.token_credential",
+                                   what="the HTTP API token", environ=env).strip()
+        except CredentialError as exc:
+            raise ConfigError("http_no_token", str(exc)) from None
     if config.token_env:
         return env.get(config.token_env, "").strip() or None
     return None
