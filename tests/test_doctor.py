@@ -110,6 +110,34 @@ def test_refused_credentials_are_an_error(tmp_path: Path) -> None:
         broker.stop()
 
 
+def test_the_mqtt_password_from_a_systemd_credential(tmp_path: Path) -> None:
+    """mqtt.password_credential: read from $CREDENTIALS_DIRECTORY, as systemd's
+    LoadCredential= hands it over; a missing folder or file is a clear error."""
+    broker = Mosquitto(tmp_path, users={"voiced": "from-a-credential"})
+    broker.start()
+    try:
+        config = _config(tmp_path, mqtt={"host": "127.0.0.1", "port": broker.port,
+                                         "username": "voiced",
+                                         "password_credential": "mqtt_password"})
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        _, checks = _doctor("--config", str(config), env={"CREDENTIALS_DIRECTORY": ""})
+        assert _status(checks, "broker") == "error"
+        assert "mqtt.password_credential 'mqtt_password' needs $CREDENTIALS_DIRECTORY" in \
+            checks["broker"][0]["detail"]
+        _, checks = _doctor("--config", str(config),
+                               env={"CREDENTIALS_DIRECTORY": str(creds)})
+        assert _status(checks, "broker") == "error"
+        assert "cannot read the MQTT password from" in checks["broker"][0]["detail"]
+        (creds / "mqtt_password").write_text("from-a-credential\n")
+        _, checks = _doctor("--config", str(config),
+                               env={"CREDENTIALS_DIRECTORY": str(creds)})
+        assert _status(checks, "broker") == "ok", checks["broker"]
+        assert "from-a-credential" not in json.dumps(checks)
+    finally:
+        broker.stop()
+
+
 def test_torchaudio_that_does_not_load_is_an_error(tmp_path: Path) -> None:
     """The fresh-clone failure: torchaudio's library built for another torch."""
     shadow = tmp_path / "shadow"

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from voiced.credentials import CredentialError, read_credential
 from voiced.errors import ConfigError
 from voiced.redact import plain_http_off_host, redact, secret_key
 from voiced.yamlfile import read_yaml
@@ -70,6 +71,9 @@ class MqttConfig(Strict):
     username: str | None = None
     password_env: str | None = None
     """Name of the environment variable that holds the password (never the password)."""
+    password_credential: str | None = None
+    """systemd credential name ($CREDENTIALS_DIRECTORY/<name>, `LoadCredential=`) holding
+    the password; wins over password_env."""
     client_id: str | None = Field(None, min_length=1)
     """MQTT client id; None: `voiced-<host>-<random hex>`, new for each start. Two clients
     with one id keep disconnecting each other, so set one only if it is unique."""
@@ -89,7 +93,14 @@ class MqttConfig(Strict):
     on any site. False (with the broker ACL): only voiced/control/<site>/listen|stop."""
 
     def password(self) -> str | None:
-        """The password from the environment, if configured."""
+        """The password from the systemd credential or the environment, if configured;
+        ConfigError (never showing a value) when the credential cannot be read."""
+        if self.password_credential:
+            try:
+                return read_credential(self.password_credential, key="mqtt.password_credential",
+                                       what="the MQTT password")
+            except CredentialError as exc:
+                raise ConfigError("mqtt_password", str(exc)) from None
         return os.environ.get(self.password_env) if self.password_env else None
 
 

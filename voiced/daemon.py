@@ -113,6 +113,7 @@ class Daemon:
     async def start(self) -> None:
         """Load everything and connect; raises VoicedError when start-up cannot succeed."""
         cfg = self.config
+        cfg.mqtt.password()  # an unreadable credential stops start-up here, clearly
         # the state folder holds recordings and voiceprints: only voiced's user may read it
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         protector = Protector.from_config(cfg)  # secrets first: a missing one stops start-up

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from voiced.config import Config
-from voiced.errors import VoicedError
+from voiced.errors import ConfigError, VoicedError
 
 SETUP_FIX = "run `make setup`: it installs the locked environment (uv sync --locked)"
 BROKER_TIMEOUT_S = 5.0
@@ -277,6 +277,11 @@ def check_broker(config: Config) -> Check:
     """The broker answers with the configured credentials (or the embedded one can bind)."""
     mqtt = config.mqtt
     where = f"{mqtt.host}:{mqtt.port}"
+    try:
+        mqtt.password()
+    except ConfigError as exc:
+        return Check("broker", Level.ERROR, exc.message,
+                     "LoadCredential=NAME:/etc/voiced/NAME in the unit (systemd/README.md)")
     if config.broker.embedded:
         try:
             with socket.create_server((config.broker.host, mqtt.port)):
@@ -287,7 +292,7 @@ def check_broker(config: Config) -> Check:
                          f"{mqtt.port}: {exc.strerror or exc}",
                          "stop what uses that port, or set mqtt.port")
         return _check_embedded_users(config)
-    if mqtt.password_env and mqtt.password() is None:
+    if mqtt.password_env and not mqtt.password_credential and mqtt.password() is None:
         return Check("broker", Level.ERROR,
                      f"mqtt.password_env names {mqtt.password_env}, which is not set",
                      f"export {mqtt.password_env}=... (systemd: EnvironmentFile=)")
