@@ -229,13 +229,32 @@ def spec(version: str) -> dict[str, Any]:
                         "scores": {"type": "object", "additionalProperties": _NUM}}}}}},
                 "one result per file"), **_errors(400, 409, 413, 415)}}},
         "/api/events": {"get": {
-            "summary": "Websocket: every pipeline event of every satellite (see the README, "
-                       "Live events)",
-            "responses": {"101": {"description": "switching to the websocket"}}}},
+            "summary": "Websocket: every pipeline event of every satellite, as JSON messages "
+                       "{type, site, sessionId, time, data, timings}; first a 'hello' with "
+                       "the sites and status; a 'dropped' notice when this client fell "
+                       "behind (see the README, Live events)",
+            "parameters": [
+                {"name": "site", "in": "query", "required": False, "explode": True,
+                 "schema": {"type": "array", "items": {"type": "string"}},
+                 "description": "only these sites (repeatable)"},
+                {"name": "type", "in": "query", "required": False, "explode": True,
+                 "schema": {"type": "array", "items": {"type": "string"}},
+                 "description": "only these event types (repeatable), e.g. intent, partial"},
+                {"name": "levels", "in": "query", "required": False,
+                 "schema": {"type": "boolean"},
+                 "description": "also 'level' messages: each site's audio level in dBFS, "
+                                "4 a second"}],
+            "responses": {"101": {"description": "switching to the websocket"},
+                          "400": {"description": "a filter is invalid"},
+                          "503": {"description": "too many websockets"}}}},
         "/api/stream": {"get": {
-            "summary": "Websocket: this client is a satellite streaming PCM (see the README, "
-                       "Live events)",
-            "responses": {"101": {"description": "switching to the websocket"}}}},
+            "summary": "Websocket: this client is a satellite. Send a JSON hello {site, "
+                       "rate (default 16000), format (s16le|f32le), mode (always|wake)}, "
+                       "then binary PCM messages (at most 2 s each) and optionally "
+                       "{type: listen|stop}; the site's events come back as on /api/events, "
+                       "mistakes as {type: stream_error, code, message} (see the README)",
+            "responses": {"101": {"description": "switching to the websocket"},
+                          "503": {"description": "too many websockets"}}}},
     }
     return {
         "openapi": "3.0.3",
