@@ -38,6 +38,16 @@ def test_clean_speech_passes(speech: np.ndarray) -> None:
     assert report.snr_db is not None and report.snr_db > 30
 
 
+def test_speech_over_digital_silence_is_described_in_words(speech: np.ndarray) -> None:
+    """A recording padded with exact zeros has no measurable background: the verdict says
+    so instead of "inf dB"."""
+    padded = np.concatenate([np.zeros(SAMPLE_RATE // 2), speech, np.zeros(SAMPLE_RATE // 2)])
+    report = check_quality(pcm(padded))
+    assert report.snr_db is not None and np.isinf(report.snr_db)
+    assert "over a silent background" in report.describe()
+    assert "inf" not in report.describe()
+
+
 def test_clipped_speech_is_refused(speech: np.ndarray) -> None:
     report = check_quality(pcm(speech * 10))
     assert "clipped" in {p.code for p in report.problems}

@@ -76,7 +76,9 @@ class QualityReport:
         """One line: the problems, or the measurements when there are none."""
         if self.problems:
             return "; ".join(p.message for p in self.problems)
-        snr = f", {self.snr_db:.0f} dB above the background" if self.snr_db is not None else ""
+        snr = ("" if self.snr_db is None
+               else ", over a silent background" if math.isinf(self.snr_db)
+               else f", {self.snr_db:.0f} dB above the background")
         return (f"{self.speech_ms / 1000:.1f} s of speech at {self.speech_dbfs:.0f} dBFS"
                 f"{snr}")
 
