@@ -10,7 +10,7 @@ import pytest
 from hassil.recognize import RecognizeResult
 
 from voiced.errors import IntentError
-from voiced.intents.fuzzy import FuzzyMatcher, best_correction, search_corrections
+from voiced.intents.fuzzy import Correction, FuzzyMatcher, best_correction, search_corrections
 from voiced.intents.recognizer import IntentRecognizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_candidates_are_only_known_words() -> None:
     matcher = FuzzyMatcher(["turn", "on", "the", "kitchen", "lights"], ["the"])
     assert list(matcher.candidates("what is the capital of france")) == []
     fixed = best_correction(matcher, "turn on the kitchn lights",
-                            lambda s: s == "turn on the kitchen lights")
+                            lambda c: c.text == "turn on the kitchen lights")
     assert fixed is not None and fixed.edit == "replace kitchn→kitchen"
 
 
@@ -148,8 +148,8 @@ def test_search_stops_at_the_budget() -> None:
     ticks = iter(range(1000))
     tried: list[str] = []
 
-    def accept(text: str) -> bool:
-        tried.append(text)
+    def accept(correction: Correction) -> bool:
+        tried.append(correction.text)
         return False
 
     search = search_corrections(matcher, "turn on the the kitchen lights", accept,

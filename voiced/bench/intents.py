@@ -44,6 +44,11 @@ def register(sub: Any) -> None:
     p.add_argument("--language", default="en")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--noisy", action="store_true",
+                   help="noisy text instead: contractions, split/joined words, words that "
+                        "sound alike (voiced/bench/noisy.py), tuning and held-out halves")
+    p.add_argument("--per-kind", type=int, default=40,
+                   help="--noisy: sentences per kind of noise and half")
     p.set_defaults(func=run)
 
 
@@ -88,6 +93,15 @@ def corrupt(sentence: str, vocabulary: list[str], rng: random.Random) -> tuple[s
 
 def run(args: argparse.Namespace) -> int:
     """Entry of `voiced bench intents`."""
+    if args.noisy:
+        from voiced.bench.noisy import bench_noisy, print_report
+
+        noisy = bench_noisy(args.language, args.seed, args.per_kind)
+        if args.json:
+            print(json.dumps(noisy, indent=2))
+        else:
+            print_report(noisy)
+        return 0
     result = bench(args.sentences, args.language, args.seed)
     if args.json:
         print(json.dumps(result, indent=2))

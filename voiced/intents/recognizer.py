@@ -3,8 +3,11 @@
 Files load and merge the way Home Assistant merges custom sentences: intents' `data`
 blocks accumulate, `lists` and `expansion_rules` entries are replaced by later files,
 `skip_words` accumulate. Errors name the file and line. When no template matches, a fuzzy
-fallback (`voiced.intents.fuzzy`) tries sentences one edit away, within a time budget
-(`fuzzy_budget_ms`; a search out of time gives up, logged and counted: `fuzzy_gave_up`).
+fallback (`voiced.intents.fuzzy`) tries the sentence respelled (contractions, split or
+joined words) and one edit away (a word that sounds alike, dropped or missing), within a
+time budget (`fuzzy_budget_ms`; a search out of time gives up, logged and counted:
+`fuzzy_gave_up`). A guess never reaches a speaker-restricted intent and never makes up a
+slot value (`_invented_slot`).
 
 Each language has its own set of files (a file's `language:` key): `recognize` uses the set
 of the language the speech was heard in (`context["language"]`), else the main one.
@@ -28,6 +31,7 @@ from hassil.sample import sample_intents
 
 from voiced.errors import IntentError
 from voiced.intents.fuzzy import (
+    Correction,
     FuzzyMatcher,
     bigrams,
     number_words,
@@ -43,6 +47,7 @@ from voiced.intents.loading import (
     read_file,
     walk,
 )
+from voiced.intents.phonetic import Lexicon
 from voiced.intents.template_index import TemplateIndex, warm_up
 from voiced.languages import language_code, pick_language
 from voiced.models import IntentResult, Slot
@@ -103,7 +108,8 @@ class IntentRecognizer:
             self._fuzzy = FuzzyMatcher(
                 self.vocabulary() | {w for text in samples for w in words(text)},
                 self._common_words(), fuzzy_min_confidence, number_words(language),
-                bigrams(samples), self._value_words() - self._template_words())
+                bigrams(samples), self._value_words() - self._template_words(),
+                language=language, lexicon=Lexicon.for_language(language))
             self._index = TemplateIndex(intents)
             # the check that blocks a guess landing on a speaker-restricted intent needs
             # only those intents
@@ -219,7 +225,8 @@ class IntentRecognizer:
         assert self._fuzzy is not None
         found: dict[str, RecognizeResult] = {}
 
-        def accept(candidate: str) -> bool:
+        def accept(correction: Correction) -> bool:
+            candidate = correction.text
             # hassil sees only the templates that could take the candidate's words and
             # length (TemplateIndex): the same wildcard-free best match, much sooner
             narrowed = self._index.narrowed(candidate)
@@ -234,6 +241,11 @@ class IntentRecognizer:
                     return False
                 match = self._match_ignoring_speaker(candidate, context, gated)
                 if match is None:
+                    return False
+            else:
+                why = self._invented_slot(correction, match)
+                if why is not None:
+                    log.debug("fuzzy: %r → %r rejected: %s", text, candidate, why)
                     return False
             found[candidate] = match
             return True
@@ -256,6 +268,29 @@ class IntentRecognizer:
             return self._to_result(correction.text, found[correction.text],
                                    correction.confidence, "fuzzy")
         return IntentResult(text, None)
+
+    def _invented_slot(self, correction: Correction, match: RecognizeResult) -> str | None:
+        """Why `match` of a corrected sentence has a slot value that was not heard (None:
+        every value is as heard, respelled, or close to it): a guess never makes one up."""
+        assert self._fuzzy is not None
+        fixed = match.intent_data.slots if match.intent_data is not None else {}
+        for entity in match.entities_list:
+            span = entity.text_span
+            if span is None or not entity.text:
+                if entity.name in fixed:
+                    continue
+                # filled from the context (the site's area): a dropped content word may
+                # have been the value actually said ("turn on the attic lights")
+                dropped = self._fuzzy.drops_content(correction)
+                if dropped is not None:
+                    return f"{entity.name} comes from the context and {dropped!r} was dropped"
+                continue
+            numeric = isinstance(entity.value, int | float) and not isinstance(entity.value,
+                                                                              bool)
+            why = self._fuzzy.slot_change(correction, span, numeric)
+            if why is not None:
+                return f"{entity.name}: {why}"
+        return None
 
     def _to_result(self, text: str, result: RecognizeResult, confidence: float,
                    matched_by: str) -> IntentResult:
