@@ -12,6 +12,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "voiced.bench.intents",
     "voiced.bench.ingest",
     "voiced.bench.http",
+    "voiced.bench.accuracy",
 )
 
 

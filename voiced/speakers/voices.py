@@ -37,6 +37,10 @@ class Voice:
     """The synthesizer's own voice name."""
     person: str
     """Who it sounds like: voices of the same person share this."""
+    rate: float = 1.0
+    """Speaking rate relative to the synthesizer's default (1.25: a quarter faster)."""
+    pitch: int | None = None
+    """espeak-ng only: pitch 0-99 (None: the voice's own, 50)."""
 
 
 REAL_VOICES: tuple[Voice, ...] = (
@@ -85,6 +89,10 @@ ENROLL_SENTENCES = 5
 """`SENTENCES[:5]` are for enrollment, the rest for testing."""
 
 
+ESPEAK_WPM = 175
+"""espeak-ng's default speaking rate (words per minute)."""
+
+
 def synth_available(synth: Synth) -> bool:
     """True when the synthesizer's program is installed."""
     program = {"flite": "flite", "festival": "text2wave", "espeak": "espeak-ng"}[synth]
@@ -97,14 +105,21 @@ def synthesize(voice: Voice, text: str, out: Path) -> Path:
 
     with tempfile.TemporaryDirectory(prefix="voiced-tts-") as tmp:
         raw = Path(tmp) / "raw.wav"
+        stretch = [] if voice.rate == 1.0 else [f"{1 / voice.rate:.4f}"]
         if voice.synth == "flite":
             cmd = ["flite", "-voice", voice.voice, "-t", text, "-o", str(raw)]
+            cmd += [a for s in stretch for a in ("--setf", f"duration_stretch={s}")]
             subprocess.run(cmd, check=True, capture_output=True, timeout=60)
         elif voice.synth == "festival":
             cmd = ["text2wave", "-eval", f"(voice_{voice.voice}_diphone)", "-o", str(raw)]
+            cmd += [a for s in stretch for a in ("-eval", f"(Parameter.set 'Duration_Stretch {s})")]
             subprocess.run(cmd, input=text.encode(), check=True, capture_output=True, timeout=60)
         else:
             cmd = ["espeak-ng", "-v", voice.voice, "-w", str(raw), text]
+            if voice.rate != 1.0:
+                cmd[1:1] = ["-s", str(round(ESPEAK_WPM * voice.rate))]
+            if voice.pitch is not None:
+                cmd[1:1] = ["-p", str(voice.pitch)]
             subprocess.run(cmd, check=True, capture_output=True, timeout=60)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_wav_file(out, read_wav_file(raw))
@@ -114,7 +129,10 @@ def synthesize(voice: Voice, text: str, out: Path) -> Path:
 def utterance_path(cache_dir: Path, voice: Voice, index: int) -> Path:
     """Cached file of `SENTENCES[index]` spoken by `voice`."""
     text = SENTENCES[index]
-    digest = hashlib.sha1(f"{voice.synth}|{voice.voice}|{text}".encode()).hexdigest()[:8]
+    key = f"{voice.synth}|{voice.voice}|{text}"
+    if voice.rate != 1.0 or voice.pitch is not None:
+        key += f"|{voice.rate}|{voice.pitch}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
     return cache_dir / f"{voice.id}-{index:02d}-{digest}.wav"
 
 
