@@ -23,6 +23,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "voiced.commands.intents",
     "voiced.commands.transcribe",
     "voiced.commands.speakers",
+    "voiced.commands.dataset",
+    "voiced.commands.finetune",
+    "voiced.commands.wyoming",
+    "voiced.commands.cluster",
 )
 """Modules that each add subcommands (a missing one is skipped with a warning)."""
 

@@ -10,7 +10,7 @@ import os
 import ssl
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -137,6 +137,26 @@ class SiteConfig(Strict):
 
     mode: SiteMode | None = None
     area: str | None = None
+    group: str | None = None
+    """The room group this satellite belongs to (as listed under `sites.groups`)."""
+
+
+class ArbitrationConfig(Strict):
+    """Which satellite of a room group answers a command several of them hear
+    (voiced.arbitration; README "Arbitration")."""
+
+    policy: Literal["score", "loudest", "first"] = "score"
+    """score: how well each satellite heard the speech (SNR over its own noise floor,
+    envelope modulation, onset sharpness, VAD speech ratio, clipping); loudest: the
+    loudest; first: the first to hear speech."""
+    window_ms: int = Field(500, ge=0, le=5000)
+    """Longest a contest waits for every candidate's evidence after a second satellite
+    of the group started hearing speech (a single satellite never waits)."""
+    score_ms: int = Field(400, ge=20, le=3000)
+    """Speech each candidate is scored on."""
+    keep_ms: int = Field(3000, ge=0, le=60_000)
+    """A loser's utterance stays ready this long after its end, to answer instead if the
+    winner's VAD then finds no speech."""
 
 
 class SitesConfig(Strict):
@@ -153,16 +173,49 @@ class SitesConfig(Strict):
     idle_expiry_s: float = Field(600.0, ge=1.0)
     """A site with no message for this long (seconds), and no session or utterance open,
     is forgotten; its next message starts it afresh."""
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    """Room groups: satellites that can hear each other (name → site ids). Only one of a
+    group answers a command they all heard; a site in no group is its own."""
+    arbitration: ArbitrationConfig = Field(default_factory=ArbitrationConfig)
 
     @model_validator(mode="after")
     def _valid_site_ids(self) -> SitesConfig:
         from voiced.sites import SITE_ID_MAX, is_valid_id
 
-        for site in [*self.allow, *self.overrides]:
+        grouped = [site for members in self.groups.values() for site in members]
+        for site in [*self.allow, *self.overrides, *grouped]:
             if not is_valid_id(site, SITE_ID_MAX):
                 raise ValueError(f"{site!r} is not a valid site id: 1 to {SITE_ID_MAX} "
                                  "ASCII letters, digits and _-.:@")
+        named = [*self.groups, *(o.group for o in self.overrides.values() if o.group)]
+        for group in named:
+            if not is_valid_id(group, SITE_ID_MAX):
+                raise ValueError(f"group {group!r} is not a valid group name: 1 to "
+                                 f"{SITE_ID_MAX} ASCII letters, digits and _-.:@")
+        seen: dict[str, str] = {}
+        for group, members in self.groups.items():
+            for site in members:
+                if seen.setdefault(site, group) != group:
+                    raise ValueError(f"site {site!r} is in two groups ({seen[site]!r} and "
+                                     f"{group!r}); a satellite belongs to one group")
+        for site, override in self.overrides.items():
+            if override.group and seen.get(site, override.group) != override.group:
+                raise ValueError(f"site {site!r}: overrides say group {override.group!r} "
+                                 f"but sites.groups puts it in {seen[site]!r}")
         return self
+
+    def group_for(self, site: str) -> str | None:
+        """The room group of `site` (None: it is its own group, never arbitrated)."""
+        override = self.overrides.get(site)
+        if override is not None and override.group:
+            return override.group
+        return next((g for g, members in self.groups.items() if site in members), None)
+
+    def site_groups(self) -> dict[str, str]:
+        """site → group, for every site configured in a group."""
+        sites = {site: group for group, members in self.groups.items() for site in members}
+        sites.update({site: o.group for site, o in self.overrides.items() if o.group})
+        return sites
 
     def mode_for(self, site: str) -> SiteMode:
         """The listening mode of `site`."""
@@ -204,10 +257,79 @@ class VadConfig(Strict):
         return self.end_silence_ms if self.end_silence_ms is not None else VAD_PRESETS[self.preset]
 
 
+class WyomingAsrConfig(Strict):
+    """`asr.backend: wyoming`: a Wyoming speech-to-text server (voiced.asr.wyoming)."""
+
+    uri: str = "tcp://127.0.0.1:10300"
+    """tcp://HOST:PORT or unix:///path of the server."""
+    model: str | None = None
+    """Model (program) name to ask the server for; None: the server's first."""
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    timeout_s: float = Field(15.0, gt=0, le=300)
+    """Longest wait for the transcript after the end of the audio."""
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(value)
+        if parsed.scheme == "tcp" and parsed.hostname and parsed.port:
+            return value
+        if parsed.scheme == "unix" and parsed.path:
+            return value
+        raise ValueError(f"expected tcp://HOST:PORT or unix:///PATH, got {value[:80]!r}")
+
+
+class RayAsrConfig(Strict):
+    """`asr.backend: ray`: voiced's Whisper on a Ray Serve cluster (voiced.asr.ray_backend,
+    deployed by `voiced cluster serve`; docs/cluster.md)."""
+
+    address: str = "http://127.0.0.1:8000"
+    """The Ray Serve HTTP address (any node's proxy) the deployment answers on."""
+    app: str = Field("voiced-asr", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """The Serve application (and route /<app>) `voiced cluster serve` deployed."""
+    token_env: str | None = "VOICED_CLUSTER_TOKEN"
+    """Environment variable holding the deployment's bearer token (never the token here)."""
+    token_credential: str | None = None
+    """systemd credential name ($CREDENTIALS_DIRECTORY/<name>) holding the token."""
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    timeout_s: float = Field(20.0, gt=0, le=300)
+    """Longest wait for one transcript (queueing and batching on the cluster included)."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(value)
+        if parsed.scheme in ("http", "https") and parsed.hostname:
+            return value.rstrip("/")
+        raise ValueError(f"expected http(s)://HOST:PORT, got {value[:80]!r}")
+
+    def token(self) -> str | None:
+        """The bearer token from the systemd credential or the environment, if any."""
+        if self.token_credential:
+            try:
+                return read_credential(self.token_credential, key="asr.ray.token_credential",
+                                       what="the cluster token")
+            except CredentialError as exc:
+                raise ConfigError("cluster_token", str(exc)) from None
+        return (os.environ.get(self.token_env) or None) if self.token_env else None
+
+
 class AsrConfig(Strict):
     """Speech recognition."""
 
-    backend: Literal["pocketsphinx", "whisper"] = "pocketsphinx"
+    backend: Literal["pocketsphinx", "whisper", "wyoming", "ray"] = "pocketsphinx"
+    wyoming: WyomingAsrConfig = WyomingAsrConfig()
+    ray: RayAsrConfig = RayAsrConfig()
+    fallback: Literal["none", "pocketsphinx", "whisper"] = "pocketsphinx"
+    """wyoming, ray: the recognizer used here while the remote one is unreachable or fails
+    (none: such utterances end in an error)."""
+    remote_retry_s: float = Field(5.0, gt=0, le=3600)
+    """wyoming, ray: after a failure, utterances go to the fallback for this long before the
+    remote one is tried again."""
     mode: Literal["grammar", "open"] = "grammar"
     """pocketsphinx: decode constrained by the intents' grammar, or open vocabulary."""
     processes: int = Field(0, ge=0, le=64)
@@ -414,6 +536,35 @@ class HistoryConfig(Strict):
     """Kept audio older than this is deleted."""
 
 
+ReviewReason = Literal["no_match", "empty", "low_confidence", "refused"]
+"""Why an utterance enters the review queue on its own (voiced.review)."""
+
+
+class ReviewConfig(Strict):
+    """The review queue: utterances voiced did not get right, kept with their audio for a
+    person to correct (voiced.review, docs/review.md). Only while `history.keep_audio` is
+    on: without kept audio nothing is queued."""
+
+    enabled: bool = True
+    queue: list[ReviewReason] = Field(
+        default_factory=lambda: list(get_args(ReviewReason)))
+    """What enters the queue besides utterances marked wrong ("that's not what I said",
+    the history's button): not understood (`no_match`), nothing heard in speech (`empty`),
+    heard with low confidence (`low_confidence`, recognized or not), refused commands."""
+    min_confidence: float = Field(0.6, ge=0, le=1)
+    """A transcript below this confidence counts as `low_confidence`."""
+    max_items: int = Field(500, ge=1, le=1_000_000)
+    """Pending items kept; beyond this the oldest pending items are dropped."""
+    max_days: float = Field(30, gt=0)
+    """Pending (and discarded) items older than this are dropped, with their audio."""
+    max_corrected: int = Field(5000, ge=1, le=10_000_000)
+    """Corrected utterances kept as training data; beyond this the oldest are dropped."""
+    wrong_within_s: float = Field(120, gt=0)
+    """"That's not what I said" marks the site's previous command if it was this recent."""
+    alias_after: int = Field(2, ge=1, le=100)
+    """A word misheard the same way in this many corrections is offered as an alias."""
+
+
 class HttpConfig(Strict):
     """The HTTP API, live events, /metrics and the web page (voiced/http/)."""
 
@@ -450,6 +601,8 @@ class Config(Strict):
     """Protection rules on what handlers act on (voiced.protect, docs/security.md)."""
     tts: TtsConfig = TtsConfig()
     history: HistoryConfig = HistoryConfig()
+    review: ReviewConfig = ReviewConfig()
+    """The review queue and what corrections teach (voiced.review)."""
     http: HttpConfig = HttpConfig()
     shutdown_grace_s: float = Field(5.0, ge=0)
     """On SIGTERM, utterances in flight get this long to finish."""

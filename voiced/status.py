@@ -132,8 +132,15 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
         "mqtt": link.status() if link is not None else None,
         "mqtt_in": reader.status() if reader is not None else None,
         "asr_worker_restarts": getattr(daemon.transcriber, "restarts", 0),
+        "asr_remote": _remote_status(daemon),
         "fuzzy_gave_up": daemon.recognizer.fuzzy_gave_up if daemon.recognizer else 0,
     }
+
+
+def _remote_status(daemon: Daemon) -> dict[str, Any] | None:
+    """asr.backend wyoming or ray: where transcripts came from (voiced.asr.remote)."""
+    status = getattr(daemon.transcriber, "status", None)
+    return status() if callable(status) else None
 
 
 async def farewell(config: Config) -> None:

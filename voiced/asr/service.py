@@ -45,6 +45,8 @@ def create_transcriber(
     config: AsrConfig, intents: AsrIntents | None, state_dir: Path
 ) -> Transcriber:
     """Build the configured backend (not yet loaded)."""
+    if config.backend in ("wyoming", "ray"):
+        return _remote_transcriber(config, intents, state_dir)
     if config.backend == "pocketsphinx":
         processes = config.processes or (os.cpu_count() or 1)
         if processes > 1:
@@ -59,6 +61,29 @@ def create_transcriber(
 
         return WhisperTranscriber(config, intents, state_dir)  # type: ignore[no-any-return]
     raise ValueError(f"unknown asr backend {config.backend!r}")
+
+
+def _remote_transcriber(config: AsrConfig, intents: AsrIntents | None,
+                        state_dir: Path) -> Transcriber:
+    """A Wyoming server or a Ray Serve cluster, with `asr.fallback` built here."""
+    from voiced.asr.remote import RemoteClient, RemoteTranscriber
+
+    client: RemoteClient
+    if config.backend == "wyoming":
+        from voiced.asr.wyoming import WyomingClient
+
+        client = WyomingClient(config.wyoming, config.language)
+    else:
+        from voiced.asr.ray_backend import RayServeClient
+
+        client = RayServeClient(config, intents)
+    fallback = None
+    if config.fallback != "none":
+        local = config.model_copy(update={"backend": config.fallback})
+        if config.fallback == "pocketsphinx" and config.language.lower() == "auto":
+            local = local.model_copy(update={"language": "en"})
+        fallback = create_transcriber(local, intents, state_dir)
+    return RemoteTranscriber(client, fallback, config.remote_retry_s)
 
 
 class AsrService:

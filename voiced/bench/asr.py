@@ -52,7 +52,15 @@ def register(sub: Any) -> None:
         "asr", help="ASR latency (p50/p95), throughput and batching gain",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--backend", choices=["whisper", "pocketsphinx"], default="whisper")
+    p.add_argument("--backend", choices=["whisper", "pocketsphinx", "ray"], default="whisper",
+                   help="ray: the whisper model on a Ray Serve deployment (voiced.bench."
+                        "asr_cluster), compared with the same model in process")
+    p.add_argument("--replicas", type=int, default=1, help="ray: replicas to deploy")
+    p.add_argument("--gpus-per-replica", type=float, default=0.0, help="ray: GPUs each")
+    p.add_argument("--address", help="ray: an existing deployment's Serve address "
+                                     "(http://HOST:PORT); default: start a loopback head")
+    p.add_argument("--no-compare", action="store_true",
+                   help="ray: skip the in-process run of the same model")
     p.add_argument("--model", help="whisper model name or checkpoint path")
     p.add_argument("--make-random", metavar="SIZE", choices=sorted(MODEL_DIMS),
                    help="build a random-weight checkpoint of these real dimensions "
@@ -111,7 +119,8 @@ async def _measure(transcriber: Any, utterances: Sequence[bytes], concurrency: S
                    rounds: int, window_s: float) -> list[Row]:
     from voiced.inference import InferenceEngine, MicroBatcher
 
-    engine = InferenceEngine(workers=2)
+    # a remote backend blocks one thread per command in flight (the daemon has 16)
+    engine = InferenceEngine(workers=max(2, max(concurrency)))
     batcher: MicroBatcher[bytes, Any] = MicroBatcher(
         engine, transcriber.transcribe_batch, window_s, max(concurrency), name="bench"
     )
@@ -220,6 +229,8 @@ def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             write_random_checkpoint(args.make_random, Path(model))
             print(f"built random {args.make_random} checkpoint {model} in "
                   f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if args.backend == "ray":
+        return _run_ray(args, state_dir, model)
     config = AsrConfig(
         backend=args.backend, model=model, device=args.device, compute=args.compute,
         batch_window_ms=args.window_ms, max_batch=max(args.concurrency),
@@ -233,15 +244,7 @@ def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     transcriber.load()
     load_ms = (time.perf_counter() - started) * 1000
-    if args.audio:
-        from voiced.audio.wav import read_wav_file
-        from voiced.const import BYTES_PER_SECOND
-
-        pcm = read_wav_file(args.audio)
-        size = int(args.seconds * BYTES_PER_SECOND) // 2 * 2
-        utterances = [(pcm * (size // max(len(pcm), 1) + 1))[:size]]
-    else:
-        utterances = [command_audio(i, args.seconds) for i in range(max(args.concurrency))]
+    utterances = _utterances(args)
     device = getattr(transcriber, "device", "cpu")
     machine = _machine(device)
     rows = asyncio.run(_measure(transcriber, utterances, args.concurrency, args.rounds,
@@ -274,11 +277,66 @@ def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     return report
 
 
+def _utterances(args: argparse.Namespace) -> list[bytes]:
+    if args.audio:
+        from voiced.audio.wav import read_wav_file
+        from voiced.const import BYTES_PER_SECOND
+
+        pcm = read_wav_file(args.audio)
+        size = int(args.seconds * BYTES_PER_SECOND) // 2 * 2
+        return [(pcm * (size // max(len(pcm), 1) + 1))[:size]]
+    return [command_audio(i, args.seconds) for i in range(max(args.concurrency))]
+
+
+def _run_ray(args: argparse.Namespace, state_dir: Path, model: str | None) -> dict[str, Any]:
+    """The model on a Ray Serve deployment, then (unless --no-compare) in process."""
+    import torch
+
+    from voiced.bench.asr_cluster import cluster_transcriber
+
+    if model is None:
+        raise VoicedError("bench_args", "--backend ray needs --model or --make-random")
+    forced = args.tokens if args.tokens > 0 else None
+    utterances = _utterances(args)
+    window = args.window_ms / 1000
+    args.state_dir = state_dir
+    started = time.perf_counter()
+    with cluster_transcriber(args, model, forced) as remote:
+        deploy_ms = (time.perf_counter() - started) * 1000
+        rows = asyncio.run(_measure(remote, utterances, args.concurrency, args.rounds, window))
+        hops = list(remote.client.hops)[max(args.concurrency):]  # without the warm-up
+    report: dict[str, Any] = {
+        "backend": "ray", "model": model, "random_weights": args.make_random,
+        "device": args.device, "fp16": False, "torch_threads": torch.get_num_threads(),
+        "tokens": forced, "seconds": args.seconds, "window_ms": args.window_ms,
+        "encoder_window_s": args.encoder_window, "rounds": args.rounds,
+        "load_ms": deploy_ms, "machine": _machine("cpu"), "replicas": args.replicas,
+        "rows": [asdict(r) for r in rows],
+        "hop_ms": {"p50": _percentile(hops, 50), "p95": _percentile(hops, 95),
+                   "n": len(hops)}}
+    if not args.no_compare:
+        from voiced.asr.service import create_transcriber
+        from voiced.config import AsrConfig
+
+        local: Any = create_transcriber(AsrConfig(
+            backend="whisper", model=model, device=args.device, compute=args.compute,
+            batch_window_ms=args.window_ms, max_batch=max(args.concurrency),
+            language="auto", encoder_window_s=args.encoder_window), None, state_dir)
+        local.forced_tokens = forced
+        local.load()
+        here = asyncio.run(_measure(local, utterances, args.concurrency, args.rounds, window))
+        report["in_process"] = [asdict(r) for r in here]
+        report["overhead_p50_ms"] = {str(a.concurrency): a.p50_ms - b.p50_ms
+                                     for a, b in zip(rows, here, strict=True)}
+    return report
+
+
 def _format(r: dict[str, Any]) -> str:
     what = f"random {r['random_weights']} weights" if r["random_weights"] else r["model"]
     tokens = f"{r['tokens']} tokens forced" if r["tokens"] else "natural stop"
+    replicas = f" ({r['replicas']} replicas, load = head + deploy)" if "replicas" in r else ""
     lines = [
-        f"voiced bench asr: {r['backend']}, {what}, {r['device']} "
+        f"voiced bench asr: {r['backend']}{replicas}, {what}, {r['device']} "
         f"{'fp16' if r['fp16'] else 'fp32'}, {r['torch_threads']} torch threads, {tokens}, "
         f"{r['seconds']:g} s commands, window {r['window_ms']:g} ms, "
         f"encoder window {r['encoder_window_s']} s, {r['rounds']} rounds",
@@ -293,6 +351,19 @@ def _format(r: dict[str, Any]) -> str:
             f"{row['concurrency']:>8} {row['p50_ms']:>9.1f} {row['p95_ms']:>9.1f} "
             f"{row['wall_ms']:>12.1f} {row['compute_ms']:>11.1f} {row['throughput']:>8.2f}"
         )
+    if r.get("hop_ms"):
+        h = r["hop_ms"]
+        lines += ["", f"the hop itself (round trip - time in the replica), {h['n']} commands: "
+                  f"p50 {h['p50']:.1f} ms, p95 {h['p95']:.1f} ms"]
+    if r.get("in_process"):
+        lines += ["", "the same model in process:"]
+        for row in r["in_process"]:
+            lines.append(
+                f"{row['concurrency']:>8} {row['p50_ms']:>9.1f} {row['p95_ms']:>9.1f} "
+                f"{row['wall_ms']:>12.1f} {row['compute_ms']:>11.1f} "
+                f"{row['throughput']:>8.2f}")
+        lines += ["", "Ray p50 - in-process p50 (ms, separate runs): " + ", ".join(
+            f"{c} together {v:+.1f}" for c, v in r["overhead_p50_ms"].items())]
     b = r.get("batching")
     if b:
         lines += [

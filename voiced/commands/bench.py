@@ -13,6 +13,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "voiced.bench.ingest",
     "voiced.bench.http",
     "voiced.bench.accuracy",
+    "voiced.bench.arbitration",
 )
 
 
