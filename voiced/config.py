@@ -339,6 +339,11 @@ class AsrConfig(Strict):
     """whisper: a language code, or auto (detected per utterance)."""
     min_confidence: float = Field(0.5, ge=0, le=1)
     """Transcripts below this are treated as not recognized."""
+    confidence: Literal["path", "words"] = "path"
+    """pocketsphinx grammar mode: how confidence is scored. path: the decoded path's
+    acoustic fit per word frame; words: a model of the fit of the words that carry the
+    meaning, skip words left out (voiced.asr.rejection; fewer false accepts, see
+    docs/accuracy.md)."""
     model: str | None = None
     """whisper: a model name (downloaded into the state folder) or a checkpoint path."""
     device: Literal["auto", "cuda", "cpu"] = "auto"

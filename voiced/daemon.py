@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from voiced import __version__, systemd
+from voiced.arbiter_service import Arbitration
 from voiced.asr.base import AsrStream, Transcriber
 from voiced.asr.service import AsrService
 from voiced.config import Config
@@ -76,6 +77,8 @@ class Daemon:
         self.speakers: Any = None
         self.history: History | None = None
         self.writer: HistoryWriter | None = None
+        self.review: Any = None
+        """The review queue (voiced.review.ReviewQueue) while history audio is kept."""
         self.audio_out: AudioOut | None = None
         self.broker: EmbeddedBroker | None = None
         self.http: Any = None
@@ -89,6 +92,9 @@ class Daemon:
         self.site_registry = SiteRegistry(config.sites, self._worker, self.supervisor,
                                           error_interval_s=config.error_rate_limit_s)
         self.sites: dict[str, SiteWorker] = self.site_registry.workers  # owned by the registry
+        self.arbitration = Arbitration(config.sites, config.vad, self.sink, self._utterance)
+        """Which satellite of a room group answers (voiced.arbiter_service)."""
+        self.site_registry.observers.append(self.arbitration.site_changed)
         self._reload_lock = asyncio.Lock()
         self.reloads = 0
         self.reload_error: str | None = None
@@ -181,6 +187,7 @@ class Daemon:
         self.pipeline = Pipeline(cfg, self.engine, self.asr, self.recognizer, self.router,
                                  self.sink, self.speakers,
                                  continue_session=self._continue_session, enrollment=enrollment)
+        self.pipeline.review = self.review
         link, reader = self.link, self.reader
         self.supervisor.start("mqtt-link", link.run, critical=True)
         self.supervisor.start("mqtt-reader", reader.run, critical=True)
@@ -207,6 +214,13 @@ class Daemon:
         if cfg.history.enabled:
             self.history = History(cfg.state_dir / "voiced.db")
             self.writer = HistoryWriter(self.history, cfg.history, cfg.state_dir, self.engine)
+            from voiced.teach import review_active
+
+            if review_active(cfg):
+                from voiced.review import ReviewQueue
+
+                self.review = ReviewQueue(cfg, self.history)
+                self.writer.listeners.append(self.review.on_row)
             self.sink.subscribe(self.writer)
         self.sink.subscribe(HermesBridge(link.publish))
         self.sink.subscribe(NativeEvents(link.publish))
@@ -303,7 +317,8 @@ class Daemon:
         cfg = self.config
         return SiteWorker(site, cfg.sites.mode_for(site), cfg.vad, cfg.sites.queue_chunks,
                           self.engine, self.asr, self.sink, self._utterance,
-                          speakers=self.speakers)
+                          speakers=self.speakers,
+                          contender=self.arbitration.contender(site))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         route(topic, payload, self.site_registry, self._error)
@@ -411,6 +426,7 @@ class Daemon:
             _, late = await asyncio.wait(site_tasks, timeout=cfg.shutdown_grace_s)
             if late:
                 log.warning("%d sites did not finish their queued audio in time", len(late))
+        await self.arbitration.close()  # contests decided, winners run, losers released
         if self.pipeline is not None:
             await self.pipeline.drain(cfg.shutdown_grace_s)
         link_task = self.supervisor.tasks.pop("mqtt-link", None)
@@ -430,6 +446,8 @@ class Daemon:
             await self.asr.close()
         if self.history is not None:
             self.history.close()
+        if self.review is not None:
+            self.review.close()
         if self.broker is not None:
             await self.broker.stop()
         self.engine.close()

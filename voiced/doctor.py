@@ -255,6 +255,8 @@ def _whisper_model(config: Config, imported: dict[str, Any]) -> Check:
     gpu = torch is not None and config.asr.device != "cpu" and torch.cuda.is_available()
     name = config.asr.model or (DEFAULT_GPU_MODEL if gpu else DEFAULT_CPU_MODEL)
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "model.pt").is_file():  # voiced finetune whisper --out
+        path = path / "model.pt"
     if path.is_file():
         return Check("asr-model", Level.OK, f"Whisper checkpoint {path}")
     names = official_models()

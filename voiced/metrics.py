@@ -86,6 +86,9 @@ class Metrics(Subscriber):
         self.handler_results = Counter(
             "voiced_handler_results", "Intents handed to plugins, by plugin and outcome "
             "(error and timeout are plugin failures)", ["plugin", "outcome"], registry=r)
+        self.arbitrations = Counter(
+            "voiced_arbitrations", "Arbitration decisions (which satellite of a room group "
+            "answers), by group and reason", ["group", "reason"], registry=r)
         for stage in STAGES:
             self.stage_seconds.labels(stage)  # every stage's series exists from the start
         ProcessCollector(registry=r)
@@ -116,6 +119,9 @@ class Metrics(Subscriber):
         elif event.type == EventType.HANDLED:
             self.handler_results.labels(self.label("plugin", event.data.get("plugin") or "none"),
                                         self.label("outcome", event.data.get("outcome"))).inc()
+        elif event.type == EventType.ARBITRATION:
+            self.arbitrations.labels(self.label("group", event.data.get("group")),
+                                     self.label("reason", event.data.get("reason"))).inc()
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

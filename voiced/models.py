@@ -17,6 +17,8 @@ class Stage(StrEnum):
 
     INGEST = "ingest"
     VAD = "vad"
+    ARBITRATION = "arbitration"
+    """The endpointed utterance waiting for its room group's decision (voiced.arbitration)."""
     ASR = "asr"
     SPEAKER = "speaker"
     NLU = "nlu"
@@ -64,6 +66,8 @@ class Outcome(StrEnum):
     ENROLLED = "enrolled"
     CONFIRMING = "confirming"
     """A protected command waits for its spoken confirmation (voiced.protect)."""
+    ARBITRATION_LOST = "arbitration_lost"
+    """Another satellite of the room group answered this command (voiced.arbitration)."""
 
 
 class EventType(StrEnum):
@@ -81,6 +85,8 @@ class EventType(StrEnum):
     ERROR = "error"
     SAY = "say"
     """An answer to speak on the satellite (an audio-out request)."""
+    ARBITRATION = "arbitration"
+    """Which satellite of a room group answers a command several heard, and why."""
     OUTCOME = "outcome"
     """What became of one utterance: exactly one per utterance run (the history row)."""
     SESSION_ENDED = "session_ended"
@@ -119,6 +125,10 @@ class Utterance:
     custom_data: str | None = None
     intent_filter: tuple[str, ...] = ()
     """Only these intents may match (empty: any)."""
+    arbitration_ms: float | None = None
+    """Milliseconds the endpointed utterance waited in arbitration for its room group's
+    decision before it ran (about 0 when decided before its end); None: its site is in
+    no group."""
 
     @property
     def duration_s(self) -> float:

@@ -36,6 +36,7 @@ from voiced.runs import RunResult, UtteranceRun
 
 if TYPE_CHECKING:
     from voiced.intents.recognizer import IntentRecognizer
+    from voiced.review import ReviewQueue
     from voiced.speakers.service import SpeakerService
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class Pipeline:
         self.speakers = speakers
         self.continue_session = continue_session
         self.enrollment = enrollment
+        self.review: ReviewQueue | None = None
+        """The review queue ("that's not what I said"), set by the daemon."""
         self.processed = 0
         self.rejected = 0
         """Utterances refused because too many were in flight."""

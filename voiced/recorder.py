@@ -14,6 +14,8 @@ import io
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from voiced.config import HistoryConfig
@@ -57,6 +59,9 @@ class HistoryWriter(Subscriber):
         self.rows = 0
         self.audio_files = 0
         self.audio_pruned = 0
+        self.listeners: list[Callable[[UtteranceRecord], None]] = []
+        """Called with each stored row (its id set), on the writer's thread (the review
+        queue: voiced.review)."""
 
     async def handle(self, event: PipelineEvent) -> None:
         """Record an OUTCOME event; other events are not rows."""
@@ -88,8 +93,10 @@ class HistoryWriter(Subscriber):
             outcome=str(event.data.get("outcome")), outcome_detail=event.data.get("detail"),
             timings_ms={str(k): round(v, 2) for k, v in event.timings_ms.items()},
             end_reason=str(utt.end_reason), audio_path=audio_path, audio_bytes=audio_bytes)
-        self.history.add_utterance(record)
+        row_id = self.history.add_utterance(record)
         self.rows += 1
+        for listener in self.listeners:
+            listener(replace(record, id=row_id))
         if audio_path is not None:
             self._prune()
 

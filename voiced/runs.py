@@ -33,6 +33,7 @@ from voiced.models import (
 )
 from voiced.protect import CONFIRM_INTENT, CONFIRM_MARK, PLACEHOLDER
 from voiced.redact import redact
+from voiced.teach import NOT_WHAT_I_SAID
 
 if TYPE_CHECKING:
     from voiced.asr.base import AsrStream
@@ -152,6 +153,8 @@ class UtteranceRun:
             enrollment.cancel(site)
         if self._given_text is None:
             self.timings[Stage.VAD] = (self.utt.endpoint_at - self.utt.last_speech_at) * 1000
+        if self.utt.arbitration_ms is not None:
+            self.timings[Stage.ARBITRATION] = self.utt.arbitration_ms
         await self._recognize_speech()
         await self._recognize_intent()
 
@@ -240,6 +243,8 @@ class UtteranceRun:
             await self._refused(result)
         elif result.name == ENROLL_INTENT:
             await self._enroll_start(result)
+        elif result.name == NOT_WHAT_I_SAID:
+            await self._not_what_i_said()
         elif not result.recognized:
             reason = ("not_speech" if not transcript.is_speech
                       else "empty" if not transcript.text.strip()
@@ -382,6 +387,19 @@ class UtteranceRun:
         self.intent = recorded
         self.outcome, self.detail = Outcome.REFUSED, message
         self.termination, self.error = Termination.ABORTED_BY_USER, message
+
+    async def _not_what_i_said(self) -> None:
+        """"That's not what I said": the site's previous command goes to the review queue."""
+        from voiced.review import not_what_i_said
+
+        self._processing_done()
+        text, self.outcome, self.detail = await not_what_i_said(
+            self.p.review, self.utt.site, self.p.engine.run)
+        await self.p.sink.say(self.utt.site, text, self.utt.session_id,
+                              self.transcript.language)
+        self.termination, self.error = (
+            (Termination.NOMINAL, None) if self.outcome == Outcome.HANDLED
+            else (Termination.ABORTED_BY_USER, self.detail))
 
     async def _enroll_start(self, result: IntentResult) -> None:
         """"Learn my voice as NAME": start (or refuse) an enrollment session."""

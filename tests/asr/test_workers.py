@@ -221,3 +221,36 @@ def test_a_hung_worker_is_replaced(pool: PooledTranscriber,
             os.kill(pid, signal.SIGCONT)
     assert stuck.restarts == 1 and stuck.process.pid != pid
     assert heard(pool, "commands/lock_front.wav") == [LOCK, LOCK]
+
+
+def test_a_sites_cepstral_mean_goes_with_it_from_worker_to_worker(
+        pool: PooledTranscriber, intents: IntentRecognizer) -> None:
+    """Site a's utterances land on both workers, between other sites' utterances; its
+    estimate and its transcripts are those of site a decoded alone in-process."""
+    site_a = [wav("commands/lock_front.wav"), wav("commands/timer_10m.wav"),
+              wav("commands/on_kitchen.wav")]
+    other = wav("out_of_grammar/dog.wav")
+    reference = PocketsphinxTranscriber(AsrConfig(), asr_intents(intents))
+    reference.load()
+    expected = []
+    for pcm in site_a:
+        stream = reference.start_stream_for("a")
+        stream.feed(pcm)
+        expected.append(stream.finish())
+    got, workers = [], set()
+    for n, pcm in enumerate(site_a):
+        # every other time site b keeps the first worker busy, so a changes worker
+        busy = pool.start_stream_for("b") if n % 2 == 0 else None
+        if busy is not None:
+            busy.feed(other)
+        stream = pool.start_stream_for("a")
+        workers.add(id(stream._worker))  # type: ignore[attr-defined]
+        for i in range(0, len(pcm), CHUNK):
+            stream.feed(pcm[i:i + CHUNK])
+        got.append(stream.finish())
+        if busy is not None:
+            busy.finish()
+    assert len(workers) == 2
+    assert [(t.text, t.confidence) for t in got] == [(t.text, t.confidence) for t in expected]
+    assert pool.sites["a"] == reference.sites["a"]
+    assert pool.sites["b"] != pool.sites["a"]

@@ -111,3 +111,8 @@ class Transcriber(ABC):
     def start_stream(self) -> AsrStream:
         """Begin incremental decoding of a new utterance."""
         raise NotImplementedError(f"{self.name} does not stream")
+
+    def start_stream_for(self, site: str) -> AsrStream:
+        """Begin incremental decoding of a new utterance from `site`; backends that keep
+        state per site (pocketsphinx's cepstral mean) override this."""
+        return self.start_stream()

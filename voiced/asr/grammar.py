@@ -86,6 +86,9 @@ class Grammar:
     """Sentence templates compiled into the grammar."""
     dropped_sentences: tuple[str, ...] = ()
     """Templates with nothing left to say, as ``Intent: template``."""
+    skip_words: frozenset[str] = frozenset()
+    """Words of the intents' skip words ("please", "hey"): said around a command, they
+    carry no meaning, and the recognizer's confidence leaves them out."""
     _sentences: tuple[Node, ...] = field(default=(), repr=False, compare=False)
     _rules: Mapping[str, Node | None] = field(default_factory=dict, repr=False, compare=False)
 
@@ -364,6 +367,7 @@ def compile_grammar(
         missing_words=frozenset(compiler.missing),
         sentences=len(sentences),
         dropped_sentences=tuple(dropped),
+        skip_words=frozenset(w for phrase in intents.skip_words for w in words_of(phrase)),
         _sentences=tuple(node for _, node in sentences),
         _rules=dict(compiler.rules),
     )

@@ -5,25 +5,36 @@ Each utterance gets its own decoder from a pool (decoders are never shared betwe
 concurrent streams; a new one costs ~20 ms with the grammar's small dictionary). Audio is
 fed while the person is still speaking, so at the endpoint only the final search remains.
 
-Two details matter for accuracy:
+What matters for accuracy (measured with `voiced bench accuracy`, docs/accuracy.md):
 
-* A low noise floor (`NOISE_FLOOR_DBFS`) is added to the audio. Stretches of exact
-  digital silence (padding, noise suppression on a satellite, a muted microphone) throw
-  pocketsphinx's silence model and cepstral mean off: the search then ends in the
-  middle of the grammar. A -60 dBFS floor is inaudible; on espeak-ng commands padded
-  with digital silence it raised the share understood from 71% to 92% (180 → 233 of
-  252, `tests/asr/measure_pocketsphinx.py --survey`).
-* Cepstral mean normalization adapts over utterances (the first utterances after
-  start-up are decoded with the model's generic initial mean, which is worse: 26/30
-  fixtures understood from it, 30/30 with an adapted mean). The transcriber keeps one
-  shared estimate (`cmn`): every stream starts from it and every finished utterance of
-  at least `CMN_MIN_SECONDS` updates it, whichever pooled decoder ran it.
+* A low noise floor is added to the audio, set from the utterance's own level
+  (`FLOOR_BELOW_DB` under its loudest 20 ms frame so far, at least `FLOOR_MIN_DBFS`).
+  Stretches of exact digital silence (padding, noise suppression on a satellite, a
+  muted microphone) throw pocketsphinx's silence model and cepstral mean off: the search
+  then ends in the middle of the grammar. A fixed -60 dBFS floor fixed that for speech
+  at a normal level but buried a quiet speaker (-51 dBFS: 20% of commands understood);
+  relative to the speech it keeps both (83%). The level is taken over the first
+  `FLOOR_WINDOW_MS` of the utterance and then follows its loudest frame, frame by frame
+  at fixed positions, so the result does not depend on how the audio was chunked.
+* Cepstral mean normalization adapts over utterances, **per site** (`start_stream_for`):
+  each site starts from its own estimate, left by its last utterance of at least
+  `CMN_MIN_SECONDS`; a new site (and audio of no site: the HTTP upload, the CLI) starts
+  from the shared estimate `cmn`, which begins at `INITIAL_CMN`, the mean over the
+  benchmark's training voices and rooms. An estimate adapted to the voice and room is
+  worth 10 points of commands understood over the model's generic one, and 5 over the
+  mean one.
+* Every utterance starts its decoder from a known state: the noise statistics of
+  pocketsphinx's noise removal are reset (`Decoder.start_stream`) and the site's
+  cepstral mean set, so a pooled decoder gives exactly what a new one would, whatever
+  another site decoded on it before (it used to carry the noise estimate over: the same
+  16 utterances decoded in two orders gave 15 different results).
 * The lattice best-path pass is off: on the fixtures it changed no result, made
   decoding slower (real-time factor 0.110 instead of 0.062) and, worse, runs at the
   endpoint (113 ms median left in `finish()` instead of 2.4 ms).
 
-`Transcript.confidence` (0..1) measures how well the audio fits the decoded words; see
-`acoustic_confidence` and docs/intents-and-asr.md.
+`Transcript.confidence` (0..1): how well the audio fits the decoded words
+(`acoustic_confidence`), or with `asr.confidence: words` in grammar mode the probability
+that the sentence was said (`voiced.asr.rejection`).
 """
 
 from __future__ import annotations
@@ -32,12 +43,14 @@ import logging
 import math
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voiced.asr.base import AsrIntents, AsrStream, Transcriber
+from voiced.asr.rejection import WordFit, command_confidence, log_score
 from voiced.const import SAMPLE_RATE, SAMPLE_WIDTH
 from voiced.errors import AsrError
 from voiced.models import Transcript
@@ -51,17 +64,35 @@ log = logging.getLogger(__name__)
 SEARCH = "voiced"
 POOL_MAX = 32
 """Idle decoders kept for reuse."""
+MAX_SITES = 4096
+"""Sites whose cepstral mean is kept (the least recently heard is forgotten first)."""
 RECOMMENDED_MIN_CONFIDENCE = 0.5
-"""The `asr.min_confidence` this confidence is calibrated for (docs/intents-and-asr.md)."""
-NOISE_FLOOR_DBFS = -60.0
-"""RMS level of the deterministic noise added to every utterance (see module docs)."""
+"""The `asr.min_confidence` this confidence is calibrated for (voiced.asr.rejection)."""
+FLOOR_BELOW_DB = 50.0
+"""The added noise floor lies this far under the utterance's loudest 20 ms frame."""
+FLOOR_MIN_DBFS = -90.0
+"""The floor is never lower than this (about 1 LSB: digital silence always gets some)."""
+FLOOR_WINDOW_MS = 400
+"""Audio held back at the start of an utterance to set the floor's first level."""
+FLOOR_FRAME_MS = 20
+FLOOR_SLOPE = 0.0
+"""Spectral slope of the floor noise: 0 white, 1 pink, 2 brown."""
 FIT_MIDPOINT = 60.0
-"""Acoustic misfit per speech frame (pocketsphinx log units) where confidence is 0.5."""
+"""Acoustic misfit per speech frame where the path confidence is 0.5."""
 FIT_WIDTH = 8.0
-"""Misfit change that moves the confidence by one logistic unit."""
+"""Misfit change that moves the path confidence by one logistic unit."""
 CMN_MIN_SECONDS = 0.5
-"""Shorter utterances (and the warm-up) do not update the shared cepstral mean."""
+"""Shorter utterances (and the warm-up) do not update a cepstral mean estimate."""
+INITIAL_CMN = "46.11,2.57,0.00,4.42,-2.49,-1.99,-0.26,-4.05,-3.23,-1.53,0.44,-0.76,-1.70"
+"""The cepstral mean new sites start from: the mean of the estimates left by one
+sentence of each training voice in each condition of `voiced bench accuracy --size
+medium` (pocketsphinx's own initial estimate is 40,3,-1,0,...)."""
 _NOISE_SEED = 0x766F6963
+# The binding calls `Decoder.start_stream` deprecated and unnecessary; for a reused decoder
+# it is neither: it is the only way to clear the noise estimate of the last utterance.
+warnings.filterwarnings("ignore", r"start_stream\(\) is deprecated", DeprecationWarning)
+_FRAME = SAMPLE_RATE * FLOOR_FRAME_MS // 1000
+_WINDOW_FRAMES = FLOOR_WINDOW_MS // FLOOR_FRAME_MS
 
 
 def model_dir() -> Path:
@@ -82,15 +113,12 @@ def read_dictionary(path: Path) -> dict[str, list[str]]:
 
 
 def acoustic_confidence(path_score: float, speech_frames: int) -> float:
-    """Map the decoded path's score onto 0..1.
+    """Map the decoded path's score onto 0..1 (`asr.confidence: path`).
 
-    pocketsphinx scores each frame relative to the best-scoring senone of that frame, so
-    the path score is how much worse the decoded words explain the audio than the best
-    unconstrained sound sequence would (plus grammar transition costs), in log base
-    1.0001 units. Divided by the frames inside words it is a misfit per frame: mostly
-    30-55 when the words were said, mostly above 60 when the grammar forced unrelated
-    speech into a sentence. A logistic curve centred on `FIT_MIDPOINT` turns it into a
-    confidence.
+    The path score is how much worse the decoded words explain the audio than the best
+    unconstrained sound sequence would, in log base 1.0001 units. Divided by the frames
+    inside words it is a misfit per frame (see `voiced.asr.rejection`); a logistic curve
+    centred on `FIT_MIDPOINT` turns it into a confidence.
     """
     if speech_frames <= 0 or not math.isfinite(path_score):
         return 0.0
@@ -100,19 +128,86 @@ def acoustic_confidence(path_score: float, speech_frames: int) -> float:
 
 
 class _NoiseFloor:
-    """One second of fixed Gaussian noise, added by absolute sample position.
+    """One second of fixed unit Gaussian noise, added by absolute sample position.
 
     Indexing by position makes the result independent of how the audio was chunked.
     """
 
-    def __init__(self, dbfs: float) -> None:
-        rms = 32768.0 * 10 ** (dbfs / 20)
-        self.table = np.random.default_rng(_NOISE_SEED).normal(0.0, rms, SAMPLE_RATE)
+    def __init__(self, slope: float | None = None) -> None:
+        white = np.random.default_rng(_NOISE_SEED).normal(0.0, 1.0, SAMPLE_RATE)
+        slope = FLOOR_SLOPE if slope is None else slope
+        if slope:
+            spectrum = np.fft.rfft(white)
+            freqs = np.maximum(np.fft.rfftfreq(SAMPLE_RATE, 1 / SAMPLE_RATE), 50.0)
+            spectrum *= freqs ** (-slope / 2)
+            white = np.fft.irfft(spectrum, SAMPLE_RATE)
+        self.table = white / np.sqrt(np.mean(white ** 2))
 
-    def add(self, samples: np.ndarray, position: int) -> bytes:
+    def add(self, samples: np.ndarray, position: int, dbfs: float | np.ndarray) -> bytes:
+        """`samples` (int16) from `position` on, plus noise at `dbfs` RMS (one level, or
+        one per sample)."""
         index = (np.arange(len(samples)) + position) % len(self.table)
-        mixed = samples.astype(np.float64) + self.table[index]
+        rms = 32768.0 * np.power(10.0, np.asarray(dbfs, dtype=np.float64) / 20)
+        mixed = samples.astype(np.float64) + self.table[index] * rms
         return np.clip(np.rint(mixed), -32768, 32767).astype("<i2").tobytes()
+
+
+_NOISE = _NoiseFloor()
+
+
+class _LevelFloor:
+    """The per-utterance noise floor: audio in, floored audio out, in whole frames.
+
+    Frame k (20 ms at a fixed position) gets noise `FLOOR_BELOW_DB` under the loudest of
+    frames 0..max(k, window - 1), so the first `FLOOR_WINDOW_MS` are held back until
+    they are all there; what is left at the end goes out in `flush`.
+    """
+
+    def __init__(self) -> None:
+        self._held = np.zeros(0, dtype="<i2")
+        self._position = 0
+        """Samples already handed out."""
+        self._peak = 0.0
+        """RMS of the loudest frame handed out so far."""
+
+    @property
+    def position(self) -> int:
+        """Samples handed out so far."""
+        return self._position
+
+    def push(self, samples: np.ndarray) -> bytes:
+        """Take more samples; return the floored audio that is ready."""
+        held = np.concatenate([self._held, samples]) if len(self._held) else samples
+        if self._position == 0 and len(held) < _WINDOW_FRAMES * _FRAME:
+            self._held = held
+            return b""
+        ready = len(held) - len(held) % _FRAME
+        self._held = held[ready:]
+        return self._out(held[:ready]) if ready else b""
+
+    def flush(self) -> bytes:
+        """The rest (a last partial frame, or all of a short utterance)."""
+        held, self._held = self._held, np.zeros(0, dtype="<i2")
+        return self._out(held) if len(held) else b""
+
+    def _out(self, samples: np.ndarray) -> bytes:
+        n = len(samples)
+        frames = -(-n // _FRAME)
+        padded = np.zeros(frames * _FRAME)
+        padded[:n] = samples
+        counts = np.full(frames, _FRAME)
+        counts[-1] = n - (frames - 1) * _FRAME
+        rms = np.sqrt((padded.reshape(frames, _FRAME) ** 2).sum(axis=1) / counts)
+        if self._position == 0:
+            # the first frames share the level of the whole first window
+            rms[:_WINDOW_FRAMES] = rms[:_WINDOW_FRAMES].max()
+        peaks = np.maximum.accumulate(np.maximum(rms, self._peak))
+        self._peak = float(peaks[-1])
+        levels = np.maximum(FLOOR_MIN_DBFS,
+                            20 * np.log10(np.maximum(peaks, 1e-9) / 32768.0) - FLOOR_BELOW_DB)
+        out = _NOISE.add(samples, self._position, np.repeat(levels, _FRAME)[:n])
+        self._position += n
+        return out
 
 
 class PocketsphinxStream(AsrStream):
@@ -120,15 +215,18 @@ class PocketsphinxStream(AsrStream):
 
     def __init__(
         self, owner: PocketsphinxTranscriber, decoder: Any, generation: int,
-        grammar: Grammar | None,
+        grammar: Grammar | None, site: str | None = None,
     ) -> None:
         self._owner = owner
         self._decoder: Any = decoder
         self._generation = generation
         self._grammar = grammar
-        self._position = 0
+        self._site = site
         self._odd = b""
-        decoder.set_cmn(owner.cmn)
+        self._floor = _LevelFloor()
+        # a known start: no noise estimate from earlier audio, this site's cepstral mean
+        decoder.start_stream()
+        decoder.set_cmn(owner.site_cmn(site))
         decoder.start_utt()
 
     def feed(self, pcm: bytes) -> None:
@@ -141,8 +239,9 @@ class PocketsphinxStream(AsrStream):
         samples = np.frombuffer(data[:cut], dtype="<i2")
         if not len(samples):
             return
-        self._decoder.process_raw(self._owner._noise.add(samples, self._position), False, False)
-        self._position += len(samples)
+        ready = self._floor.push(samples)
+        if ready:
+            self._decoder.process_raw(ready, False, False)
 
     def partial(self) -> str | None:
         """The current best hypothesis."""
@@ -158,10 +257,13 @@ class PocketsphinxStream(AsrStream):
             raise AsrError("stream_finished", "finish() called twice")
         ok = False
         try:
+            rest = self._floor.flush()
+            if rest:
+                decoder.process_raw(rest, False, False)
             decoder.end_utt()
             transcript = self._owner._transcript(decoder, self._grammar)
-            if self._position >= CMN_MIN_SECONDS * SAMPLE_RATE:
-                self._owner.cmn = decoder.get_cmn()
+            if self._floor.position >= CMN_MIN_SECONDS * SAMPLE_RATE:
+                self._owner.set_site_cmn(self._site, decoder.get_cmn())
             ok = True
             return transcript
         finally:
@@ -185,9 +287,11 @@ class PocketsphinxTranscriber(Transcriber):
         self._grammar: Grammar | None = None
         self._dict_path: Path | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="voiced-ps-")
-        self._noise = _NoiseFloor(NOISE_FLOOR_DBFS)
-        self.cmn = ""
-        """Cepstral mean (pocketsphinx's comma-separated form) new utterances start from."""
+        self.cmn = INITIAL_CMN
+        """Cepstral mean (pocketsphinx's comma-separated form) of audio of no site, and
+        where a new site starts."""
+        self.sites: dict[str, str] = {}
+        """Each site's cepstral mean, least recently heard first (at most `MAX_SITES`)."""
         self.missing_words: frozenset[str] = frozenset()
         """Grammar words the dictionary lacks (their sentences cannot be heard)."""
 
@@ -200,6 +304,24 @@ class PocketsphinxTranscriber(Transcriber):
     def grammar(self) -> Grammar | None:
         """The compiled grammar (grammar mode, after `load`)."""
         return self._grammar
+
+    def site_cmn(self, site: str | None) -> str:
+        """The cepstral mean an utterance from `site` starts from (None: no site)."""
+        with self._lock:
+            if site is None:
+                return self.cmn
+            return self.sites.get(site, self.cmn)
+
+    def set_site_cmn(self, site: str | None, cmn: str) -> None:
+        """Keep `cmn` for the next utterance of `site` (None: of no site)."""
+        with self._lock:
+            if site is None:
+                self.cmn = cmn
+                return
+            self.sites.pop(site, None)
+            self.sites[site] = cmn
+            while len(self.sites) > MAX_SITES:
+                del self.sites[next(iter(self.sites))]
 
     def load(self) -> None:
         """Compile the grammar, write its dictionary, create and warm up a decoder."""
@@ -245,8 +367,6 @@ class PocketsphinxTranscriber(Transcriber):
             self.missing_words = grammar.missing_words if grammar else frozenset()
             self._generation += 1
             self._pool.clear()
-        if not self.cmn:
-            self.cmn = self._new_decoder().get_cmn()
 
     def _new_decoder(self) -> Any:
         from pocketsphinx import Decoder
@@ -281,14 +401,18 @@ class PocketsphinxTranscriber(Transcriber):
                 self._pool.append(decoder)
 
     def start_stream(self) -> AsrStream:
-        """A stream on a decoder of its own."""
+        """A stream on a decoder of its own, for audio of no site."""
+        return self.start_stream_for(None)
+
+    def start_stream_for(self, site: str | None) -> AsrStream:
+        """A stream for `site`'s audio, from that site's cepstral mean."""
         if self._dict_path is None:
             raise AsrError("not_loaded", "load() the transcriber first")
         decoder, generation, grammar = self._acquire()
-        return PocketsphinxStream(self, decoder, generation, grammar)
+        return PocketsphinxStream(self, decoder, generation, grammar, site)
 
     def transcribe(self, pcm: bytes) -> Transcript:
-        """Decode a whole utterance."""
+        """Decode a whole utterance (of no site)."""
         stream = self.start_stream()
         stream.feed(pcm)
         return stream.finish()
@@ -301,11 +425,17 @@ class PocketsphinxTranscriber(Transcriber):
         segments = [s for s in decoder.seg() if s.word and s.word[0] not in "<[+("]
         words = [s.word.split("(", 1)[0] for s in segments]
         text = " ".join(words) or " ".join(hyp.hypstr.split())
-        speech_frames = sum(s.end_frame - s.start_frame + 1 for s in segments)
-        score = decoder.get_logmath().log(hyp.best_score) if hyp.best_score > 0 else -math.inf
-        confidence = acoustic_confidence(score, speech_frames)
         if grammar is not None and not grammar.accepts(text):
             # the search ran out of audio inside a sentence: a fragment, not a command
             log.debug("pocketsphinx: %r is not a whole sentence of the grammar", text)
             confidence = 0.0
+        elif grammar is not None and self.config.confidence == "words":
+            fits = [WordFit(w, s.end_frame - s.start_frame + 1, log_score(s.ascore))
+                    for w, s in zip(words, segments, strict=True)]
+            confidence = command_confidence(fits, grammar.skip_words)
+        else:
+            speech_frames = sum(s.end_frame - s.start_frame + 1 for s in segments)
+            score = (decoder.get_logmath().log(hyp.best_score) if hyp.best_score > 0
+                     else -math.inf)
+            confidence = acoustic_confidence(score, speech_frames)
         return Transcript(text, confidence, self.config.language, tokens=tuple(words))

@@ -111,9 +111,12 @@ class AsrService:
         """True when utterances are decoded while the person speaks."""
         return self.transcriber.supports_streaming
 
-    def start_stream(self) -> AsrStream:
-        """A new incremental decode (blocking; called through the engine by a feed)."""
-        return self.transcriber.start_stream()
+    def start_stream(self, site: str | None = None) -> AsrStream:
+        """A new incremental decode, of `site`'s audio when given (blocking; called
+        through the engine by a feed)."""
+        if site is None:
+            return self.transcriber.start_stream()
+        return self.transcriber.start_stream_for(site)
 
     async def load(self) -> None:
         """Load and warm up the backend."""

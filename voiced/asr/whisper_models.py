@@ -1,6 +1,7 @@
 """Whisper checkpoints: find or download them, load them on the right device and precision.
 
-`asr.model` is either a path to a checkpoint file (loaded with no network) or one of the
+`asr.model` is either a path to a checkpoint file (or to a folder holding `model.pt`, as
+`voiced finetune whisper` writes; loaded with no network) or one of the
 official model names (`tiny`, `base`, `small`, `medium`, `large-v3`, `large-v3-turbo`, ...),
 which is downloaded once into `<state_dir>/models/whisper/` and checked against the SHA-256
 in its official URL. `VOICED_WHISPER_BASE_URL` points downloads at a mirror that keeps the
@@ -97,6 +98,8 @@ def resolve_checkpoint(
     path = Path(model).expanduser()
     if path.is_file():
         return path
+    if path.is_dir() and (path / "model.pt").is_file():  # `voiced finetune whisper --out`
+        return path / "model.pt"
     names = official_models()
     if model not in names:
         if path.suffix or os.sep in model or path.exists():

@@ -10,6 +10,11 @@ A worker that dies (the OOM killer, a crash) or stops answering is replaced at o
 new process with the current grammar. The utterances it was decoding fail with
 `AsrError("asr_worker_died")` (their audio lived in the dead process); the next ones work.
 
+Each site's cepstral mean estimate lives here, in the parent: a stream of a site takes it
+to whichever worker decodes it (with its first audio) and brings the adapted one back
+with the transcript, so a site adapts over all its utterances and never to another
+site's audio (voiced.asr.pocketsphinx).
+
 A reload is two-phase: every worker first builds the new grammar next to the one it uses
 (`prepare`), and only when all have it do they switch (`commit`). If any build fails or a
 worker dies on the way, the others drop what they built and `reload` raises
@@ -70,6 +75,17 @@ def _transcriber(config: AsrConfig, portable: Portable) -> PocketsphinxTranscrib
     return transcriber
 
 
+def _open(transcriber: PocketsphinxTranscriber, site: str | None,
+          cmn: str | None) -> AsrStream:
+    """A stream for `site` starting from the parent's estimate `cmn` (None: this
+    process's own)."""
+    if site is None:
+        return transcriber.start_stream()
+    if cmn is not None:
+        transcriber.set_site_cmn(site, cmn)
+    return transcriber.start_stream_for(site)
+
+
 def _serve(conn: Connection, config: AsrConfig, portable: Portable) -> None:
     """A worker: one transcriber, many streams, requests answered in order."""
     try:
@@ -88,14 +104,16 @@ def _serve(conn: Connection, config: AsrConfig, portable: Portable) -> None:
         try:
             result: Any = None
             if op == "feed":
+                site, cmn, pcm = arg
                 stream = streams.get(key)
                 if stream is None:
-                    stream = streams[key] = transcriber.start_stream()
-                stream.feed(arg)
+                    stream = streams[key] = _open(transcriber, site, cmn)
+                stream.feed(pcm)
                 result = stream.partial()
             elif op == "finish":
-                stream = streams.pop(key, None) or transcriber.start_stream()
-                result = stream.finish()
+                site, cmn = arg
+                stream = streams.pop(key, None) or _open(transcriber, site, cmn)
+                result = stream.finish(), None if site is None else transcriber.site_cmn(site)
             elif op == "cancel":
                 stream = streams.pop(key, None)
                 if stream is not None:
@@ -108,7 +126,7 @@ def _serve(conn: Connection, config: AsrConfig, portable: Portable) -> None:
             elif op == "commit" and staged is not None:
                 # streams already running finish on the old decoders; with nothing staged
                 # this process was started with the committed grammar already
-                staged.cmn = transcriber.cmn
+                staged.cmn, staged.sites = transcriber.cmn, transcriber.sites
                 transcriber, staged = staged, None
             elif op == "abort":
                 staged = None
@@ -248,17 +266,21 @@ class _Worker:
 
 
 class _RemoteStream(AsrStream):
-    def __init__(self, owner: PooledTranscriber, worker: _Worker, key: int) -> None:
+    def __init__(self, owner: PooledTranscriber, worker: _Worker, key: int,
+                 site: str | None = None) -> None:
         self._owner, self._worker, self._key = owner, worker, key
+        self._site = site
+        self._cmn = owner.sites.get(site) if site is not None else None
+        """The site's estimate, sent with the first audio (then None)."""
         self._generation: int | None = None
         self._partial: str | None = None
         self._open = True
 
-    def _call(self, op: str, pcm: bytes | None = None) -> Any:
+    def _call(self, op: str, arg: Any = None) -> Any:
         # the first answer pins the stream to the process that holds its audio; once that
         # process is gone, so is the stream
         try:
-            value, self._generation = self._worker.call(op, self._key, pcm, self._generation)
+            value, self._generation = self._worker.call(op, self._key, arg, self._generation)
         except AsrError as exc:
             if exc.code == "asr_worker_died":
                 self._generation = -1
@@ -266,14 +288,18 @@ class _RemoteStream(AsrStream):
         return value
 
     def feed(self, pcm: bytes) -> None:
-        self._partial = self._call("feed", pcm)
+        self._partial = self._call("feed", (self._site, self._cmn, pcm))
+        self._cmn = None
 
     def partial(self) -> str | None:
         return self._partial
 
     def finish(self) -> Transcript:
         try:
-            result: Transcript = self._call("finish")
+            result: Transcript
+            result, cmn = self._call("finish", (self._site, self._cmn))
+            if self._site is not None and cmn:
+                self._owner.adapted(self._site, cmn)
             return result
         finally:
             self._done()
@@ -308,6 +334,8 @@ class PooledTranscriber(Transcriber):
         self._workers: list[_Worker] = []
         self._keys = itertools.count(1)
         self._lock = threading.Lock()
+        self.sites: dict[str, str] = {}
+        """Each site's cepstral mean, least recently heard first (at most MAX_SITES)."""
         self._reload_lock = threading.Lock()
 
     @property
@@ -341,6 +369,20 @@ class PooledTranscriber(Transcriber):
     def start_stream(self) -> AsrStream:
         """A stream pinned to the least busy worker."""
         return _RemoteStream(self, self._pick(), next(self._keys))
+
+    def start_stream_for(self, site: str) -> AsrStream:
+        """A stream of `site`'s audio, pinned to the least busy worker."""
+        return _RemoteStream(self, self._pick(), next(self._keys), site)
+
+    def adapted(self, site: str, cmn: str) -> None:
+        """Keep `site`'s new cepstral mean estimate."""
+        from voiced.asr.pocketsphinx import MAX_SITES
+
+        with self._lock:
+            self.sites.pop(site, None)
+            self.sites[site] = cmn
+            while len(self.sites) > MAX_SITES:
+                del self.sites[next(iter(self.sites))]
 
     def transcribe(self, pcm: bytes) -> Transcript:
         """Decode a whole utterance on a worker."""

@@ -76,6 +76,10 @@ def register(sub: Any) -> None:
                    help="where synthesized utterances are cached")
     p.add_argument("--state-dir", type=Path, default=Path("state"),
                    help="model downloads (speechbrain hub ids)")
+    p.add_argument("--streams", type=int, default=0,
+                   help="instead: this many satellites streaming at once in real time "
+                        "(speaker stage CPU, endpoint time, batches; voiced.bench.speaker_streams)")
+    p.add_argument("--utterances", type=int, default=3, help="--streams: commands per satellite")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -327,6 +331,10 @@ def run(args: argparse.Namespace) -> int:
     from voiced.speakers.base import resolve_device
     from voiced.speakers.service import create_embedder
 
+    if args.streams:
+        from voiced.bench.speaker_streams import run_streams
+
+        return run_streams(args)
     sets = {s.strip() for s in args.sets.split(",") if s.strip()}
     if not sets or sets - {"real", "espeak"} or not 1 <= args.tests <= 15:
         print("voiced bench speakers: --sets takes real and/or espeak; --tests 1..15",

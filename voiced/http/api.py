@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from voiced import __version__
-from voiced.http import api_history, api_recognize, api_speakers
+from voiced.http import api_history, api_recognize, api_review, api_speakers
 from voiced.http.errors import ApiError
 from voiced.http.keys import AUTH, DAEMON
 from voiced.http.openapi import spec
@@ -110,3 +110,4 @@ def setup(app: web.Application) -> None:
     api_recognize.setup(app)
     api_history.setup(app)
     api_speakers.setup(app)
+    api_review.setup(app)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from voiced.http import openapi_review
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -262,8 +264,8 @@ def spec(version: str) -> dict[str, Any]:
                  "description": "voiced's HTTP API. On loopback no token is needed; on any "
                                 "other address send 'Authorization: Bearer <token>' or log in "
                                 "at /login (session cookie)."},
-        "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {
+        "paths": {**paths, **openapi_review.PATHS},
+        "components": {"schemas": {**SCHEMAS, **openapi_review.SCHEMAS}, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
             "cookie": {"type": "apiKey", "in": "cookie", "name": "voiced_session"}}},
         "security": [{"bearer": []}, {"cookie": []}, {}],

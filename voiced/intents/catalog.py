@@ -57,8 +57,15 @@ def load_catalog(
 
         # spoken PINs must be in the embedded recognizer's grammar (voiced.protect)
         overrides.append(confirmation_intents())
+    from voiced import teach
+
+    if teach.review_active(config):  # "that's not what I said" (voiced.review)
+        overrides.append(teach.builtin_intents())
+    # sentences and aliases learned from corrections (voiced.teach)
+    files = list(paths) if paths is not None else [*cfg.paths, *teach.learned_paths(config)]
+    overrides.extend(teach.alias_overrides(config, files, overrides))
     return IntentRecognizer.load(
-        list(paths) if paths is not None else cfg.paths, cfg.language, extra=extra,
+        files, cfg.language, extra=extra,
         overrides=overrides, fuzzy=cfg.fuzzy, fuzzy_min_confidence=cfg.fuzzy_min_confidence,
         fuzzy_budget_ms=cfg.fuzzy_budget_ms)
 

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from voiced.const import SAMPLE_WIDTH
+from voiced.const import BYTES_PER_SECOND, SAMPLE_WIDTH
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ class EmbeddingStream(ABC):
     implementation documents how closely).
     """
 
+    feed_bytes = 0
+    """Audio the stream can use per `feed` (bytes): a caller may hold back smaller pieces
+    until this much has arrived, or until the end (`voiced.feeds.StreamingFeed` does)."""
+
     @abstractmethod
     def feed(self, pcm: bytes) -> None:
         """More internal-format PCM, in any chunk size."""
@@ -100,9 +104,14 @@ class EmbeddingStream(ABC):
     def finish(self) -> Vector:
         """The L2-normalized embedding of everything fed."""
 
+    def close(self) -> None:  # noqa: B027 (optional: most streams hold nothing)
+        """The utterance was abandoned before `finish`: release what the stream holds."""
+
 
 class BufferedStream(EmbeddingStream):
     """Keeps the audio and embeds it whole at `finish` (backends without streaming)."""
+
+    feed_bytes = BYTES_PER_SECOND
 
     def __init__(self, embedder: SpeakerEmbedder) -> None:
         self._embedder = embedder

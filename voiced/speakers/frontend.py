@@ -86,20 +86,29 @@ def mel_filters() -> tuple[npt.NDArray[np.float64], Floats]:
 
 
 class Growing:
-    """An append-only array with amortized growth (float32 samples unless told)."""
+    """An append-only array with amortized growth (float32 samples unless told).
 
-    def __init__(self, capacity: int = SAMPLE_RATE, dtype: type = np.float32) -> None:
-        self._data: npt.NDArray[Any] = np.zeros(capacity, dtype=dtype)
+    `shape`: the shape of one entry (e.g. `(40,)` for mel frames); `()` for scalars.
+    """
+
+    def __init__(self, capacity: int = SAMPLE_RATE, dtype: type = np.float32,
+                 shape: tuple[int, ...] = ()) -> None:
+        self._data: npt.NDArray[Any] = np.zeros((capacity, *shape), dtype=dtype)
         self.size = 0
 
     def append(self, values: npt.NDArray[Any]) -> None:
         end = self.size + len(values)
         if end > len(self._data):
-            grown = np.zeros(max(end, 2 * len(self._data)), dtype=self._data.dtype)
+            grown = np.zeros((max(end, 2 * len(self._data)), *self._data.shape[1:]),
+                             dtype=self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size : end] = values
         self.size = end
+
+    def truncate(self, size: int) -> None:
+        """Forget the entries from `size` on."""
+        self.size = min(self.size, max(0, size))
 
     def view(self) -> npt.NDArray[Any]:
         """The values so far (no copy: valid until the next `append`)."""
@@ -107,7 +116,7 @@ class Growing:
 
     def get(self, start: int, stop: int) -> npt.NDArray[Any]:
         """Values `start:stop`, zeros where that runs past the end (a copy)."""
-        out = np.zeros(stop - start, dtype=self._data.dtype)
+        out = np.zeros((stop - start, *self._data.shape[1:]), dtype=self._data.dtype)
         have = min(stop, self.size) - start
         if have > 0:
             out[:have] = self._data[start : start + have]

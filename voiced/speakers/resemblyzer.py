@@ -3,12 +3,14 @@
 A 3-layer LSTM over 40-band mel frames, 256-dimensional output. An utterance is cut into
 1.6 s partial windows; the utterance vector is the normalized mean of the partials. A batch
 of utterances runs as one forward pass over all their partials. `start_stream` computes the
-partials while the utterance is spoken (`voiced.speakers.streaming`).
+partials while the utterance is spoken (`voiced.speakers.streaming`), batched across every
+open stream by the embedder's `LstmBatcher` (`voiced.speakers.batching`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ from voiced.speakers.base import (
     pcm_to_float,
     resolve_device,
 )
+from voiced.speakers.batching import LstmBatcher
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,13 @@ MIN_COVERAGE = 0.75
 """A last partial window shorter than this fraction of 1.6 s is dropped."""
 MIN_TRIMMED_S = 0.3
 """After silence trimming, keep the untrimmed audio when less than this remains."""
+CPU_THREADS = 1
+"""torch's intra-op threads when the model runs on the CPU (a process-wide setting).
+
+voiced runs model work for many satellites on parallel engine threads; splitting each
+small LSTM call over the cores only makes the threads wait for each other: on the loaded
+2-core development machine streaming cost 85 ms of CPU per second of audio with torch's
+default (2 threads) and 14 ms with 1. `OMP_NUM_THREADS`, when set, is left to decide."""
 
 
 class ResemblyzerEmbedder(SpeakerEmbedder):
@@ -50,6 +60,7 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
         self._weights = weights
         self._device = device
         self._encoder: Any = None
+        self._batcher: LstmBatcher | None = None
 
     def load(self) -> None:
         """Load the encoder (from the wheel unless other weights were given) and warm up."""
@@ -65,9 +76,17 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
         if not weights.is_file():
             raise SpeakerError("model_missing", f"resemblyzer weights not found: {weights}")
         device = resolve_device(self._device)
+        if device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            import torch
+
+            if torch.get_num_threads() != CPU_THREADS:
+                log.info("torch: %d CPU thread(s) per call instead of %d (many small calls "
+                         "run in parallel)", CPU_THREADS, torch.get_num_threads())
+                torch.set_num_threads(CPU_THREADS)
         started = time.monotonic()
         self._encoder = VoiceEncoder(device, verbose=False, weights_fpath=weights)
         self._encoder.eval()
+        self._batcher = LstmBatcher(self._encoder)
         self._model_id = self.peek_model_id()
         # the first forward pass allocates; do it before readiness, not on a command
         rng = np.random.default_rng(0)
@@ -108,6 +127,13 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
         if self._encoder is None:
             raise RuntimeError("resemblyzer: load() first")
         return self._encoder
+
+    @property
+    def batcher(self) -> LstmBatcher:
+        """Batches the LSTM work of every stream of this embedder."""
+        if self._batcher is None:
+            raise RuntimeError("resemblyzer: load() first")
+        return self._batcher
 
     def start_stream(self) -> EmbeddingStream:
         """A `ResemblyzerStream`: `finish` leaves only the utterance's last window to do."""

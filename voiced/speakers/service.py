@@ -8,7 +8,8 @@ enrollment from the command line, a calibration), without restarting the daemon.
 
 `start_stream` is the streaming form of `identify`: the daemon feeds the utterance's audio
 as it is spoken and calls `finish` at the endpoint, where (with resemblyzer) only the last
-partial window is left to embed.
+partial window is left to embed. The streams' model work is batched across satellites by
+the embedder (`voiced.speakers.batching`), both while people speak and at the endpoints.
 
 The threshold is, in order: `speakers.threshold` from voiced.yaml, the one stored by
 `voiced speakers calibrate` for the loaded model, the backend's default.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from voiced.const import ms_to_bytes
+from voiced.const import BYTES_PER_SECOND, ms_to_bytes
 from voiced.inference import InferenceEngine, MicroBatcher
 from voiced.models import NO_SPEAKER, SpeakerMatch
 from voiced.speakers.base import Backend, EmbeddingStream, SpeakerEmbedder, Vector
@@ -239,6 +240,12 @@ class SpeakerStream:
         self._bytes = 0
         self._finished = False
 
+    @property
+    def feed_bytes(self) -> int:
+        """Audio the stream can use per `feed` (`EmbeddingStream.feed_bytes`; without an
+        embedding the audio is only kept, so a second at a time is plenty)."""
+        return self._embedding.feed_bytes if self._embedding is not None else BYTES_PER_SECOND
+
     def feed(self, pcm: bytes) -> None:
         """More internal-format PCM (16 kHz, 16-bit, mono), in any chunk size."""
         if self._finished:
@@ -248,6 +255,12 @@ class SpeakerStream:
             self._embedding.feed(pcm)
         else:
             self._pcm.extend(pcm)
+
+    def close(self) -> None:
+        """The utterance was abandoned (`StreamingFeed.aclose` calls this)."""
+        self._finished = True
+        if self._embedding is not None:
+            self._embedding.close()
 
     def finish(self) -> SpeakerMatch:
         """Who spoke everything fed (`unknown` with confidence 0 when not sure)."""

@@ -12,14 +12,15 @@
    length; the utterance vector is the normalized mean of the windows' vectors.
 
 `ResemblyzerStream` does the same steps as the audio arrives (steps 1-3 are in
-`voiced.speakers.frontend`). Each is causal with a short
+`voiced.speakers.frontend`, run once per 160 ms of audio). Each is causal with a short
 look-ahead: a VAD frame's mask is final 7 frames (210 ms) later; a mel frame is final once
 the trimmed audio reaches 12.5 ms past its centre; the LSTM is a recurrence, so the state of
-every open window (at most 3 overlap) is advanced over final frames as they appear, all as
-one batch. A window that completes lies wholly inside the audio, so it is always kept. At
-`finish` only the tail is left: the last 210 ms of masking, a few mel frames, and the
-remaining steps of the last window (its zero padding included): typically 30-60 LSTM steps
-instead of 160 for every window.
+every open window (at most 3 overlap) is advanced over final frames as they appear, in
+blocks of 16 frames counted from the window's start, batched with every other stream's
+blocks (`voiced.speakers.batching`). A window that completes lies wholly inside the audio,
+so it is always kept. At `finish` only the tail is left: the last 210 ms of masking, a few
+mel frames, and the remaining blocks of the last window (its zero padding included):
+typically 30-60 LSTM steps instead of 160 for every window.
 
 Volume is the one global step: the gain comes from the RMS of the whole utterance, known
 only at the end. Audio at or above -30 dBFS gets gain 1, so once the running level is
@@ -31,16 +32,15 @@ there nothing depends on it and `finish` is exact. Quieter audio ("quiet mode"):
   trimmed audio is rebuilt; only where the trim changed are LSTM windows rewound. `finish`
   redoes them at the exact final gain.
 * the LSTM sees mel power (linear in gain squared) and is smooth in it. Every window runs
-  at three gains, the basis and `INTERPOLATION_DB` either side of it, as one batch; at
-  `finish` the windows' mean is interpolated (quadratic, in dB) at the final gain: about
-  1e-4 in cosine from the exact vector. The basis moves (all LSTM work is redone) only
+  at five gains (`QUIET_OFFSETS_DB` from the basis), as rows of one batch; at `finish`
+  the windows' mean is interpolated (Lagrange, in dB) at the final gain: about 1e-5 in
+  cosine from the exact vector. The basis moves (all LSTM work is redone) only
   when the running gain leaves that range.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -51,9 +51,11 @@ import numpy.typing as npt
 
 from voiced.const import SAMPLE_RATE, SAMPLE_WIDTH
 from voiced.speakers.base import EmbeddingStream, Vector, l2_normalize
+from voiced.speakers.batching import BLOCK, WINDOW_FRAMES, LstmBatcher, Window
 from voiced.speakers.frontend import (
     HOP,
     INT16_MAX,
+    N_MELS,
     PAD,
     TARGET_DBFS,
     Growing,
@@ -78,115 +80,103 @@ INTERPOLATION_DB = max(QUIET_OFFSETS_DB)
 """How far from the basis the final gain may be before all LSTM work is redone."""
 LOUD_MARGIN_DB = 0.5
 """Quiet mode is left only when the level is this far above -30 dBFS (no flapping)."""
-ADVANCE_FRAMES = 16
-"""While audio arrives, LSTM states advance once this many mel frames (160 ms) are final:
-every call has a fixed cost (about 0.5 ms, against 40 us a step)."""
-
-WINDOW_FRAMES = 160
-"""Mel frames per partial window (`partials_n_frames`, 1.6 s)."""
-
-
-@dataclass(slots=True)
-class _Window:
-    """A partial window whose LSTM state is being advanced."""
-
-    start: int
-    """First mel frame."""
-    state: tuple[Any, Any] | None = None
-    """The LSTM's (h, c) after the frames so far, one batch row per gain; None: none yet."""
+QUIET_HOLD_S = 1.0
+"""Quiet mode in an utterance's first second holds its LSTM work back: the running level
+still moves with every word (a quiet onset, the pre-roll), so the gain basis would likely
+move and the work be thrown away. Loud speech is never held."""
+FRONT_END_SAMPLES = BLOCK * HOP
+"""`feed` runs the front end (VAD, trimming, mel frames) once this much new audio has
+arrived (160 ms, one LSTM block): each pass has a fixed cost, and nothing waits for it."""
 
 
 @dataclass(slots=True)
 class _Partials:
-    """The LSTM side: partial windows over the trimmed audio's mel frames, at some gains."""
+    """The LSTM side: partial windows over the trimmed audio's mel frames, at some gains.
+
+    The `batching.Work` of one stream. Windows and `done` change only inside the batcher
+    (or under its `exclusive`); `mels` grows from the stream's thread meanwhile.
+    """
 
     encoder: Any
     gain: np.float32 | None
     """The basis gain; None: gain 1, one run per window and an exact result."""
+    mels: Growing
+    """Final mel frames of the trimmed audio, without the gain (shared with the stream)."""
     offsets_db: tuple[float, ...] = field(init=False)
-    mel_done: int = 0
-    """Mel frames every open window has been advanced over."""
-    open: list[_Window] = field(default_factory=list)
+    gains: int = field(init=False)
+    scales: Any = field(init=False)
+    """Mel power factor per gain (power scales with the gain squared)."""
+    windows: dict[int, Window] = field(default_factory=dict)
+    """Open windows by start frame."""
     done: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
     """Completed windows by start frame: one unit vector per gain."""
+    kept: set[int] | None = None
+    """At the end: the windows the utterance keeps (None: every window that starts)."""
+    keeping: set[int] | None = None
+    """`kept` as the stream's thread sets it at the end; the batcher applies it."""
+    next_start: int = 0
+    """The next window to open."""
     steps: int = 0
-    """LSTM time steps run (a batch of windows and gains counts once)."""
+    """LSTM time steps run (a call covering several windows and gains counts once)."""
 
     def __post_init__(self) -> None:
-        quiet = self.gain is not None
-        self.offsets_db = QUIET_OFFSETS_DB if quiet else (0.0,)
+        import torch
+
+        self.offsets_db = QUIET_OFFSETS_DB if self.gain is not None else (0.0,)
+        self.gains = len(self.offsets_db)
+        self.scales = torch.tensor([10 ** ((gain_db(self.gain) + o) / 10)
+                                    for o in self.offsets_db], dtype=torch.float32)
+
+    def ready(self) -> list[tuple[Window, int]]:
+        """Windows with whole blocks of final frames, and how many (see `batching.Work`)."""
+        if self.keeping is not None and self.kept is None:
+            self.kept = self.keeping
+            self.windows = {s: w for s, w in self.windows.items() if s in self.kept}
+        limit = self.mels.size
+        step = _step()
+        while self.next_start < limit:
+            s = self.next_start
+            if (self.kept is None or s in self.kept) and s not in self.done:
+                self.windows.setdefault(s, Window(s, s))
+            self.next_start += step
+        out = []
+        for w in self.windows.values():
+            w.certain = (self.kept is not None or w.start == 0
+                         or limit >= w.start + _certain_frames())
+            blocks = (min(limit, w.end) - w.pos) // BLOCK
+            if blocks > 0:
+                out.append((w, blocks))
+        return out
+
+    def inputs(self, window: Window, blocks: int) -> Any:
+        import torch
+
+        mel = torch.from_numpy(self.mels.get(window.pos, window.pos + blocks * BLOCK))
+        if self.gain is None:
+            return mel[None]
+        return self.scales[:, None, None] * mel[None]
+
+    def completed(self, window: Window, vectors: npt.NDArray[np.float64]) -> None:
+        del self.windows[window.start]
+        self.done[window.start] = vectors
 
     def rewind(self, frame: int) -> None:
         """Forget the work that used mel frames from `frame` on (the trim changed there)."""
-        if frame >= self.mel_done:
-            return
-        hit = [w.start for w in self.open] + [s for s in self.done
-                                              if s + WINDOW_FRAMES > frame]
-        self.open = []
-        for s in hit:
-            self.done.pop(s, None)
-        self.mel_done = min([frame, *hit])
-
-    def advance(self, trim: Trim, stop: int, kept: set[int] | None) -> None:
-        """Advance the windows over mel frames `mel_done..stop`.
-
-        `kept` (at the end): the starts of the windows the utterance keeps; others are
-        dropped. Before that, every window that starts is opened.
-        """
-        import torch
-
-        start = self.mel_done
-        step = _step()
-        if kept is not None:
-            self.open = [w for w in self.open if w.start in kept]
-        opened = {w.start for w in self.open}
-        for s in range(-(-start // step) * step, stop, step):
-            if s not in self.done and s not in opened and (kept is None or s in kept):
-                self.open.append(_Window(s))
-        if stop <= start:
-            return
-        mel = torch.from_numpy(mel_frames(trim.trimmed, start, stop))
-        scales = torch.tensor([10 ** ((gain_db(self.gain) + o) / 10) for o in self.offsets_db],
-                              dtype=torch.float32)
-        # one batch row per (window, gain): mel power scales with the gain squared
-        mels = (scales[:, None, None] * mel[None]).to(self.encoder.device)
-        cuts = {start, stop}
-        for w in self.open:
-            cuts.update(p for p in (w.start, w.start + WINDOW_FRAMES) if start < p < stop)
-        points = sorted(cuts)
-        lstm = self.encoder.lstm
-        n = len(self.offsets_db)
-        zero = torch.zeros(lstm.num_layers, n, lstm.hidden_size, device=self.encoder.device)
-        with torch.no_grad():
-            for a, b in itertools.pairwise(points):
-                active = [w for w in self.open if w.start <= a < w.start + WINDOW_FRAMES]
-                if not active:
-                    continue
-                x = mels[:, a - start : b - start].repeat(len(active), 1, 1)
-                h0 = torch.cat([w.state[0] if w.state else zero for w in active], 1)
-                c0 = torch.cat([w.state[1] if w.state else zero for w in active], 1)
-                _, (h, c) = lstm(x, (h0, c0))
-                self.steps += b - a
-                for i, w in enumerate(active):
-                    w.state = (h[:, i * n : (i + 1) * n], c[:, i * n : (i + 1) * n])
-                    if b == w.start + WINDOW_FRAMES:
-                        self.done[w.start] = self._vectors(w.state[0])
-        self.open = [w for w in self.open if w.start + WINDOW_FRAMES > stop]
-        self.mel_done = stop
-
-    def _vectors(self, h: Any) -> npt.NDArray[np.float64]:
-        """A completed window's unit vectors (one per gain), as `VoiceEncoder.forward`."""
-        raw = self.encoder.relu(self.encoder.linear(h[-1]))
-        out: npt.NDArray[np.float64] = (raw / raw.norm(dim=1, keepdim=True)).cpu().numpy()
-        return out.astype(np.float64)
+        for w in self.windows.values():
+            if w.pos > frame:
+                w.pos, w.state = w.start, None
+        for s in [s for s in self.done if s + WINDOW_FRAMES > frame]:
+            del self.done[s]
+            self.windows[s] = Window(s, s)
 
     def vector(self, final: np.float32 | None) -> Vector:
-        """The normalized mean of the completed windows at the gain `final`.
+        """The normalized mean of the kept windows at the gain `final`.
 
         In quiet mode, interpolated (Lagrange, in dB) from the gains it ran at.
         """
-        mean = np.mean(np.stack(list(self.done.values())), axis=0)
-        if len(self.offsets_db) == 1:
+        kept = self.done.keys() if self.kept is None else self.kept
+        mean = np.mean(np.stack([self.done[s] for s in sorted(kept)]), axis=0)
+        if self.gains == 1:
             return l2_normalize(mean[0])
         x = gain_db(final) - gain_db(self.gain)
         nodes = self.offsets_db
@@ -195,9 +185,21 @@ class _Partials:
 
     def covers(self, gain: np.float32 | None) -> bool:
         """True when the vector at `gain` can come from this work."""
-        if len(self.offsets_db) == 1:
+        if self.gains == 1:
             return gain == self.gain
         return abs(gain_db(gain) - gain_db(self.gain)) <= INTERPOLATION_DB
+
+
+@functools.cache
+def _certain_frames() -> int:
+    """Final mel frames past a window's start from which the utterance surely keeps it.
+
+    resemblyzer keeps the last window only when at least `MIN_COVERAGE` of it is audio (a
+    window with a successor always), and the trimmed audio only grows.
+    """
+    from voiced.speakers.resemblyzer import MIN_COVERAGE
+
+    return math.ceil(MIN_COVERAGE * WINDOW_FRAMES) + 1
 
 
 @functools.cache
@@ -212,18 +214,24 @@ class ResemblyzerStream(EmbeddingStream):
     """One utterance embedded as it arrives; `finish` returns what `embed` would.
 
     Blocking; `feed` and `finish` are called one at a time (through the inference engine).
+    The LSTM work runs through the embedder's `LstmBatcher`, batched with other streams.
     For tests and the benchmark: `exact` (after `finish`: False where the quiet-mode
     interpolation was used), `vad_redone` and `lstm_redone` (how often each was redone),
     `finish_steps` (LSTM time steps left for `finish`; the whole utterance takes 160 a
     window).
     """
 
+    feed_bytes = FRONT_END_SAMPLES * SAMPLE_WIDTH
+
     def __init__(self, embedder: ResemblyzerEmbedder) -> None:
         self._embedder = embedder
         self._encoder = embedder.encoder
+        self._batcher: LstmBatcher = embedder.batcher
         self._samples = Growing(dtype=np.int16)
         self._odd = b""
         """A byte of a sample split across chunks."""
+        self._unprocessed = 0
+        """Samples fed since the front end last ran."""
         self._sumsq = 0.0
         self._finished = False
         self.exact = True
@@ -231,7 +239,8 @@ class ResemblyzerStream(EmbeddingStream):
         self.vad_redone = 0
         self.lstm_redone = 0
         self._trim = Trim(None)
-        self._partials = _Partials(self._encoder, None)
+        self._mels = Growing(capacity=512, shape=(N_MELS,))
+        self._partials = _Partials(self._encoder, None, self._mels)
 
     def feed(self, pcm: bytes) -> None:
         """Take more internal-format PCM (any length) and do the work it makes final."""
@@ -246,13 +255,22 @@ class ResemblyzerStream(EmbeddingStream):
         self._samples.append(chunk)
         scaled = chunk.astype(np.float64) * (INT16_MAX / 32768.0)
         self._sumsq += float(np.dot(scaled, scaled))
+        self._unprocessed += chunk.size
+        if self._unprocessed < FRONT_END_SAMPLES:
+            return
+        self._unprocessed = 0
         self._follow_gain()
         self._trim.update(self._samples.view(), final=False)
         trimmed = self._trim.trimmed.size - PAD
         # mel frame t is final once the trimmed audio reaches t * HOP + PAD
-        ready = (trimmed - PAD) // HOP + 1 if trimmed >= PAD else 0
-        if ready - self._partials.mel_done >= ADVANCE_FRAMES:
-            self._partials.advance(self._trim, ready, None)
+        self._add_mels((trimmed - PAD) // HOP + 1 if trimmed >= PAD else 0)
+        if self._partials.gain is None or self._samples.size >= QUIET_HOLD_S * SAMPLE_RATE:
+            self._batcher.offer(self._partials)
+
+    def _add_mels(self, stop: int) -> None:
+        start = self._mels.size
+        if stop > start:
+            self._mels.append(mel_frames(self._trim.trimmed, start, stop))
 
     def _follow_gain(self) -> None:
         """Redo VAD flags, or all LSTM work, when the running gain has moved too far."""
@@ -294,13 +312,21 @@ class ResemblyzerStream(EmbeddingStream):
             changed = old.kept_before(first)
             # frame t spans trimmed samples t * HOP - PAD .. t * HOP + PAD
             frame = max(0, (changed - PAD) // HOP + 1)
-            self._partials.rewind(frame)
+            if frame < self._mels.size:
+                with self._batcher.exclusive():
+                    self._mels.truncate(frame)
+                    self._partials.rewind(frame)
 
     def _redo_lstm(self, gain: np.float32 | None) -> None:
         self.lstm_redone += 1
         log.debug("speaker stream: LSTM basis %.2f -> %.2f dB after %.2f s",
                   gain_db(self._partials.gain), gain_db(gain), self._samples.size / SAMPLE_RATE)
-        self._partials = _Partials(self._encoder, gain)
+        self._batcher.forget(self._partials)
+        self._partials = _Partials(self._encoder, gain, self._mels)
+
+    def close(self) -> None:
+        """The utterance was abandoned: the batcher forgets its work."""
+        self._batcher.forget(self._partials)
 
     def finish(self) -> Vector:
         """The utterance's vector: only the tail is left to compute."""
@@ -321,14 +347,17 @@ class ResemblyzerStream(EmbeddingStream):
         trimmed = self._trim.trimmed.size - PAD
         if trimmed < MIN_TRIMMED_S * SAMPLE_RATE:
             # too little speech: resemblyzer embeds the untrimmed audio
+            self._batcher.forget(self._partials)
             return self._embedder.embed(self._samples.view().tobytes())
         _, mel_slices = VoiceEncoder.compute_partial_slices(trimmed, PARTIAL_RATE, MIN_COVERAGE)
         kept = {s.start for s in mel_slices}
-        self._partials.advance(self._trim, max(s.stop for s in mel_slices), kept)
-        if set(self._partials.done) != kept:
+        self._add_mels(max(s.stop for s in mel_slices))
+        self._partials.keeping = kept  # applied by the batcher, which owns the windows
+        self._batcher.complete(self._partials)
+        if not kept <= set(self._partials.done):
             raise AssertionError(f"speaker stream: windows {sorted(self._partials.done)}, "
                                  f"expected {sorted(kept)}")
-        self.exact = len(self._partials.offsets_db) == 1
+        self.exact = self._partials.gains == 1
         self.finish_steps = self._partials.steps - (
             before[1] if self._partials is before[0] else 0)
         return self._partials.vector(gain)

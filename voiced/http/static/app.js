@@ -1,4 +1,4 @@
-// The page: five views behind tabs (the address's #fragment picks one), one live event
+// The page: six views behind tabs (the address's #fragment picks one), one live event
 // stream shared by Live and Status.
 import { $ } from "./ui.js";
 import { EventStream } from "./events.js";
@@ -6,15 +6,17 @@ import { LiveView } from "./live.js";
 import { TryView } from "./tryit.js";
 import { HistoryView } from "./history.js";
 import { SpeakersView } from "./speakers.js";
+import { ReviewView } from "./review.js";
 import { StatusView } from "./status.js";
 
-const TABS = ["live", "try", "history", "speakers", "status"];
+const TABS = ["live", "try", "history", "review", "speakers", "status"];
 
 const events = new EventStream();
 const views = {
   live: new LiveView($("#live"), events),
   try: new TryView($("#try")),
   history: new HistoryView($("#history")),
+  review: new ReviewView($("#review")),
   speakers: new SpeakersView($("#speakers")),
   status: new StatusView($("#status"), events),
 };
@@ -51,7 +53,9 @@ function show() {
     link.setAttribute("aria-current", tab === name ? "page" : "false");
   }
   views.status.visible = name === "status";
+  views.review.visible = name === "review";
   if (name === "history") views.history.load();
+  if (name === "review") views.review.load();
   if (name === "speakers") views.speakers.load();
   if (name === "status") views.status.load();
   document.body.dataset.view = name;

@@ -85,6 +85,24 @@ export class HistoryView {
       h("td", { colspan: 6 }, this.detail(item))));
   }
 
+  /** "That's wrong": the utterance goes to the review queue (/api/review). */
+  wrongButton(item) {
+    const said = h("span", { class: "muted small wrong-result", "aria-live": "polite" });
+    const button = h("button", { type: "button", class: "wrong" }, "That's wrong");
+    button.addEventListener("click", async (e) => {
+      e.stopPropagation();
+      button.disabled = true;
+      try {
+        await api("/api/review", { method: "POST", json: { utterance: item.id } });
+        fill(said, " In the review queue: ", h("a", { href: "#review" }, "correct it"));
+      } catch (err) {
+        button.disabled = false;
+        fill(said, ` ${err.message}`);
+      }
+    });
+    return h("p", {}, button, said);
+  }
+
   detail(item) {
     const facts = [
       ["session", item.session_id],
@@ -100,7 +118,8 @@ export class HistoryView {
         item.audio
           ? h("audio", { class: "utterance-audio", controls: true, preload: "metadata", src: item.audio })
           : h("p", { class: "muted" }, "No audio kept (history.keep_audio is off, or it was typed)."),
-        h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+        h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+        item.audio ? this.wrongButton(item) : null),
       h("div", {}, h("h4", {}, "Stage timings"), timingChart(item.timings)));
   }
 }

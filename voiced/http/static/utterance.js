@@ -2,6 +2,7 @@
 // the intent and slots, what the handler did and said, and the outcome. Built from the
 // pipeline's event messages (the Live cards, push-to-talk) or from a REST result.
 import { h, fill, clock, ms, percent, outcomeBadge, slotChips, timingChart } from "./ui.js";
+import { arbitrationLine } from "./arbitration.js";
 
 export class UtteranceView {
   constructor(sessionId = "", at = Date.now() / 1000) {
@@ -63,6 +64,9 @@ export class UtteranceView {
         this.outcome = data;
         this.timings = msg.timings || {};
         this.renderFoot();
+        break;
+      case "arbitration":
+        this.el.append(arbitrationLine(data));
         break;
       case "session_ended":
         this.ended = true;
