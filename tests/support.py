@@ -111,3 +111,23 @@ async def running_daemon(config: Config, config_path: Path | None = None) -> Asy
         yield daemon
     finally:
         await daemon.stop()
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    """Run openssl in `cwd` (the tests make their own certificates)."""
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_pki(folder: Path) -> Path:
+    """A CA (ca.crt/ca.key) and a server certificate for "localhost" signed by it
+    (server.crt/server.key) in `folder`, which is created; returns it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=voiced test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=folder)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server.key", "-out", "server.csr", cwd=folder)
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
+            cwd=folder)
+    return folder

@@ -13,37 +13,23 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
 import pytest
-from support import REPO, Mosquitto, make_config, running_daemon
+from support import REPO, Mosquitto, make_config, make_pki, running_daemon
 
 ACL = REPO / "config" / "mosquitto" / "voiced.acl"
 USERS = {"voiced": "voiced-pw", "kitchen": "kitchen-pw", "den": "den-pw"}
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
     """mosquitto whose only listener is TLS (a certificate for "localhost" from a CA made
     here), with a password per client and the shipped ACL file."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=voiced test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-             "-keyout", "server.key", "-out", "server.csr", cwd=pki)
-    (pki / "san.ext").write_text("subjectAltName=DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
-             cwd=pki)
+    pki = make_pki(tmp_path / "pki")
     broker = Mosquitto(tmp_path, users=USERS)  # its one listener; the lines below make it TLS
     broker.conf.write_text(
         broker.conf.read_text() + f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\n"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import FIXTURES, Mosquitto, free_port, make_config, running_daemon
+from support import FIXTURES, Mosquitto, free_port, make_config, make_pki, running_daemon
 
 from voiced.audio.wav import read_wav_file
 from voiced.config import MqttConfig
@@ -16,24 +15,11 @@ from voiced.satellite import Satellite
 from voiced.transport.reader import MqttReader
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> tuple[Mosquitto, int, Path]:
     """mosquitto with a plain listener (for the satellites) and a TLS one (for voiced),
     its certificate for "localhost" signed by a CA made here."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=voiced test CA", "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-             "-keyout", "server.key", "-out", "server.csr", cwd=pki)
-    (pki / "san.ext").write_text("subjectAltName=DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
-             cwd=pki)
+    pki = make_pki(tmp_path / "pki")
     broker = Mosquitto(tmp_path)
     tls_port = free_port()
     extra = (f"listener {tls_port} 127.0.0.1\ncafile {pki / 'ca.crt'}\n"
