@@ -28,24 +28,9 @@ from voiced.models import Transcript
 log = logging.getLogger(__name__)
 
 
-class RemoteStream(ABC):
-    """One utterance streamed to the remote recognizer (blocking, like `AsrStream`);
-    any exception means the remote failed."""
-
-    @abstractmethod
-    def feed(self, pcm: bytes) -> None:
-        """Send more audio."""
-
-    @abstractmethod
-    def finish(self) -> Transcript:
-        """End the audio and wait for the transcript."""
-
-    def partial(self) -> str | None:
-        """Text the remote sent so far, if it streams transcripts."""
-        return None
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Drop the connection."""
+class RemoteStream(AsrStream):
+    """One utterance streamed to the remote recognizer (blocking, like any `AsrStream`);
+    any exception means the remote failed and the fallback takes the kept audio."""
 
 
 class RemoteClient(ABC):
