@@ -36,9 +36,13 @@ from voiced.const import SAMPLE_RATE, VAD_FRAME_BYTES, VAD_FRAME_SAMPLES
 GROUPS = {"kitchen": "home", "hall": "home", "lounge": "home", "attic": "top"}
 
 
-def ev(snr: float, level: float = -30.0, ratio: float = 1.0, clipped: float = 0.0,
-       modulation: float = 8.0, onset: float = 10.0) -> Evidence:
-    return Evidence(snr, level, level - snr, modulation, onset, ratio, clipped, 400.0)
+def ev(quality: float, level: float | None = None, ratio: float = 1.0, clipped: float = 0.0,
+       modulation: float | None = None, onset: float | None = None) -> Evidence:
+    """Evidence that scores higher the higher `quality` is (its SNR, in dB)."""
+    level = -60.0 + quality if level is None else level
+    return Evidence(quality, level, level - quality,
+                    quality / 3 if modulation is None else modulation,
+                    quality / 2 if onset is None else onset, ratio, clipped, 400.0)
 
 
 class Room:
@@ -314,7 +318,7 @@ def test_score_penalizes_non_speech_and_clipping_and_uses_wake_scores_only_for_a
     clean = ev(20.0)
     assert combined_score(ev(20.0, ratio=0.5)) == pytest.approx(combined_score(clean) - 5.0)
     assert combined_score(ev(20.0, clipped=0.05)) == pytest.approx(combined_score(clean) - 5.0)
-    woke = Evidence(20.0, -30.0, -50.0, 8.0, 10.0, 1.0, 0.0, 400.0, wake_score=1.0)
+    woke = Evidence(20.0, -40.0, -60.0, 20 / 3, 10.0, 1.0, 0.0, 400.0, wake_score=1.0)
     assert combined_score(woke, with_wake=True) == pytest.approx(combined_score(clean) + 10.0)
     assert combined_score(woke) == pytest.approx(combined_score(clean))
 

@@ -96,14 +96,17 @@ async def test_a_correction_is_learned_and_the_same_audio_understood(
         assert done["item"]["status"] == "corrected" and done["item"]["decided_by"] == "ann"
         assert done["item"]["decided_via"].startswith("http 127.0.0.1")
         assert done["item"]["correction"]["slots"] == {"area": "kitchen", "domain": "light"}
-        (proposal,) = done["proposals"]
-        assert (proposal["kind"], proposal["sentence"], proposal["status"]) == (
-            "sentence", "make the kitchen bright", "pending")
+        # the sentence is offered; what else is (an alias for a word the recognizer
+        # misheard) depends on what it heard, so only the sentence is required here
+        (proposal,) = [p for p in done["proposals"] if p["kind"] == "sentence"]
+        assert (proposal["sentence"], proposal["status"]) == ("make the kitchen bright",
+                                                              "pending")
+        assert all(p["kind"] == "alias" for p in done["proposals"] if p is not proposal)
         status, page = await call(http, "GET", base)
         assert page["items"] == [] and page["counts"] == {"pending": 0, "corrected": 1,
                                                           "discarded": 0}
         status, offered = await call(http, "GET", base + "/proposals")
-        assert [p["id"] for p in offered["proposals"]] == [proposal["id"]]
+        assert {p["id"] for p in offered["proposals"]} == {p["id"] for p in done["proposals"]}
 
         reloads = daemon.reloads
         status, accepted = await call(http, "POST",

@@ -20,7 +20,10 @@ its `Fate`; `voiced.arbiter_service` carries them out.
 from voiced.arbitration.arbiter import Arbiter
 from voiced.arbitration.decisions import (
     CLIP_DB,
+    LEVEL_WEIGHT,
+    MODULATION_WEIGHT,
     ONSET_WEIGHT,
+    SNR_WEIGHT,
     SPEECH_RATIO_DB,
     WAKE_DB,
     Action,
@@ -42,7 +45,10 @@ from voiced.arbitration.decisions import (
 
 __all__ = [
     "CLIP_DB",
+    "LEVEL_WEIGHT",
+    "MODULATION_WEIGHT",
     "ONSET_WEIGHT",
+    "SNR_WEIGHT",
     "SPEECH_RATIO_DB",
     "WAKE_DB",
     "Action",

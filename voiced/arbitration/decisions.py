@@ -65,8 +65,17 @@ class Fate(StrEnum):
     """Nothing to run (no speech)."""
 
 
+MODULATION_WEIGHT = 1.0
+"""Weight of the envelope modulation (dB): how far the level dips between syllables."""
 ONSET_WEIGHT = 0.5
-"""Weight of the onset sharpness (dB) against the SNR and the envelope modulation."""
+"""Weight of the onset sharpness (dB): the steepest rise from one frame to the next."""
+LEVEL_WEIGHT = 0.5
+"""Weight of the speech-band level (dBFS): loudness, microphone gain included."""
+SNR_WEIGHT = 0.0
+"""Weight of the SNR over the satellite's own noise floor. 0: `voiced bench arbitration`
+found it the least reliable measure (a satellite in a quiet neighbouring room hears a
+farther speaker at a better SNR than the one next to a noisy speaker); every decision
+shows it all the same."""
 SPEECH_RATIO_DB = 10.0
 """Score lost (dB) by a candidate none of whose scored frames the VAD called speech."""
 CLIP_DB = 100.0
@@ -76,12 +85,14 @@ WAKE_DB = 10.0
 
 
 def combined_score(evidence: Evidence, with_wake: bool = False) -> float:
-    """The `score` policy's number for one candidate (higher wins), in dB: the SNR plus
-    the envelope modulation plus half the onset sharpness (reverberation lowers the last
-    two where it barely lowers the first: `voiced bench arbitration` measured SNR alone
-    picking the nearest satellite far less often), less penalties for frames the VAD did
-    not call speech and for clipping."""
-    score = (evidence.snr_db + evidence.modulation_db + ONSET_WEIGHT * evidence.onset_db
+    """The `score` policy's number for one candidate (higher wins), in dB: the envelope
+    modulation, plus half the onset sharpness and half the level, less penalties for
+    frames the VAD did not call speech and for clipping. Reverberation and noise fill the
+    gaps between syllables and soften attacks, so a far satellite scores lower even where
+    the room makes it as loud as a near one; the weights are what `voiced bench
+    arbitration` found best on homes other than the ones its published figures use."""
+    score = (MODULATION_WEIGHT * evidence.modulation_db + ONSET_WEIGHT * evidence.onset_db
+             + LEVEL_WEIGHT * evidence.level_dbfs + SNR_WEIGHT * evidence.snr_db
              - SPEECH_RATIO_DB * (1.0 - evidence.speech_ratio) - CLIP_DB * evidence.clipped)
     if with_wake and evidence.wake_score is not None:
         score += WAKE_DB * evidence.wake_score

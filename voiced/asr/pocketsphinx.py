@@ -72,11 +72,9 @@ FLOOR_BELOW_DB = 50.0
 """The added noise floor lies this far under the utterance's loudest 20 ms frame."""
 FLOOR_MIN_DBFS = -90.0
 """The floor is never lower than this (about 1 LSB: digital silence always gets some)."""
-FLOOR_WINDOW_MS = 400
-"""Audio held back at the start of an utterance to set the floor's first level."""
+FLOOR_WINDOW_MS = 1000
+"""Audio held back at the start of an utterance to set the floor's level."""
 FLOOR_FRAME_MS = 20
-FLOOR_SLOPE = 0.0
-"""Spectral slope of the floor noise: 0 white, 1 pink, 2 brown."""
 FIT_MIDPOINT = 60.0
 """Acoustic misfit per speech frame where the path confidence is 0.5."""
 FIT_WIDTH = 8.0
@@ -133,15 +131,8 @@ class _NoiseFloor:
     Indexing by position makes the result independent of how the audio was chunked.
     """
 
-    def __init__(self, slope: float | None = None) -> None:
-        white = np.random.default_rng(_NOISE_SEED).normal(0.0, 1.0, SAMPLE_RATE)
-        slope = FLOOR_SLOPE if slope is None else slope
-        if slope:
-            spectrum = np.fft.rfft(white)
-            freqs = np.maximum(np.fft.rfftfreq(SAMPLE_RATE, 1 / SAMPLE_RATE), 50.0)
-            spectrum *= freqs ** (-slope / 2)
-            white = np.fft.irfft(spectrum, SAMPLE_RATE)
-        self.table = white / np.sqrt(np.mean(white ** 2))
+    def __init__(self) -> None:
+        self.table = np.random.default_rng(_NOISE_SEED).normal(0.0, 1.0, SAMPLE_RATE)
 
     def add(self, samples: np.ndarray, position: int, dbfs: float | np.ndarray) -> bytes:
         """`samples` (int16) from `position` on, plus noise at `dbfs` RMS (one level, or
@@ -156,19 +147,21 @@ _NOISE = _NoiseFloor()
 
 
 class _LevelFloor:
-    """The per-utterance noise floor: audio in, floored audio out, in whole frames.
+    """The per-utterance noise floor: audio in, floored audio out.
 
-    Frame k (20 ms at a fixed position) gets noise `FLOOR_BELOW_DB` under the loudest of
-    frames 0..max(k, window - 1), so the first `FLOOR_WINDOW_MS` are held back until
-    they are all there; what is left at the end goes out in `flush`.
+    The floor's level is set once per utterance, `FLOOR_BELOW_DB` under the loudest 20 ms
+    frame (at fixed positions) of its first `FLOOR_WINDOW_MS`, so that much is held back
+    before decoding starts; a floor that rose with the speech during the utterance cost
+    half the commands in talker noise. What is left at the end goes out in `flush`.
     """
 
     def __init__(self) -> None:
-        self._held = np.zeros(0, dtype="<i2")
+        self._held: list[np.ndarray] = []
+        self._count = 0
         self._position = 0
         """Samples already handed out."""
-        self._peak = 0.0
-        """RMS of the loudest frame handed out so far."""
+        self._level: float | None = None
+        """The floor in dBFS, once set."""
 
     @property
     def position(self) -> int:
@@ -177,36 +170,34 @@ class _LevelFloor:
 
     def push(self, samples: np.ndarray) -> bytes:
         """Take more samples; return the floored audio that is ready."""
-        held = np.concatenate([self._held, samples]) if len(self._held) else samples
-        if self._position == 0 and len(held) < _WINDOW_FRAMES * _FRAME:
-            self._held = held
+        if self._level is not None:
+            return self._out(samples)
+        self._held.append(samples)
+        self._count += len(samples)
+        if self._count < _WINDOW_FRAMES * _FRAME:
             return b""
-        ready = len(held) - len(held) % _FRAME
-        self._held = held[ready:]
-        return self._out(held[:ready]) if ready else b""
+        return self._release()
 
     def flush(self) -> bytes:
-        """The rest (a last partial frame, or all of a short utterance)."""
-        held, self._held = self._held, np.zeros(0, dtype="<i2")
-        return self._out(held) if len(held) else b""
+        """The rest (all of an utterance shorter than the window)."""
+        return self._release() if self._level is None and self._count else b""
+
+    def _release(self) -> bytes:
+        held = np.concatenate(self._held)
+        self._held, self._count = [], 0
+        window = held[: _WINDOW_FRAMES * _FRAME].astype(np.float64)
+        frames = -(-len(window) // _FRAME)
+        padded = np.zeros(frames * _FRAME)
+        padded[: len(window)] = window
+        peak = float(np.sqrt((padded.reshape(frames, _FRAME) ** 2).mean(axis=1)).max())
+        self._level = max(FLOOR_MIN_DBFS, 20 * math.log10(max(peak, 1e-9) / 32768.0)
+                          - FLOOR_BELOW_DB)
+        return self._out(held)
 
     def _out(self, samples: np.ndarray) -> bytes:
-        n = len(samples)
-        frames = -(-n // _FRAME)
-        padded = np.zeros(frames * _FRAME)
-        padded[:n] = samples
-        counts = np.full(frames, _FRAME)
-        counts[-1] = n - (frames - 1) * _FRAME
-        rms = np.sqrt((padded.reshape(frames, _FRAME) ** 2).sum(axis=1) / counts)
-        if self._position == 0:
-            # the first frames share the level of the whole first window
-            rms[:_WINDOW_FRAMES] = rms[:_WINDOW_FRAMES].max()
-        peaks = np.maximum.accumulate(np.maximum(rms, self._peak))
-        self._peak = float(peaks[-1])
-        levels = np.maximum(FLOOR_MIN_DBFS,
-                            20 * np.log10(np.maximum(peaks, 1e-9) / 32768.0) - FLOOR_BELOW_DB)
-        out = _NOISE.add(samples, self._position, np.repeat(levels, _FRAME)[:n])
-        self._position += n
+        assert self._level is not None
+        out = _NOISE.add(samples, self._position, self._level)
+        self._position += len(samples)
         return out
 
 
