@@ -306,3 +306,23 @@ def test_quiet_onset_holds_the_model_work(
             s.feed(piece)
         assert len(embedder.batcher.history) > 0  # after the first second it runs
         assert float(np.dot(s.finish(), embedder.embed(audio))) > 1 - 1e-4
+
+
+def test_the_streams_benchmark_runs(
+    voice_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`voiced bench speakers --streams N`: real satellites in real time, through the CLI."""
+    import json
+
+    from voiced.cli import main
+
+    assert main(["-q", "bench", "speakers", "--streams", "500"]) == 2
+    assert "--streams" in capsys.readouterr().err
+    args = ["-q", "bench", "speakers", "--streams", "3", "--utterances", "1", "--tests", "1",
+            "--audio-dir", str(voice_cache), "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["satellites"] == 3 and report["utterances"] == 3
+    assert report["stream_cosine_min"] > 1 - 1e-6
+    assert report["cpu_ms_per_audio_s"] > 0 and report["endpoint_ms"]["p50"] > 0
+    assert report["model_calls"]["while_speaking"] > 0

@@ -105,7 +105,7 @@ class _Partials:
     offsets_db: tuple[float, ...] = field(init=False)
     gains: int = field(init=False)
     scales: Any = field(init=False)
-    """Mel power factor per gain (power scales with the gain squared)."""
+    """Mel power factor per gain (power scales with the gain squared); None at gain 1."""
     windows: dict[int, Window] = field(default_factory=dict)
     """Open windows by start frame."""
     done: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
@@ -120,12 +120,14 @@ class _Partials:
     """LSTM time steps run (a call covering several windows and gains counts once)."""
 
     def __post_init__(self) -> None:
-        import torch
-
         self.offsets_db = QUIET_OFFSETS_DB if self.gain is not None else (0.0,)
         self.gains = len(self.offsets_db)
-        self.scales = torch.tensor([10 ** ((gain_db(self.gain) + o) / 10)
-                                    for o in self.offsets_db], dtype=torch.float32)
+        self.scales = None
+        if self.gain is not None:
+            import torch
+
+            self.scales = torch.tensor([10 ** ((gain_db(self.gain) + o) / 10)
+                                        for o in self.offsets_db], dtype=torch.float32)
 
     def ready(self) -> list[tuple[Window, int]]:
         """Windows with whole blocks of final frames, and how many (see `batching.Work`)."""
