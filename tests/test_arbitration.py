@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ def ev(quality: float, level: float | None = None, ratio: float = 1.0, clipped: 
     level = -60.0 + quality if level is None else level
     return Evidence(quality, level, level - quality,
                     quality / 3 if modulation is None else modulation,
-                    quality / 2 if onset is None else onset, ratio, clipped, 400.0)
+                    quality / 2 if onset is None else onset, ratio, clipped, 600.0,
+                    flux_db=quality / 10, rise_db=quality / 4, band_modulation_db=quality / 3)
 
 
 class Room:
@@ -100,7 +102,7 @@ def test_two_satellites_the_one_that_hears_best_wins() -> None:
     assert room.start("kitchen", 0.0) == (Verdict.GO, [])
     verdict, actions = room.start("hall", 0.05)
     assert verdict == Verdict.WAIT and actions == []
-    assert room.arbiter.next_due() == pytest.approx(0.55)  # window_ms after the contest
+    assert room.arbiter.next_due() == pytest.approx(0.75)  # window_ms after the contest
     assert room.ready("kitchen", 0.4) == []  # hall has not heard enough yet
     actions = room.ready("hall", 0.45)
     made = decision(actions)
@@ -295,6 +297,38 @@ def test_a_satellite_hearing_a_television_is_scored_on_the_same_moment_as_the_re
     assert room2.start("lounge", 0.95) == (Verdict.WAIT, [])
 
 
+def test_regrouping_decides_a_changed_groups_contest_and_its_loser_stays_quiet() -> None:
+    room = Room()
+    room.evidence = {"kitchen": ev(30.0), "hall": ev(10.0), "attic": ev(20.0)}
+    room.start("kitchen", 0.0)
+    room.start("hall", 0.05)
+    # the reload takes the hall out of the group, and puts the attic in it
+    groups = {"kitchen": "home", "lounge": "home", "attic": "home"}
+    actions = list(room.arbiter.regroup(ArbitrationSettings(), groups, 0.2, room.measure))
+    made = decision(actions)
+    assert made.winner == "kitchen" and made.reason == Reason.DEADLINE
+    assert Lose("hall", made) in actions and room.arbiter.open_rounds == 0
+    assert room.end("hall", 1.0) == (Fate.RELEASE, [])  # ended quietly, though groupless
+    assert room.end("kitchen", 1.2) == (Fate.SUBMIT, [])
+    assert room.start("hall", 2.0) == (Verdict.GO, [])  # on its own now: never waits
+    assert room.end("hall", 3.0) == (Fate.SUBMIT, [])
+    room.start("kitchen", 5.0)
+    assert room.start("attic", 5.05)[0] == Verdict.WAIT  # the new member contends
+
+
+def test_regrouping_leaves_unchanged_groups_alone_and_applies_new_settings() -> None:
+    room = Room()
+    room.evidence = {"kitchen": ev(30.0), "hall": ev(10.0)}
+    room.start("kitchen", 0.0)
+    room.start("hall", 0.05)
+    settings = ArbitrationSettings(Policy.FIRST, window_ms=300)
+    groups = {**GROUPS, "attic": "loft"}
+    assert room.arbiter.regroup(settings, groups, 0.2, room.measure) == []
+    assert room.arbiter.next_due() == pytest.approx(0.75)  # its contest goes on
+    made = decision(room.ready("kitchen", 0.5) + room.ready("hall", 0.55))
+    assert made.winner == "kitchen" and made.policy == Policy.FIRST
+
+
 def test_first_policy_decides_at_once_without_scores() -> None:
     room = Room(Policy.FIRST)
     room.evidence = {"kitchen": ev(5.0), "hall": ev(40.0)}
@@ -318,7 +352,7 @@ def test_score_penalizes_non_speech_and_clipping_and_uses_wake_scores_only_for_a
     clean = ev(20.0)
     assert combined_score(ev(20.0, ratio=0.5)) == pytest.approx(combined_score(clean) - 5.0)
     assert combined_score(ev(20.0, clipped=0.05)) == pytest.approx(combined_score(clean) - 5.0)
-    woke = Evidence(20.0, -40.0, -60.0, 20 / 3, 10.0, 1.0, 0.0, 400.0, wake_score=1.0)
+    woke = replace(clean, wake_score=1.0)
     assert combined_score(woke, with_wake=True) == pytest.approx(combined_score(clean) + 10.0)
     assert combined_score(woke) == pytest.approx(combined_score(clean))
 
@@ -456,4 +490,5 @@ def test_near_speech_scores_above_far_speech_heard_in_the_same_room() -> None:
     near, far_ev = scores["near"], scores["far"]
     assert near.snr_db > far_ev.snr_db
     assert near.modulation_db > far_ev.modulation_db
+    assert near.flux_db > far_ev.flux_db and near.rise_db > far_ev.rise_db
     assert combined_score(near) > combined_score(far_ev) + 5

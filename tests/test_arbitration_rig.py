@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+import yaml
 from fakes import FakeTranscriber, RecordingSubscriber
 from support import Mosquitto, make_config, running_daemon
 
@@ -229,6 +230,80 @@ async def test_the_nearest_satellite_answers_and_the_others_stay_silent(
                         for r in lost), rows
     assert 'voiced_arbitrations_total{group="home"' in metrics
     assert 'outcome="arbitration_lost"' in metrics
+
+
+async def test_groups_change_on_reload_and_the_new_group_arbitrates(
+        mosquitto: Mosquitto, tmp_path: Path, dry: Path) -> None:
+    """The kitchen and the hall start in no group (each its own); a reload of voiced.yaml
+    puts them in one: the satellites already streaming arbitrate from then on, and only
+    the nearest answers. Another reload takes them out again."""
+    room = _room(dry, KITCHEN, HALL)
+    audio = await asyncio.to_thread(render, room, tmp_path / "room")
+    handlers = [{"intent": "HassTurnOn", "plugin": "say",
+                 "options": {"text": "Turning on the {area} lights"}}]
+    config_file = tmp_path / "voiced.yaml"
+    config_file.write_text(yaml.safe_dump({"handlers": handlers}))
+    config = make_config(tmp_path, mosquitto.port, handlers=handlers)
+    async with running_daemon(config, config_file) as daemon, \
+            _peer(mosquitto.port, daemon) as peer:
+        peer.since = await _warm_up(mosquitto.port, daemon, peer, audio)
+        assert [w.contender for w in daemon.sites.values()] == [None, None]
+        config_file.write_text(yaml.safe_dump({"handlers": handlers, "sites": {
+            "groups": {"home": ["kitchen"]}, "overrides": {"hall": {"group": "home"}},
+            "arbitration": {"policy": "score", "window_ms": 800}}}))
+        assert await daemon.reload()
+        assert daemon.arbitration.arbiter.groups == {"kitchen": "home", "hall": "home"}
+        assert daemon.arbitration.arbiter.settings.window_ms == 800
+        await _stream_all(mosquitto.port, audio, {m.site: m.latency_ms for m in room.mics})
+        await _settled(daemon)
+        await peer.mark(daemon)
+        assert [i["siteId"] for i in peer.hermes("hermes/intent/")] == ["kitchen"], \
+            peer.messages
+        assert peer.hermes("hermes/nlu/intentNotRecognized") == []
+        contest = [d for d in peer.events("arbitration") if d["reason"] in ("scored",
+                                                                           "deadline")]
+        assert [(d["group"], d["winner"]) for d in contest] == [("home", "kitchen")]
+        assert {c["site"] for c in contest[0]["candidates"]} == {"kitchen", "hall"}
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{daemon.http.port}/api/status") as resp:
+            counters = (await resp.json())["arbitration"]
+        assert counters["groups"] == {"home": ["hall", "kitchen"]}
+        assert counters["window_ms"] == 800 and counters["lost"] >= 1
+        assert counters["by_reason"].get(contest[0]["reason"], 0) >= 1
+        assert counters["decisions"] == sum(counters["by_reason"].values())
+        assert daemon.stats()["arbitration"]["lost"] == counters["lost"]  # voiced/status
+        config_file.write_text(yaml.safe_dump({"handlers": handlers}))
+        assert await daemon.reload()
+        assert daemon.arbitration.arbiter.groups == {}
+        assert [w.contender for w in daemon.sites.values()] == [None, None]
+
+
+async def test_wake_word_scores_from_the_wire_reach_the_decision(
+        mosquitto: Mosquitto, tmp_path: Path, dry: Path) -> None:
+    """Two wake-word satellites of a group each report the hotword with their detector's
+    score (`hermes/hotword/<id>/detected`, `score`): the contest's candidates carry them,
+    and the nearest answers."""
+    room = _room(dry, KITCHEN, HALL)
+    audio = await asyncio.to_thread(render, room, tmp_path / "room")
+    config = make_config(tmp_path, mosquitto.port, sites={
+        "groups": {"home": ["kitchen", "hall"]},
+        "overrides": {"kitchen": {"mode": "wake"}, "hall": {"mode": "wake"}}})
+    async with running_daemon(config) as daemon, _peer(mosquitto.port, daemon) as peer:
+        peer.since = await _warm_up(mosquitto.port, daemon, peer, audio)
+        for site, score in (("kitchen", 0.93), ("hall", 0.41)):
+            await peer.client.publish("hermes/hotword/jarvis/detected", json.dumps(
+                {"siteId": site, "modelId": "jarvis", "score": score}))
+        async with asyncio.timeout(10):
+            while len(peer.hermes("hermes/dialogueManager/sessionStarted")) < 2:
+                await asyncio.sleep(0.02)
+        await _stream_all(mosquitto.port, audio, {m.site: m.latency_ms for m in room.mics})
+        await _settled(daemon)
+        await peer.mark(daemon)
+    assert [i["siteId"] for i in peer.hermes("hermes/intent/")] == ["kitchen"], peer.messages
+    contest = next(d for d in peer.events("arbitration") if d["reason"] in ("scored",
+                                                                            "deadline"))
+    assert {c["site"]: c["wakeScore"] for c in contest["candidates"]} == {
+        "kitchen": 0.93, "hall": 0.41}
 
 
 async def test_a_single_satellite_of_a_group_pays_no_delay(

@@ -81,6 +81,10 @@ class Contender:
         self._first = 0
         self._end: int | None = None
         self._ready = False
+        self.wake_score: float | None = None
+        """The wake word score of the utterance in progress (None: none reported)."""
+        self._woke: tuple[float | None, float] | None = None
+        """The last hotword's score and when it came, until an utterance starts."""
 
     def push(self, frame: bytes, speech: bool) -> None:
         """Every frame of the site, measured; `speech` is the VAD's decision."""
@@ -88,8 +92,16 @@ class Contender:
         if self.verdict is not None:
             self.audio += frame
 
+    def woke(self, score: float | None) -> None:
+        """A hotword came for this site, with the detector's score (or None): the
+        utterance that starts next, within the session's wait for speech, carries it."""
+        self._woke = (score, self.service.clock())
+
     async def started(self, session_id: str, audio: bytes) -> bool:
         """Speech started (`audio`: pre-roll and start window); True: feed the models."""
+        woke = self._woke  # (a start the VAD then discards keeps it for the next one)
+        fresh = woke is not None and self.service.clock() - woke[1] <= self.service.converse_s
+        self.wake_score = woke[0] if woke is not None and fresh else None
         frames = len(audio) // VAD_FRAME_BYTES
         self._first = self.meter.count - min(frames, self.service.window_frames)
         self._end, self._ready, self.decision = None, False, None
@@ -118,6 +130,7 @@ class Contender:
     async def ended(self, utt: Utterance, decode: Any, speaker: Any,
                     trailing_ms: float) -> None:
         """The utterance ended with speech; the service decides what becomes of it."""
+        self._woke = None  # the hotword's command has been heard
         self._end = self.meter.count - round(trailing_ms / VAD_FRAME_MS)
         self._finish()
         await self.service.ended(self, Held(utt, decode, speaker))
@@ -145,7 +158,8 @@ class Contender:
     def evidence(self) -> Evidence | None:
         """The utterance's first `score_ms` (from its anchor, up to its end) against the
         site's noise floor before them."""
-        return self.meter.evidence(self._first, self._end, self.service.score_frames)
+        return self.meter.evidence(self._first, self._end, self.service.score_frames,
+                                   self.wake_score)
 
     def _finish(self) -> None:
         self.verdict, self.feeding, self.audio = None, False, bytearray()
@@ -161,16 +175,20 @@ class Arbitration:
         self.sink = sink
         self.clock = clock
         self._submit = submit
-        self.score_frames = max(1, ceil(settings.score_ms / VAD_FRAME_MS))
         self.window_frames = 2 * ceil(vad.start_speech_ms / VAD_FRAME_MS)
         """Frames of the segmenter's start window: where the speech of a start begins."""
-        self.converse_s = vad.wake_timeout_s + settings.window_ms / 1000
+        self._wake_timeout_s = vad.wake_timeout_s
+        self.score_frames = 0
+        self.converse_s = 0.0
+        self._configure(settings)
         self.contenders: dict[str, Contender] = {}
         self._parked: dict[str, Held] = {}
         self._kept: dict[str, list[Held]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self.decisions = 0
+        self.by_reason: dict[str, int] = {}
+        """Decisions by reason (scored, deadline, first, conversation, late, swap)."""
         self.swaps = 0
         self.lost = 0
         """Utterances that lost and were ended quietly."""
@@ -182,14 +200,50 @@ class Arbitration:
         contender = self.contenders[site] = Contender(self, site)
         return contender
 
+    async def regroup(self, sites: SitesConfig) -> None:
+        """A config reload: `sites.groups`, the overrides' `group` and `sites.arbitration`
+        apply from now on (voiced.arbitration.Arbiter.regroup); then `rebind` each live
+        site's worker."""
+        settings = ArbitrationSettings.from_config(sites.arbitration)
+        actions = self.arbiter.regroup(settings, sites.site_groups(), self.clock(),
+                                       self.measure)
+        self._configure(settings)
+        await self.apply(actions)
+
+    def rebind(self, site: str, current: Contender | None) -> Contender | None:
+        """The contender a live site's worker has after `regroup`: its own if it is still
+        grouped, a new one if it just joined a group, none once it left (except a loser
+        still speaking: it keeps its contender, so that this utterance ends quietly, and
+        is measured, never arbitrated, until the next reload)."""
+        if site in self.arbiter.groups:
+            return current if current is not None else self.contender(site)
+        if current is not None and current.verdict == Verdict.LOSE:
+            return current
+        if current is not None:
+            self.contenders.pop(site, None)
+        return None
+
+    def _configure(self, settings: ArbitrationSettings) -> None:
+        self.score_frames = max(1, ceil(settings.score_ms / VAD_FRAME_MS))
+        self.converse_s = self._wake_timeout_s + settings.window_ms / 1000
+
     def measure(self, site: str) -> Evidence | None:
         """The arbiter's view of a candidate's audio."""
         contender = self.contenders.get(site)
         return contender.evidence() if contender is not None else None
 
-    def status(self) -> dict[str, int]:
-        """Counters (tests, status)."""
-        return {"decisions": self.decisions, "swaps": self.swaps, "lost": self.lost,
+    def status(self) -> dict[str, Any]:
+        """Counters (voiced/status, the HTTP status, tests): the settings and groups in
+        force, decisions in all and by reason, swaps, losers ended quietly, and what is
+        held now (parked winners, kept losers, open rounds)."""
+        groups: dict[str, list[str]] = {}
+        for site, group in sorted(self.arbiter.groups.items()):
+            groups.setdefault(group, []).append(site)
+        settings = self.arbiter.settings
+        return {"policy": str(settings.policy), "window_ms": settings.window_ms,
+                "score_ms": settings.score_ms, "groups": groups,
+                "decisions": self.decisions, "by_reason": dict(sorted(self.by_reason.items())),
+                "swaps": self.swaps, "lost": self.lost,
                 "parked": len(self._parked), "kept": sum(map(len, self._kept.values())),
                 "rounds": self.arbiter.open_rounds}
 
@@ -249,6 +303,8 @@ class Arbitration:
 
     async def _announce(self, decision: Decision) -> None:
         self.decisions += 1
+        reason = str(decision.reason)
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         log.info("group %s: %s", decision.group, decision.summary())
         site = decision.winner or (decision.candidates[0].site if decision.candidates else "")
         sid = next((c.session_id for c in decision.candidates if c.site == site), "")

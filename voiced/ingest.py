@@ -63,6 +63,8 @@ def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter)
     elif msg.kind in (hermes.Inbound.HOTWORD, hermes.Inbound.START_LISTENING):
         worker = _worker(msg.site, CONTROL, sites, error)
         if worker is not None:
+            if worker.contender is not None:  # room-group arbitration (voiced.arbiter_service)
+                worker.contender.woke(msg.wake_score)
             worker.offer(Control("listen", session_id=msg.session_id,
                                  wakeword_id=msg.wakeword_id, custom_data=msg.custom_data))
     elif msg.kind == hermes.Inbound.STOP_LISTENING:

@@ -129,6 +129,7 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
                    "errors_suppressed": daemon.sink.errors_suppressed},
         "health": daemon.health.as_dict(),
         "reloads": daemon.reloads,
+        "arbitration": daemon.arbitration.status(),
         "mqtt": link.status() if link is not None else None,
         "mqtt_in": reader.status() if reader is not None else None,
         "asr_worker_restarts": getattr(daemon.transcriber, "restarts", 0),

@@ -396,6 +396,7 @@ async def test_status_reload_openapi_and_unknown_routes(mosquitto: Mosquitto,
         assert porch == {"site": "porch", "live": False, "connected": False, "mode": "wake",
                          "area": "porch", "last_heard": None, "last_heard_s": None,
                          "level_dbfs": None, "frames": 0, "dropped": 0}
+        assert body["arbitration"]["groups"] == {} and body["arbitration"]["decisions"] == 0
 
         status, body = await call(http, "POST", base + "/api/reload")
         assert status == 200 and body["reloaded"] is True and body["reloads"] == 1
@@ -417,6 +418,8 @@ async def test_status_reload_openapi_and_unknown_routes(mosquitto: Mosquitto,
         described = {(path, method) for path, ops in document["paths"].items()
                      for method in ops}
         assert registered == described
+        outcome = document["components"]["schemas"]["HistoryItem"]["properties"]["outcome"]
+        assert "arbitration_lost" in outcome["enum"]
 
         status, body = await call(http, "GET", base + "/api/nothing-here")
         assert status == 404 and body["error"]["code"] == "not_found"

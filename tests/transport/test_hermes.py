@@ -126,6 +126,23 @@ def test_bad_wakeword_and_model_ids_are_refused() -> None:
         assert exc.code == "model_id_invalid"
 
 
+def test_a_hotwords_optional_score_is_read_and_checked() -> None:
+    for score, read in ((0.87, 0.87), (1, 1.0), (0, 0.0), (None, None)):
+        msg = hermes.parse_topic(HOTWORD, json.dumps({"siteId": "hall", "score": score})
+                                 .encode())
+        assert msg is not None and msg.wake_score == read
+    msg = hermes.parse_topic(HOTWORD, b'{"siteId": "hall"}')
+    assert msg is not None and msg.wake_score is None
+    # only a hotword carries one: startListening's "score" means nothing to voiced
+    msg = hermes.parse_topic("hermes/asr/startListening", b'{"score": "high"}')
+    assert msg is not None and msg.wake_score is None
+    for bad in (True, "0.9", 1.5, -0.1, [0.5], {"value": 0.5}):
+        exc = _refusal(HOTWORD, {"siteId": "hall", "score": bad})
+        assert exc.code == "wake_score_invalid" and exc.site == "hall"
+    exc = _refusal(HOTWORD, b'{"siteId": "hall", "score": NaN}')
+    assert exc.code == "wake_score_invalid"
+
+
 @pytest.mark.parametrize(
     ("payload", "says"),
     [

@@ -7,8 +7,8 @@ group starts while the round is undecided, a *contest* opens: the newcomers wait
 models are not fed), and when every candidate has `score_ms` of speech, or `window_ms`
 after the contest opened, each is scored on its own audio (`voiced.audio.levels`): its
 first `score_ms` of speech, onset included, or, for one that had been hearing "speech"
-for over twice as long when the contest opened (a television), the `score_ms` from then;
-one wins.
+for over ANCHOR_MS when the contest opened (a television), the `score_ms` from then; one
+wins. A reload may change the groups and settings (`Arbiter.regroup`).
 The winner's utterance runs; the losers' are kept, unheard, until the winner's utterance
 is taken (or `keep_ms`), so that a winner whose own VAD then finds no speech is swapped
 for the best loser. A satellite in a conversation (a follow-up turn) owns its group's next
@@ -19,10 +19,13 @@ its `Fate`; `voiced.arbiter_service` carries them out.
 
 from voiced.arbitration.arbiter import Arbiter
 from voiced.arbitration.decisions import (
+    BAND_MODULATION_WEIGHT,
     CLIP_DB,
+    FLUX_WEIGHT,
     LEVEL_WEIGHT,
     MODULATION_WEIGHT,
     ONSET_WEIGHT,
+    RISE_WEIGHT,
     SNR_WEIGHT,
     SPEECH_RATIO_DB,
     WAKE_DB,
@@ -44,10 +47,13 @@ from voiced.arbitration.decisions import (
 )
 
 __all__ = [
+    "BAND_MODULATION_WEIGHT",
     "CLIP_DB",
+    "FLUX_WEIGHT",
     "LEVEL_WEIGHT",
     "MODULATION_WEIGHT",
     "ONSET_WEIGHT",
+    "RISE_WEIGHT",
     "SNR_WEIGHT",
     "SPEECH_RATIO_DB",
     "WAKE_DB",

@@ -25,6 +25,12 @@ from voiced.arbitration.decisions import (
 )
 from voiced.audio.levels import Evidence
 
+ANCHOR_MS = 800.0
+"""A candidate that had been hearing "speech" for longer than this when a contest opened
+(a television the VAD takes for speech) is scored from then on, like the newcomer: the
+same command reaches every satellite of a group within a few hundred ms (network,
+buffering, a VAD that starts later in noise)."""
+
 
 @dataclass(slots=True)
 class _Candidate:
@@ -82,9 +88,9 @@ class Arbiter:
               measure: Measure) -> tuple[Verdict, list[Action]]:
         """`site` started an utterance; its verdict (WAIT and GO may change later)."""
         group = self.groups.get(site)
+        self._lost.pop(site, None)
         if group is None:
             return Verdict.GO, []
-        self._lost.pop(site, None)
         actions = self._gc(group, now)
         rnd = self._rounds.get(group)
         owner = self._owner(group, now)
@@ -116,12 +122,12 @@ class Arbiter:
             return Verdict.LOSE, actions + self._refuse(rnd, group, site, session_id, now,
                                                         reason, rnd.winner)
         if rnd.contest_until is None:
-            # the contest opens: a candidate that has been hearing "speech" for over twice
-            # score_ms (a television) is scored from now, like the newcomer; the others
+            # the contest opens: a candidate that has been hearing "speech" for over
+            # ANCHOR_MS (a television) is scored from now, like the newcomer; the others
             # keep their onsets, and later newcomers move nobody's (scoring a candidate
             # mid-word against a newcomer's onset would favour the newcomer)
             for cand in rnd.pool():
-                if cand.active and now - cand.started_at > 2 * self.settings.score_ms / 1000:
+                if cand.active and now - cand.started_at > ANCHOR_MS / 1000:
                     cand.ready = False
                     actions.append(Anchor(cand.site))
             rnd.contest_until = now + self.settings.window_ms / 1000
@@ -143,9 +149,9 @@ class Arbiter:
         """`site`'s utterance ended: with speech (`spoke`), or discarded/abandoned."""
         group = self.groups.get(site)
         nothing = Fate.NONE
-        if group is None:
-            return (Fate.SUBMIT if spoke else nothing), []
         lost = self._lost.pop(site, None)
+        if group is None:  # (a loser that left its group on a reload stays quiet)
+            return (Fate.RELEASE if spoke and lost else Fate.SUBMIT if spoke else nothing), []
         rnd, cand = self._find(site)
         if rnd is None or cand is None or not cand.active:
             if lost is not None:
@@ -175,6 +181,36 @@ class Arbiter:
         group = self.groups.get(site)
         if group is not None:
             self._owners[group] = (site, now + for_s)
+
+    def regroup(self, settings: ArbitrationSettings, groups: Mapping[str, str], now: float,
+                measure: Measure) -> list[Action]:
+        """New settings and groups (a config reload). A group whose members changed (or
+        that is gone) has its open contest decided now and its round closed: its winner
+        goes on, its losers stay quiet (a loser still speaking is ended quietly, wherever
+        it belongs now), its kept losers are released. Other groups' rounds go on, under
+        the new settings from their next contest."""
+        def members(mapping: Mapping[str, str]) -> dict[str, frozenset[str]]:
+            out: dict[str, set[str]] = {}
+            for site, group in mapping.items():
+                out.setdefault(group, set()).add(site)
+            return {g: frozenset(s) for g, s in out.items()}
+
+        old, new = members(self.groups), members(groups)
+        changed = {g for g in old if old[g] != new.get(g)}
+        actions: list[Action] = []
+        for group in sorted(changed):
+            rnd = self._rounds.get(group)
+            if rnd is None:
+                continue
+            if rnd.contest_until is not None:
+                actions += self._decide(rnd, now, measure, Reason.DEADLINE)
+            if group in self._rounds:
+                actions += self._close(rnd, now, rnd.winner, Reason.LATE)
+        for group in changed & set(self._owners):
+            del self._owners[group]
+        self.settings = settings
+        self.groups = dict(groups)
+        return actions
 
     def forget(self, site: str, now: float, measure: Measure) -> list[Action]:
         """`site` is gone (stopped, expired): it leaves every round."""

@@ -15,7 +15,8 @@ class Policy(StrEnum):
     """How a contest is decided."""
 
     SCORE = "score"
-    """Speech-band SNR over each satellite's own noise floor, VAD speech ratio, clipping."""
+    """How sharply each satellite heard the speech (spectral flux, attacks, level against
+    its own noise floor), VAD speech ratio, clipping."""
     LOUDEST = "loudest"
     """The loudest speech-band level (what Willow does with the wake word)."""
     FIRST = "first"
@@ -65,17 +66,28 @@ class Fate(StrEnum):
     """Nothing to run (no speech)."""
 
 
-MODULATION_WEIGHT = 1.0
-"""Weight of the envelope modulation (dB): how far the level dips between syllables."""
-ONSET_WEIGHT = 0.5
+FLUX_WEIGHT = 10.0
+"""Weight of the spectral flux (dB): how much the sub-bands' levels change from one frame
+to the next. Reverberation and noise smear each sound into the next, so a far satellite's
+spectrum changes less; the strongest single measure on the benchmark's homes."""
+BAND_MODULATION_WEIGHT = 1.2
+"""Weight of the sub-bands' level spread (dB): how far each band dips between sounds."""
+RISE_WEIGHT = 1.6
+"""Weight of the attacks (dB): the 95th percentile of the level's frame-to-frame rises."""
+ONSET_WEIGHT = 1.3
 """Weight of the onset sharpness (dB): the steepest rise from one frame to the next."""
 LEVEL_WEIGHT = 0.5
 """Weight of the speech-band level (dBFS): loudness, microphone gain included."""
-SNR_WEIGHT = 0.0
-"""Weight of the SNR over the satellite's own noise floor. 0: `voiced bench arbitration`
-found it the least reliable measure (a satellite in a quiet neighbouring room hears a
-farther speaker at a better SNR than the one next to a noisy speaker); every decision
-shows it all the same."""
+SNR_WEIGHT = -0.8
+"""Weight of the SNR over the satellite's own noise floor. Negative: noise lowers the flux
+and the attacks as well as distance does, and this gives back the part of that due to
+noise alone, so a near satellite in a noisy spot is not taken for a far one (found on the
+benchmark's training homes; on its own, the SNR is a poor measure: a satellite in a
+quiet neighbouring room hears a farther speaker at a better SNR than the one next to a
+noisy speaker)."""
+MODULATION_WEIGHT = 0.0
+"""Weight of the speech-band level's spread (dB): shown in every decision, but once the
+flux and the band spread are in, it adds nothing."""
 SPEECH_RATIO_DB = 10.0
 """Score lost (dB) by a candidate none of whose scored frames the VAD called speech."""
 CLIP_DB = 100.0
@@ -85,14 +97,19 @@ WAKE_DB = 10.0
 
 
 def combined_score(evidence: Evidence, with_wake: bool = False) -> float:
-    """The `score` policy's number for one candidate (higher wins), in dB: the envelope
-    modulation, plus half the onset sharpness and half the level, less penalties for
-    frames the VAD did not call speech and for clipping. Reverberation and noise fill the
-    gaps between syllables and soften attacks, so a far satellite scores lower even where
-    the room makes it as loud as a near one; the weights are what `voiced bench
-    arbitration` found best on homes other than the ones its published figures use."""
-    score = (MODULATION_WEIGHT * evidence.modulation_db + ONSET_WEIGHT * evidence.onset_db
+    """The `score` policy's number for one candidate (higher wins), in dB-like units:
+    10 × the spectral flux, plus 1.2 × the band spread, 1.6 × the attacks, 1.3 × the
+    onset, ½ × the level, less 0.8 × the SNR and penalties for frames the VAD did not call
+    speech and for clipping. Reverberation and noise fill the gaps between sounds and
+    soften attacks, so a far satellite scores lower even where the room makes it as loud
+    as a near one. The weights were fitted on `voiced bench arbitration`'s homes of
+    training seeds (1, 2, 4, 5; README "Arbitration"), never on those its published
+    figures use; only differences between candidates matter."""
+    score = (FLUX_WEIGHT * evidence.flux_db
+             + BAND_MODULATION_WEIGHT * evidence.band_modulation_db
+             + RISE_WEIGHT * evidence.rise_db + ONSET_WEIGHT * evidence.onset_db
              + LEVEL_WEIGHT * evidence.level_dbfs + SNR_WEIGHT * evidence.snr_db
+             + MODULATION_WEIGHT * evidence.modulation_db
              - SPEECH_RATIO_DB * (1.0 - evidence.speech_ratio) - CLIP_DB * evidence.clipped)
     if with_wake and evidence.wake_score is not None:
         score += WAKE_DB * evidence.wake_score
@@ -104,9 +121,9 @@ class ArbitrationSettings:
     """The arbiter's parameters (milliseconds)."""
 
     policy: Policy = Policy.SCORE
-    window_ms: float = 500.0
+    window_ms: float = 700.0
     """Longest a contest waits for its candidates' evidence after it opened."""
-    score_ms: float = 400.0
+    score_ms: float = 600.0
     """Speech each candidate is scored on (its most recent this much)."""
     keep_ms: float = 3000.0
     """How long after its end a loser's utterance can still be swapped in."""
@@ -205,7 +222,7 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class Anchor:
-    """`site` had been hearing "speech" for over twice `score_ms` when a contest opened (a
+    """`site` had been hearing "speech" for over ANCHOR_MS when a contest opened (a
     television, a long command): score it from now on, like the newcomer."""
 
     site: str

@@ -294,7 +294,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
     # what one measure alone would have picked, from the same decisions' evidence
     alone: dict[str, Any] = {}
-    for field in ("score", "snrDb", "levelDbfs", "modulationDb", "onsetDb"):
+    for field in ("score", "fluxDb", "riseDb", "bandModulationDb", "snrDb", "levelDbfs",
+                  "modulationDb", "onsetDb"):
         rows = [r for r in clear if _pick(r, field) is not None]
         alone[field] = share([{"hit": _pick(r, field) == r["nearest"]} for r in rows], "hit")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from voiced.http import openapi_review
+from voiced.models import Outcome
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -95,7 +96,10 @@ SCHEMAS: dict[str, Any] = {
     "HistoryItem": {"type": "object", "properties": {
         "id": _INT, "site": _STR, "session_id": _STR, "started_at": _NUM, "ended_at": _NUM,
         "text": _STR, "confidence": _NUM, "language": _STR, "intent": _NSTR, "slots": _OBJ,
-        "speaker": _NSTR, "speaker_confidence": _NNUM, "outcome": _STR, "detail": _NSTR,
+        "speaker": _NSTR, "speaker_confidence": _NNUM,
+        "outcome": {"type": "string", "enum": [o.value for o in Outcome], "description":
+                    "what became of it; arbitration_lost: another satellite of the room "
+                    "group answered (detail: the decision)"}, "detail": _NSTR,
         "timings": {"type": "object", "additionalProperties": _NUM}, "end_reason": _STR,
         "audio": {"type": "string", "nullable": True, "description": "URL of the kept audio"},
         "audio_bytes": {"type": "integer", "nullable": True}}},
@@ -129,7 +133,12 @@ def spec(version: str) -> dict[str, Any]:
                 "state": _STR, "version": _STR, "uptime_s": _NUM, "models": _OBJ,
                 "intents": _OBJ, "handlers": {"type": "array", "items": _OBJ},
                 "plugins": {"type": "array", "items": _OBJ},
-                "satellites": {"type": "array", "items": _ref("Satellite")}}}, "status")}}},
+                "satellites": {"type": "array", "items": _ref("Satellite")},
+                "arbitration": {"type": "object", "description": "room groups (README "
+                                "Arbitration): policy, window_ms, score_ms, groups (group -> "
+                                "sites), decisions, by_reason (scored, deadline, first, "
+                                "conversation, late, swap -> count), swaps, lost (losers "
+                                "ended quietly), parked, kept, rounds"}}}, "status")}}},
         "/api/reload": {"post": {
             "summary": "Reload intents, handlers and the ASR grammar (as SIGHUP)",
             "responses": {"200": _json({"type": "object", "properties": {
@@ -169,8 +178,8 @@ def spec(version: str) -> dict[str, Any]:
             "summary": "Utterances, newest first, filtered and paged",
             "parameters": [
                 _query("site", "only this satellite"), _query("intent", "only this intent"),
-                _query("outcome", "handled, not_recognized, not_speech, no_handler, "
-                                  "refused, error, timeout, enrolling or enrolled"),
+                _query("outcome", f"{', '.join(o.value for o in Outcome)} (arbitration_lost: "
+                                  "another satellite of the room group answered)"),
                 _query("speaker", "only this speaker"),
                 _query("q", "text contains this (case-insensitive)"),
                 _query("since", "epoch seconds or ISO 8601 (inclusive)"),

@@ -11,6 +11,7 @@ wakeword) is validated in `parse_topic`, where it enters; see docs/ingest.md.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -87,6 +88,9 @@ class HermesMessage:
     """The payload's `sessionId`: a safe id, or None (voiced makes one)."""
     custom_data: str | None = None
     """The payload's `customData`: valid UTF-8 text of bounded size, or None."""
+    wake_score: float | None = None
+    """A hotword's optional `score` (0..1: how sure the satellite's wake word detector was),
+    used by room-group arbitration (voiced.arbitration) when every candidate has one."""
 
 
 def parse_topic(topic: str, payload: bytes) -> HermesMessage | None:
@@ -149,9 +153,22 @@ def _control(kind: Inbound, topic: str, payload: bytes,
     else:
         wakeword_id = _name(topic, "wakewordId", data.get("wakewordId"), site)
     _name(topic, "modelId", data.get("modelId"), site)
+    score = _wake_score(topic, data.get("score"), site) if kind == Inbound.HOTWORD else None
     return HermesMessage(kind, site, payload, data, wakeword_id=wakeword_id,
                          session_id=session_id,
-                         custom_data=_custom_data(topic, data.get("customData"), site))
+                         custom_data=_custom_data(topic, data.get("customData"), site),
+                         wake_score=score)
+
+
+def _wake_score(topic: str, value: object, site: str) -> float | None:
+    """A hotword's `score`: null/absent, or a number from 0 to 1 (not a boolean)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) \
+            and math.isfinite(value) and 0.0 <= value <= 1.0:
+        return float(value)
+    raise PayloadError("wake_score_invalid", f"{safe_text(topic)}: score {safe_repr(value)} "
+                       f"is not valid; expected null or a number from 0 to 1", site)
 
 
 def _json(topic: str, payload: bytes) -> dict[str, Any]:
