@@ -146,13 +146,13 @@ class ArbitrationConfig(Strict):
     (voiced.arbitration; README "Arbitration")."""
 
     policy: Literal["score", "loudest", "first"] = "score"
-    """score: how well each satellite heard the speech (SNR over its own noise floor,
-    envelope modulation, onset sharpness, VAD speech ratio, clipping); loudest: the
-    loudest; first: the first to hear speech."""
-    window_ms: int = Field(500, ge=0, le=5000)
+    """score: how sharply each satellite heard the speech (spectral flux, attacks, level
+    against its own noise floor, VAD speech ratio, clipping); loudest: the loudest; first:
+    the first to hear speech."""
+    window_ms: int = Field(700, ge=0, le=5000)
     """Longest a contest waits for every candidate's evidence after a second satellite
     of the group started hearing speech (a single satellite never waits)."""
-    score_ms: int = Field(400, ge=20, le=3000)
+    score_ms: int = Field(600, ge=20, le=3000)
     """Speech each candidate is scored on."""
     keep_ms: int = Field(3000, ge=0, le=60_000)
     """A loser's utterance stays ready this long after its end, to answer instead if the
@@ -242,7 +242,19 @@ class VadConfig(Strict):
     aggressiveness: int = Field(2, ge=0, le=3)
     preset: Literal["fast", "normal", "patient"] = "normal"
     end_silence_ms: int | None = Field(None, ge=100, le=5000)
-    """Silence that ends an utterance; default from `preset`."""
+    """Silence that ends an utterance; default from `preset`. With `endpoint: adaptive`
+    the longest wait (after a command that is not complete)."""
+    endpoint: Literal["fixed", "adaptive"] = "fixed"
+    """fixed: every utterance ends after the silence above. adaptive: the recognizer's
+    hypothesis decides: a whole command ends after `min_silence_ms`, one a longer
+    sentence could add a value to ("... ten minutes" → "... and five seconds") halfway
+    to the silence above, the start of a command ("set the lights to") after
+    `max_silence_ms`, anything else after the silence above (docs/endpoint.md)."""
+    min_silence_ms: int = Field(200, ge=60, le=2000)
+    """Adaptive endpointing: the silence that ends a whole command."""
+    max_silence_ms: int = Field(1000, ge=100, le=5000)
+    """Adaptive endpointing: the silence that ends the start of a command (a pause inside
+    a command is not its end); never less than the end-of-speech silence."""
     pre_roll_ms: int = Field(300, ge=0, le=2000)
     min_speech_ms: int = Field(200, ge=0)
     start_speech_ms: int = Field(60, ge=20)
@@ -255,6 +267,25 @@ class VadConfig(Strict):
     def silence_ms(self) -> int:
         """The effective end-of-speech silence."""
         return self.end_silence_ms if self.end_silence_ms is not None else VAD_PRESETS[self.preset]
+
+    @property
+    def continuable_silence_ms(self) -> int:
+        """Adaptive endpointing: the silence that ends a whole command a longer sentence
+        could continue (halfway between `min_silence_ms` and the full silence)."""
+        return (min(self.min_silence_ms, self.silence_ms) + self.silence_ms) // 2
+
+    @property
+    def prefix_silence_ms(self) -> int:
+        """Adaptive endpointing: the silence that ends the start of a command."""
+        return max(self.max_silence_ms, self.silence_ms)
+
+    def adaptive_silence_ms(self, completion: str | None) -> int | None:
+        """Adaptive endpointing: the silence that ends an utterance whose hypothesis
+        stands at `completion` (a `voiced.asr.base.Completion`); None: the end-of-speech
+        silence (no hypothesis, or not the start of any command)."""
+        waits = {"complete": self.min_silence_ms, "continuable": self.continuable_silence_ms,
+                 "prefix": self.prefix_silence_ms}
+        return waits.get(str(completion)) if completion is not None else None
 
 
 class WyomingAsrConfig(Strict):

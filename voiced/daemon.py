@@ -52,6 +52,8 @@ from voiced.watch import snapshot
 log = logging.getLogger(__name__)
 
 ENGINE_THREADS = 16
+SPEAKER_THREADS = 4
+"""Threads of the speaker service's own engine (streaming embeddings, enrollment)."""
 WATCH_INTERVAL_S = 1.0
 """How often intent files are checked for changes."""
 STATS_INTERVAL_S = 2.0
@@ -75,6 +77,7 @@ class Daemon:
         self.recognizer: IntentRecognizer | None = None
         self.asr: AsrService | None = None
         self.speakers: Any = None
+        self.speaker_engine: InferenceEngine | None = None
         self.history: History | None = None
         self.writer: HistoryWriter | None = None
         self.review: Any = None
@@ -148,7 +151,11 @@ class Daemon:
             from voiced.speakers.service import create_speaker_service
 
             systemd.status("loading speaker identification")
-            self.speakers = create_speaker_service(cfg.speakers, cfg.state_dir, self.engine)
+            # their own threads: 20 satellites' speaker streams must not hold every
+            # engine thread while recognition and intents wait (docs/speakers.md)
+            self.speaker_engine = InferenceEngine(workers=SPEAKER_THREADS)
+            self.speakers = create_speaker_service(cfg.speakers, cfg.state_dir,
+                                                   self.speaker_engine)
             if self.speakers is not None:
                 loading = time.monotonic()
                 await self.engine.run(self.speakers.load)
@@ -356,11 +363,13 @@ class Daemon:
             assert self.asr and self.pipeline and self.router and self.host
             try:
                 handlers, protector = cfg.handlers, self.router.protector
+                sites = None
                 if self.config_path is not None:
                     from voiced.config import load_config
 
                     fresh = load_config(self.config_path)
                     handlers, protector = fresh.handlers, Protector.from_config(fresh)
+                    sites = fresh.sites
                 await self._import_home_assistant()
                 recognizer = await self.engine.run(self._load_intents)
                 await self.asr.reload(recognizer)
@@ -380,6 +389,10 @@ class Daemon:
             self.recognizer = self.pipeline.recognizer = recognizer
             self.router = self.pipeline.router = router
             await self.host.release(router.plugins_used)
+            if sites is not None:  # room groups and their arbitration (README "Arbitration")
+                await self.arbitration.regroup(sites)
+                for site, worker in self.sites.items():
+                    worker.contender = self.arbitration.rebind(site, worker.contender)
             self.reloads += 1
             self.reload_error = None
             log.info("reloaded %d intents (was %d) and %d handlers",
@@ -451,4 +464,6 @@ class Daemon:
         if self.broker is not None:
             await self.broker.stop()
         self.engine.close()
+        if self.speaker_engine is not None:
+            self.speaker_engine.close()
         log.info("voiced stopped")

@@ -83,6 +83,17 @@ class StreamingFeed(Generic[S]):
         assert self._stream is not None
         return self._stream
 
+    async def completion(self) -> Any:
+        """The stream's `completion()` (adaptive endpointing) after all queued audio is
+        fed, off the loop; None when the stream cannot tell or the feed is closed."""
+        if self._closed:
+            return None
+        stream = await self.finish()
+        judge = getattr(stream, "completion", None)
+        if judge is None or self._closed:
+            return None
+        return await self._engine.run(judge)
+
     async def conclude(self) -> Any:
         """Feed what is queued, then the stream's own `finish()` (off the loop): the
         final transcript or speaker match. The stream is used up; `aclose` is then a no-op."""

@@ -29,6 +29,8 @@ class EndReason(StrEnum):
     """Why an utterance ended."""
 
     SILENCE = "silence"
+    COMPLETE = "complete"
+    """Adaptive endpointing: a whole command followed by a short silence (`vad.endpoint`)."""
     MAX_LENGTH = "max_length"
     STOP_LISTENING = "stop_listening"
     TIMEOUT = "timeout"

@@ -22,7 +22,7 @@ import numpy as np
 
 from voiced.arbiter_service import Contender
 from voiced.arrival import ArrivalMeter, shed_stale
-from voiced.asr.base import AsrStream
+from voiced.asr.base import AsrStream, Completion
 from voiced.asr.service import AsrService
 from voiced.audio.buffers import FrameBuffer
 from voiced.audio.wav import StreamConverter
@@ -35,6 +35,7 @@ from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utte
 from voiced.protect import CONFIRM_MARK
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
 from voiced.vad.segmenter import (
+    EndpointCheck,
     Segmenter,
     SegmenterSettings,
     SpeechAudio,
@@ -147,6 +148,8 @@ class SiteWorker:
         self._last_audio_at = 0.0
         self._frame_is_speech = False
         self._silence_run = 0
+        self._judged: tuple[str, float] | None = None
+        """The last endpoint check of the utterance: its judgement and how long it took."""
         self._held: list[bytes] = []
         self.dropped = 0
         self.frames = 0
@@ -366,6 +369,8 @@ class SiteWorker:
                 self._open_feeds(event.audio)
         elif isinstance(event, SpeechAudio):
             self._feed_frame(event.audio)
+        elif isinstance(event, EndpointCheck):
+            await self._endpoint_check(event)
         elif isinstance(event, SpeechDiscarded):
             await self._drop_feeds()
             if self.contender is not None:
@@ -377,6 +382,7 @@ class SiteWorker:
         """Start the utterance's ASR and speaker streams with `audio` (all of it so far)."""
         self._held.clear()
         self._silence_run = 0
+        self._judged = None
         if self._streaming:
             # the answer to a confirmation prompt (a PIN) is never shown, not even
             # as partial transcripts (voiced.protect)
@@ -387,7 +393,8 @@ class SiteWorker:
                                          None if secret else self._partial)
             self._decode.push(audio)
         if self._speakers is not None:
-            self._speaker = StreamingFeed(self._engine, self._speakers.start_stream,
+            self._speaker = StreamingFeed(getattr(self._speakers, "engine", None) or self._engine,
+                                          self._speakers.start_stream,
                                           name="speaker")
             self._speaker.push(audio)
 
@@ -398,6 +405,28 @@ class SiteWorker:
             self._open_feeds(bytes(contender.audio))
         elif feeds is False:
             await self._drop_feeds()
+
+    async def _endpoint_check(self, check: EndpointCheck) -> None:
+        """Adaptive endpointing: the silence reached `vad.min_silence_ms`; the recognizer's
+        hypothesis of everything fed so far decides how long this silence may last (a
+        whole command: no longer; the start of one: longer; docs/endpoint.md). Awaited
+        here, so the segmenter is where it was when asked."""
+        decode = self._decode
+        if decode is None:
+            return  # no streaming recognizer (or arbitration holds the models): silence
+        started = time.monotonic()
+        try:
+            completion: Completion | None = await decode.completion()
+            self._judged = (str(completion), (time.monotonic() - started) * 1000)
+        except Exception as exc:  # no judgement: the silence decides; the final decode
+            # reports a recognizer that really failed
+            log.warning("site %s: the endpoint check failed: %r", self.site, exc)
+            return
+        after = self._vad_config.adaptive_silence_ms(completion)
+        if decode is not self._decode or after is None:
+            return
+        for event in self._segmenter.end_after(check.epoch, after):
+            await self._segment_event(event)
 
     async def _partial(self, text: str) -> None:
         await self._sink.emit(PipelineEvent(EventType.PARTIAL, self.site,
@@ -424,6 +453,7 @@ class SiteWorker:
         speaker, self._speaker = self._speaker, None
         self._held.clear()
         self._silence_run = 0
+        judged, self._judged = self._judged, None
         # handing over from here on: the site is not idle while its session starts
         self._handing_off = utterance
         if listening is None:
@@ -434,7 +464,9 @@ class SiteWorker:
         await self._sink.emit(PipelineEvent(
             EventType.SPEECH_ENDED, self.site, session_id,
             {"reason": str(event.reason), "speechMs": round(event.speech_ms, 1),
-             "seconds": round(utterance.duration_s, 3)}))
+             "silenceMs": round(event.trailing_silence_ms, 1),
+             "seconds": round(utterance.duration_s, 3),
+             **({"judged": judged[0], "checkMs": round(judged[1], 1)} if judged else {})}))
         if self.contender is not None:
             await self.contender.ended(utterance, decode, speaker, event.trailing_silence_ms)
         else:

@@ -162,3 +162,67 @@ def test_words_of_and_sentence_words() -> None:
     vocabulary = sentence_words(intents)
     assert {"kitchen", "hallway", "fifty", "hundred", "percent", "today's", "hey"} <= vocabulary
     assert "{area}" not in vocabulary and "" not in vocabulary
+
+
+# ---- completion: may the utterance end here? (adaptive endpointing) -----------------
+
+EXAMPLES = Intents.from_files(sorted((REPO / "config" / "intents").glob("*.yaml")))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # a whole sentence nothing goes on from
+    ("turn on the kitchen lights", "complete"),
+    ("set the bedroom lights to fifty percent", "complete"),
+    ("set a timer for two minutes and fifteen seconds", "complete"),
+    ("lock the garage door", "complete"),
+    # skip words after a command are no reason to wait
+    ("turn on the kitchen lights please", "complete"),
+    # the start of a longer sentence
+    ("set the bedroom lights to", "prefix"),
+    ("set the bedroom lights", "prefix"),
+    ("turn on the", "prefix"),
+    ("please", "prefix"),
+    # a number that can go on: "twenty" → "twenty five"
+    ("set a timer for twenty", "prefix"),
+    ("set the living room lights to seventy", "prefix"),
+    ("set the living room lights to seventy five", "prefix"),
+    # whole, and a longer sentence starting with it adds a value: a list of items
+    # ("... and {seconds} seconds")
+    ("set a timer for ten minutes", "continuable"),
+    # optional words at the end ("what time is it [now]") change nothing: complete
+    ("what time is it", "complete"),
+    ("what is the date", "complete"),
+    ("play music", "complete"),
+    # nothing to do with the grammar
+    ("", "none"),
+    ("banana bread", "none"),
+    ("kitchen turn on", "none"),
+])
+def test_completion_of_the_example_intents(text: str, expected: str) -> None:
+    assert compile_grammar(EXAMPLES).completion(text) == expected
+
+
+def test_completion_agrees_with_accepts() -> None:
+    grammar = compile_grammar(TEMPLATES)
+    for text in ["turn on the kitchen lights", "dim kitchen to twenty percent",
+                 "open the door", "the door open", "choose attic", "please choose attic",
+                 "choose attic please"]:
+        assert grammar.accepts(text)
+        assert grammar.completion(text) in ("complete", "continuable"), text
+    # "turn on kitchen light" can go on with "s" only as another word: complete
+    assert grammar.completion("turn on kitchen light") == "complete"
+    assert grammar.completion("dim kitchen to twenty") == "prefix"
+    assert grammar.completion("dim kitchen to nineteen percent") == "complete"
+    assert grammar.completion("choose") == "prefix"
+
+
+def test_text_judge_for_backends_without_a_grammar() -> None:
+    from voiced.asr.grammar import TextJudge
+
+    judge = TextJudge(EXAMPLES)
+    assert judge("Turn on the kitchen lights.") == "complete"
+    assert judge("Set the bedroom lights to") == "prefix"
+    # digits are not in the grammar: a whole hassil match, whether it goes on unknown
+    assert judge("set the bedroom lights to 50 percent") == "continuable"
+    assert judge("set the bedroom lights to 50") == "none"
+    assert judge("") == "none"

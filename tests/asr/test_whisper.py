@@ -602,3 +602,35 @@ def test_transcribe_command_with_intents(
     assert main(["transcribe", str(wav), "--asr", "whisper", "--model", str(tiny_ckpt),
                  "--intents", str(tmp_path / "none.yaml"), "--config", str(config)]) == 1
     assert "none.yaml" in capsys.readouterr().err
+
+
+def test_adaptive_endpoint_judges_a_transcript_of_all_the_audio(
+        intents_file: Path, tmp_path: Path) -> None:
+    """`WhisperStream.completion` (vad.endpoint: adaptive): a scripted model hears a whole
+    command; the judgement decodes the audio not yet covered by a partial, and gives up
+    (None: the utterance ends on silence) rather than judge older audio when a final
+    decode waits."""
+    from scripted_whisper import write_scripted_checkpoint
+
+    from voiced.asr.base import Completion
+    from voiced.intents.recognizer import IntentRecognizer
+
+    model = write_scripted_checkpoint(tmp_path / "heard.pt", "turn on the kitchen light")
+    recognizer = IntentRecognizer.load([intents_file], "en")
+    t = make(model, tmp_path, asr_intents(recognizer), language="en", prompt_tokens=0)
+    stream = t.start_stream()
+    stream.feed(UTTERANCES[0])
+    decodes = t.partial_decodes
+    assert stream.completion() == Completion.COMPLETE
+    assert t.partial_decodes == decodes + 1
+    assert stream.completion() == Completion.COMPLETE  # nothing new: no decode
+    assert t.partial_decodes == decodes + 1
+    stream.feed(UTTERANCES[2])
+    t.gate.acquire_final()
+    try:
+        assert stream.completion() is None
+    finally:
+        t.gate.release_final()
+    assert t.partial_decodes == decodes + 1
+    # no intents, no judgement
+    assert make(model, tmp_path, language="en").start_stream().completion() is None

@@ -196,3 +196,74 @@ def test_voices_speak_at_the_rate_asked(tmp_path: Path, synth: str, name: str) -
         assert read_wav_file(tmp_path / "0.8.wav") != read_wav_file(
             synthesize(Voice("v", "espeak", name, "v", 0.8, 80), "set a timer for twenty minutes",
                        tmp_path / "high.wav"))
+
+
+def test_paused_speech_has_exactly_the_planned_pauses(
+        voices: list[corpus.BenchVoice], tmp_path: Path) -> None:
+    import numpy as np
+
+    from voiced.bench import conditions as cond
+    from voiced.bench.accuracy_worker import PAUSE_MS, load_speech, pause_plan, paused_speech
+    from voiced.const import SAMPLE_RATE
+
+    voice = next(v for v in voices if v.family == "espeak-ng")
+    text = "set the bedroom lights to fifty percent"
+    plan = pause_plan(1, voice, text)
+    assert plan == pause_plan(1, voice, text)  # by the seed
+    assert " ".join(part for part, _ in plan) == text
+    assert 2 <= len(plan) <= 3 and plan[-1][1] == 0
+    assert all(PAUSE_MS[0] <= pause <= PAUSE_MS[1] for _, pause in plan[:-1])
+    assert {len(pause_plan(seed, voice, text)) for seed in range(20)} == {2, 3}
+    assert pause_plan(1, voice, "stop") == [("stop", 0)]
+    audio = paused_speech(tmp_path, 1, voice, text)
+    parts = [load_speech(tmp_path, voice, part) for part, _ in plan]
+    spans = [cond.active_span(p) for p in parts]
+    inner = sum(b - a for a, b in spans) - (spans[0][1] - spans[0][0]) + spans[0][1]
+    inner += len(parts[-1]) - spans[-1][1]
+    pauses = sum(pause for _, pause in plan) * SAMPLE_RATE // 1000
+    assert len(audio) == inner + pauses
+    # the first pause is where the plan put it, all zeros
+    end_first = spans[0][1]
+    assert np.all(audio[end_first:end_first + plan[0][1] * SAMPLE_RATE // 1000] == 0)
+
+
+def test_the_adaptive_endpoint_ends_sooner_and_keeps_a_paused_prefix(
+        voices: list[corpus.BenchVoice], tmp_path: Path) -> None:
+    """The benchmark's own endpointer (`accuracy_worker.endpoint`) with a real
+    pocketsphinx stream judging each check, as the site worker does."""
+    import numpy as np
+
+    from voiced.asr.pocketsphinx import PocketsphinxTranscriber
+    from voiced.asr.service import asr_intents
+    from voiced.bench.accuracy_worker import endpoint, load_speech
+    from voiced.bench.conditions import active_span
+    from voiced.config import AsrConfig, VadConfig
+    from voiced.const import SAMPLE_RATE
+
+    recognizer = IntentRecognizer.load([REPO / "config" / "intents"], fuzzy=False)
+    asr = PocketsphinxTranscriber(AsrConfig(), asr_intents(recognizer))
+    asr.load()
+    voice = next(v for v in voices if v.id == "espeak-en-us")
+
+    def said(*parts: str | int) -> bytes:
+        pieces = [np.zeros(SAMPLE_RATE // 2)]
+        for part in parts:
+            if isinstance(part, int):
+                pieces.append(np.zeros(part * SAMPLE_RATE // 1000))
+            else:
+                speech = load_speech(tmp_path, voice, part)
+                a, b = active_span(speech)
+                pieces.append(speech[a:b])
+        pieces.append(np.zeros(SAMPLE_RATE))
+        return (np.concatenate(pieces) * 32767).astype("<i2").tobytes()
+
+    fixed, adaptive = VadConfig(), VadConfig(endpoint="adaptive")
+    whole = said("lock the front door")
+    (f,), (a,) = endpoint(whole, fixed, asr.start_stream), endpoint(whole, adaptive,
+                                                                     asr.start_stream)
+    assert (f.reason, a.reason) == ("silence", "complete")
+    assert f.end - a.end == 2 * (500 - adaptive.min_silence_ms) * SAMPLE_RATE // 1000
+    paused = said("set the bedroom lights to", 400, "fifty percent")
+    cuts = endpoint(paused, adaptive, asr.start_stream)
+    assert [c.reason for c in cuts] == ["complete"]
+    assert asr.transcribe(cuts[0].audio).text == "set the bedroom lights to fifty percent"

@@ -11,6 +11,7 @@ from voiced.const import VAD_FRAME_BYTES, VAD_FRAME_MS, bytes_to_ms
 from voiced.errors import AudioFormatError
 from voiced.models import EndReason
 from voiced.vad.segmenter import (
+    EndpointCheck,
     Segmenter,
     SegmenterSettings,
     SegmentEvent,
@@ -63,6 +64,8 @@ def check_invariant(events: list[SegmentEvent]) -> None:
         elif isinstance(ev, SpeechEnded):
             assert acc is not None and bytes(acc) == ev.audio
             acc = None
+        elif isinstance(ev, EndpointCheck):
+            assert acc is not None
         else:
             acc = None
 
@@ -208,3 +211,142 @@ def test_settings_from_config_use_the_preset() -> None:
     assert settings.end_silence_ms == 900
     assert settings.pre_roll_ms == 400
     assert SegmenterSettings.from_config(VadConfig(end_silence_ms=700)).end_silence_ms == 700
+
+
+# ---- adaptive endpointing -------------------------------------------------------------
+
+ADAPTIVE = SegmenterSettings(min_silence_ms=200)
+
+
+def feed(seg: Segmenter, spec: str, start: int = 0,
+         judge: dict[int, float] | None = None) -> list[SegmentEvent]:
+    """Run `spec`; at each EndpointCheck whose index (0, 1, ...) is in `judge`, answer
+    end_after(epoch, judge[index]) as a site does, at once."""
+    events: list[SegmentEvent] = []
+    checks = 0
+    for i, speech in enumerate(pattern(spec), start):
+        out = seg.process(frame(i), speech)
+        events += out
+        for ev in out:
+            if isinstance(ev, EndpointCheck):
+                if judge is not None and checks in judge:
+                    events += seg.end_after(ev.epoch, judge[checks])
+                checks += 1
+    return events
+
+
+def test_fixed_endpointing_never_asks() -> None:
+    events = run(Segmenter(SegmenterSettings()), pattern("40. 30S 40."))
+    assert not any(isinstance(e, EndpointCheck) for e in events)
+
+
+def test_a_complete_command_ends_at_the_minimum_silence() -> None:
+    seg = Segmenter(ADAPTIVE)
+    events = feed(seg, "40. 30S 40.", judge={0: 200})
+    check_invariant(events)
+    checks = [e for e in events if isinstance(e, EndpointCheck)]
+    assert len(checks) == 1 and checks[0].silence_ms == 200
+    end = next(e for e in events if isinstance(e, SpeechEnded))
+    assert end.reason is EndReason.COMPLETE
+    assert end.trailing_silence_ms == 200
+    assert frames_of(end.audio)[-1] == 70 + 200 // FRAME - 1
+    assert not seg.in_speech
+
+
+def test_a_later_allowance_ends_when_the_silence_reaches_it() -> None:
+    seg = Segmenter(ADAPTIVE)
+    events = feed(seg, "40. 30S 40.", judge={0: 350})
+    end = next(e for e in events if isinstance(e, SpeechEnded))
+    assert end.reason is EndReason.COMPLETE
+    assert end.trailing_silence_ms == 360  # whole frames: 18 x 20 ms
+    # never later than the configured silence
+    seg = Segmenter(ADAPTIVE)
+    end = next(e for e in feed(seg, "40. 30S 40.", judge={0: 5000})
+               if isinstance(e, SpeechEnded))
+    assert end.reason is EndReason.SILENCE and end.trailing_silence_ms == 500
+
+
+def test_without_an_answer_the_configured_silence_ends_it() -> None:
+    seg = Segmenter(ADAPTIVE)
+    events = feed(seg, "40. 30S 40.")
+    end = next(e for e in events if isinstance(e, SpeechEnded))
+    assert end.reason is EndReason.SILENCE
+    assert end.trailing_silence_ms == 500
+
+
+def test_a_pause_inside_the_command_is_judged_afresh_after_speech_resumes() -> None:
+    # "set the lights to" ... pause ... "fifty percent": the first check is answered
+    # with nothing (a prefix); the second silence is complete
+    seg = Segmenter(ADAPTIVE)
+    events = feed(seg, "40. 30S 15. 20S 40.", judge={1: 200})
+    check_invariant(events)
+    checks = [e for e in events if isinstance(e, EndpointCheck)]
+    assert len(checks) == 2 and checks[0].epoch != checks[1].epoch
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    assert len(ended) == 1 and ended[0].reason is EndReason.COMPLETE
+    assert ended[0].speech_ms == 50 * FRAME
+
+
+def test_a_stale_answer_is_ignored() -> None:
+    seg = Segmenter(ADAPTIVE)
+    events = feed(seg, "40. 30S 10.")
+    check = next(e for e in events if isinstance(e, EndpointCheck))
+    # speech resumed before the answer came: that silence is over
+    events += run(seg, pattern("5S 3."), start=80)
+    assert seg.end_after(check.epoch, 200) == []
+    assert seg.in_speech
+    # an answer for an utterance that already ended is ignored too
+    seg = Segmenter(ADAPTIVE)
+    events = feed(seg, "40. 30S 40.")
+    check = next(e for e in events if isinstance(e, EndpointCheck))
+    assert not seg.in_speech
+    assert seg.end_after(check.epoch, 200) == []
+
+
+def test_blips_in_the_silence_do_not_restart_the_check() -> None:
+    seg = Segmenter(ADAPTIVE)
+    events = feed(seg, "40. 30S 5. S 30.", judge={0: 200})
+    checks = [e for e in events if isinstance(e, EndpointCheck)]
+    assert len(checks) == 1
+    end = next(e for e in events if isinstance(e, SpeechEnded))
+    assert end.reason is EndReason.COMPLETE and end.trailing_silence_ms == 200
+
+
+def test_adaptive_settings_from_config() -> None:
+    assert SegmenterSettings.from_config(VadConfig()).min_silence_ms is None
+    adaptive = VadConfig(endpoint="adaptive", min_silence_ms=180)
+    assert SegmenterSettings.from_config(adaptive).min_silence_ms == 180
+    assert adaptive.continuable_silence_ms == (180 + 500) // 2
+    with pytest.raises(ValueError):
+        VadConfig(endpoint="early")  # type: ignore[arg-type]
+
+
+def test_after_the_start_of_a_command_the_silence_may_last_longer() -> None:
+    settings = SegmenterSettings(min_silence_ms=200, max_silence_ms=1000)
+    # a 600 ms pause after "set the lights to": the first silence may last 1000 ms,
+    # the silence after "fifty percent" 200 ms
+    events = feed(Segmenter(settings), "40. 30S 30. 20S 60.", judge={0: 1000, 1: 200})
+    check_invariant(events)
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    assert len(ended) == 1 and ended[0].reason is EndReason.COMPLETE
+    assert ended[0].speech_ms == 50 * FRAME
+    # unanswered, the same pause ends the utterance at the usual 500 ms
+    events = feed(Segmenter(settings), "40. 30S 30. 20S 60.")
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    assert len(ended) == 2 and ended[0].reason is EndReason.SILENCE
+    # a long wait ends with `silence`, and never after max_silence_ms
+    events = feed(Segmenter(settings), "40. 30S 80.", judge={0: 5000})
+    (end,) = [e for e in events if isinstance(e, SpeechEnded)]
+    assert end.reason is EndReason.SILENCE and end.trailing_silence_ms == 1000
+
+
+def test_the_waits_for_each_judgement() -> None:
+    vad = VadConfig(endpoint="adaptive")
+    assert vad.adaptive_silence_ms("complete") == 200
+    assert vad.adaptive_silence_ms("continuable") == 350
+    assert vad.adaptive_silence_ms("prefix") == 1000
+    assert vad.adaptive_silence_ms("none") is None
+    assert vad.adaptive_silence_ms(None) is None
+    patient = VadConfig(endpoint="adaptive", preset="patient", max_silence_ms=700)
+    assert patient.adaptive_silence_ms("prefix") == 900  # never less than the preset's
+    assert SegmenterSettings.from_config(patient).max_silence_ms == 900

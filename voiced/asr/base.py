@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from voiced.languages import pick_language
@@ -49,6 +50,20 @@ class AsrIntents:
         return frozenset().union(*self.vocabulary.values())
 
 
+class Completion(StrEnum):
+    """How far a (partial) hypothesis got through the grammar (adaptive endpointing)."""
+
+    COMPLETE = "complete"
+    """A whole sentence, and no sentence goes on from it: the command is over."""
+    CONTINUABLE = "continuable"
+    """A whole sentence that a longer one also starts with ("... ten minutes" → "... ten
+    minutes and five seconds")."""
+    PREFIX = "prefix"
+    """Not a sentence yet, but the start of one ("set the lights to", "... twenty")."""
+    NONE = "none"
+    """Neither (no words, or words no sentence starts with)."""
+
+
 class AsrStream(ABC):
     """Incremental decoding of one utterance while it is being spoken.
 
@@ -66,6 +81,12 @@ class AsrStream(ABC):
 
     def partial(self) -> str | None:
         """Best hypothesis so far, if the backend can tell."""
+        return None
+
+    def completion(self) -> Completion | None:
+        """Is the hypothesis after all the audio fed so far a whole command, and can it go
+        on (adaptive endpointing, `vad.endpoint`)? None: the backend cannot tell, and the
+        utterance ends on silence alone."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook

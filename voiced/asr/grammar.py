@@ -47,6 +47,7 @@ from hassil import (
 )
 from hassil.numbers import get_rbnf_engine
 
+from voiced.asr.base import Completion
 from voiced.asr.jsgf import (
     EMPTY,
     Node,
@@ -54,6 +55,7 @@ from voiced.asr.jsgf import (
     Word,
     alt,
     end_positions,
+    prefix_match,
     render,
     seq,
     walk_words,
@@ -68,6 +70,10 @@ MAX_PERMUTATION_ITEMS = 5
 """Permutations of more items than this are not expanded (5! = 120 orders)."""
 
 _RULE_CHARS = re.compile(r"[^A-Za-z0-9_]")
+SKIP_RULE = "skip"
+"""The rule of the skip words said around every sentence."""
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,34 @@ class Grammar:
         return bool(words) and any(
             len(words) in end_positions(node, words, 0, self._rules) for node in self._sentences
         )
+
+    def completion(self, text: str) -> Completion:
+        """Is `text` a whole sentence, and can a sentence go on after it?
+
+        A whole sentence is `COMPLETE` when nothing that could follow holds a slot value:
+        skip words ("please") and optional words ("what time is it [now]") do not change
+        what the command does, so they are no reason to wait. It is `CONTINUABLE` when a
+        longer sentence could add a value ("... ten minutes" → "... and five seconds").
+        """
+        words = tuple(words_of(text))
+        if not words:
+            return Completion.NONE
+        quiet = frozenset({SKIP_RULE})
+        slots = frozenset(name for name in self._rules if name.startswith("list_"))
+        memo: dict[str, bool] = {}
+        complete = more = slot = False
+        for node in self._sentences:
+            found = prefix_match(node, words, 0, self._rules, quiet, slots, memo)
+            if len(words) in found.ends:
+                complete = True
+            if found.more:
+                more = True
+                slot = slot or found.slot
+            if complete and slot:
+                break
+        if complete:
+            return Completion.CONTINUABLE if slot else Completion.COMPLETE
+        return Completion.PREFIX if more else Completion.NONE
 
 
 class _Compiler:
@@ -308,7 +342,7 @@ class _Compiler:
         words = [w for w in self.intents.skip_words if w.strip()]
         if not words:
             return None
-        return self._named("skip", lambda: alt(self.text(w) for w in words))
+        return self._named(SKIP_RULE, lambda: alt(self.text(w) for w in words))
 
 
 def compile_grammar(
@@ -380,3 +414,37 @@ def sentence_words(intents: Intents, language: str | None = None) -> set[str]:
     skip words; wildcards contribute nothing.
     """
     return set(compile_grammar(intents, None, language=language).words)
+
+
+class TextJudge:
+    """Completion of free text, for backends without a grammar of their own (Whisper).
+
+    The intents are compiled into a grammar with no dictionary (every word is known), so a
+    transcript in number words gets the same judgement as in pocketsphinx's grammar mode.
+    Text the grammar cannot spell (digits, "50%", a wildcard's value) that hassil matches
+    as a whole is `CONTINUABLE`: a command, but whether it can go on is unknown.
+    """
+
+    def __init__(self, intents: Intents) -> None:
+        self._intents = intents
+        level = _LOGGER.level
+        _LOGGER.setLevel(logging.ERROR)  # the backend's own load reports dropped words
+        try:
+            self._grammar = compile_grammar(intents)
+        finally:
+            _LOGGER.setLevel(level)
+
+    def __call__(self, text: str) -> Completion:
+        """Where `text` stands (see `Grammar.completion`)."""
+        found = self._grammar.completion(text)
+        if found != Completion.NONE or not text.strip():
+            return found
+        from hassil import recognize
+
+        try:
+            matched = recognize(text, self._intents) is not None
+        except Exception:  # a matcher failure on odd text only means "cannot tell"
+            _LOGGER.debug("hassil failed on %r", text, exc_info=True)
+            matched = False
+        return Completion.CONTINUABLE if matched else Completion.NONE
+

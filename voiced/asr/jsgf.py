@@ -142,3 +142,81 @@ def end_positions(
     return set()
 
 
+
+def says_slot(node: Node | None, rules: Mapping[str, Node | None], slots: frozenset[str],
+              memo: dict[str, bool]) -> bool:
+    """Can `node` say a slot value (one of the rules named in `slots`)?"""
+    if isinstance(node, Ref):
+        if node.rule in slots:
+            return True
+        if node.rule not in memo:
+            memo[node.rule] = False  # a rule referring to itself adds nothing
+            memo[node.rule] = says_slot(rules.get(node.rule), rules, slots, memo)
+        return memo[node.rule]
+    if isinstance(node, Seq | Alt):
+        return any(says_slot(item, rules, slots, memo) for item in node.items)
+    return False
+
+
+@dataclass(slots=True)
+class PrefixMatch:
+    """What `prefix_match` found."""
+
+    ends: set[int]
+    """Positions where the node can stop (as `end_positions`)."""
+    more: bool = False
+    """The node can say every remaining word and then say more."""
+    slot: bool = False
+    """... and what it says then can hold a slot value (a number, a name)."""
+
+
+def prefix_match(
+    node: Node | None, words: tuple[str, ...], pos: int, rules: Mapping[str, Node | None],
+    quiet: frozenset[str] = frozenset(), slots: frozenset[str] = frozenset(),
+    memo: dict[str, bool] | None = None,
+) -> PrefixMatch:
+    """Match `words[pos:]` against the start of `node`.
+
+    Besides where `node` can stop, tells whether `node` can say every remaining word and
+    then say more (the words are a prefix of something longer it says), and whether that
+    more can hold a slot value: a rule named in `slots`. A rule named in `quiet` (skip
+    words) matches words as usual but never counts as saying more on its own.
+    """
+    memo = {} if memo is None else memo
+    if isinstance(node, Word):
+        if pos >= len(words):
+            return PrefixMatch(set(), True)
+        return PrefixMatch({pos + 1} if words[pos] == node.text else set())
+    if isinstance(node, Ref):
+        if pos >= len(words) and node.rule in quiet:
+            return PrefixMatch(set())
+        found = prefix_match(rules.get(node.rule), words, pos, rules, quiet, slots, memo)
+        if node.rule in slots and found.more:
+            found.slot = True  # inside a value: "seventy" → "seventy five"
+        return found
+    if isinstance(node, Seq):
+        result = PrefixMatch({pos})
+        current = {pos}
+        for index, item in enumerate(node.items):
+            following: set[int] = set()
+            for start in current:
+                found = prefix_match(item, words, start, rules, quiet, slots, memo)
+                following |= found.ends
+                if found.more:
+                    result.more = True
+                    result.slot = result.slot or found.slot or any(
+                        says_slot(rest, rules, slots, memo) for rest in node.items[index + 1:])
+            current = following
+            if not current:
+                break
+        result.ends = current
+        return result
+    if isinstance(node, Alt):
+        result = PrefixMatch({pos} if node.optional else set())
+        for item in node.items:
+            found = prefix_match(item, words, pos, rules, quiet, slots, memo)
+            result.ends |= found.ends
+            result.more = result.more or found.more
+            result.slot = result.slot or found.slot
+        return result
+    return PrefixMatch(set())

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voiced.asr.base import AsrIntents, AsrStream, Transcriber
+from voiced.asr.base import AsrIntents, AsrStream, Completion, Transcriber
 from voiced.asr.rejection import WordFit, command_confidence, log_score
 from voiced.const import SAMPLE_RATE, SAMPLE_WIDTH
 from voiced.errors import AsrError
@@ -243,6 +243,22 @@ class PocketsphinxStream(AsrStream):
             return None
         hyp = self._decoder.hyp()
         return hyp.hypstr if hyp is not None and hyp.hypstr else None
+
+    def completion(self) -> Completion | None:
+        """Where the current hypothesis stands in the grammar (None in open mode).
+
+        Judged on the partial hypothesis of the audio handed to the decoder so far (the
+        first `FLOOR_WINDOW_MS` wait for the floor's level: before that, no words, `NONE`).
+        The partial is the best path so far, which need not be a path to the end of a
+        sentence: a command said to its end can show as the start of another, and then
+        waits longer (`vad.max_silence_ms`). Decoding the audio to the end instead was
+        tried and dropped: the final search forces a start of a command into a whole one
+        ("please tell me the" → "... the date"), which cut paused commands short
+        (docs/endpoint.md).
+        """
+        if self._grammar is None or self._decoder is None:
+            return None
+        return self._grammar.completion(self.partial() or "")
 
     def finish(self) -> Transcript:
         """End the utterance and return the transcript; the decoder goes back to the pool."""

@@ -29,12 +29,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voiced.asr.base import AsrIntents, AsrStream, Transcriber
+from voiced.asr.base import AsrIntents, AsrStream, Completion, Transcriber
 from voiced.asr.whisper_models import (
     DEFAULT_CPU_MODEL,
     DEFAULT_GPU_MODEL,
@@ -134,6 +134,8 @@ class WhisperTranscriber(Transcriber):
         self.partial_decodes = 0
         """How many partial decodes ran (metrics, tests)."""
         self.gate = ModelGate()
+        self.judge: Callable[[str], Completion] | None = None
+        """Completion of a partial transcript (adaptive endpointing); None: no intents."""
         self._model: Whisper | None = None
         self._tokenizer: Any = None
 
@@ -188,6 +190,7 @@ class WhisperTranscriber(Transcriber):
         )
         self._model = model
         self.refresh_prompt()
+        self.refresh_judge()
         silence = bytes(SAMPLE_RATE * SAMPLE_WIDTH)
         self.decode_batch([silence], max_tokens=4)  # warm-up: allocations, kernels
         if self.device.startswith("cuda") and self.config.max_batch > 1:
@@ -205,6 +208,13 @@ class WhisperTranscriber(Transcriber):
         self.intents = intents
         if self._tokenizer is not None:
             self.refresh_prompt()
+        self.refresh_judge()
+
+    def refresh_judge(self) -> None:
+        """Rebuild the completion judge of partial transcripts from the intents."""
+        from voiced.asr.grammar import TextJudge
+
+        self.judge = TextJudge(self.intents.intents) if self.intents is not None else None
 
     def refresh_prompt(self) -> None:
         """Rebuild the initial prompt from the intents' vocabulary (after a reload)."""

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from voiced.asr.base import AsrStream
+from voiced.asr.base import AsrStream, Completion
 from voiced.const import BYTES_PER_SECOND, ms_to_bytes
 from voiced.models import Transcript
 
@@ -74,6 +74,22 @@ class WhisperStream(AsrStream):
         self._decoded_bytes = size
         self._text = result.text
         return self._text
+
+    def completion(self) -> Completion | None:
+        """Adaptive endpointing: where a transcript of all the audio so far stands in the
+        intents (`WhisperTranscriber.judge`). A partial that does not cover all of it is
+        decoded again now, unless the model is busy or a final waits: then None (the
+        utterance ends on silence alone) rather than a judgement of older audio."""
+        judge = self._owner.judge
+        if judge is None:
+            return None
+        if self._decoded_bytes < len(self._pcm) or self._text is None:
+            size = len(self._pcm)
+            result = self._owner.try_decode_partial(bytes(self._pcm))
+            if result is None:
+                return None
+            self._decoded_bytes, self._text = size, result.text
+        return judge(self._text or "")
 
     def finish(self) -> Transcript:
         """Decode the whole utterance alone (the daemon batches finals instead)."""

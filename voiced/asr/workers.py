@@ -31,7 +31,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from voiced.asr.base import AsrIntents, AsrStream, Transcriber
+from voiced.asr.base import AsrIntents, AsrStream, Completion, Transcriber
 from voiced.errors import AsrError
 from voiced.models import Transcript
 
@@ -45,7 +45,7 @@ READY_TIMEOUT_S = 120.0
 """A worker has this long to load its grammar (at start, restart and reload)."""
 CALL_TIMEOUT_S = 60.0
 """A worker that takes longer to answer one request is taken for hung and replaced."""
-URGENT = frozenset({"finish", "transcribe"})
+URGENT = frozenset({"finish", "transcribe", "completion"})
 """Requests served before waiting feeds."""
 
 Portable = tuple[str, dict[str, Any], dict[str, frozenset[str]]] | None
@@ -110,6 +110,9 @@ def _serve(conn: Connection, config: AsrConfig, portable: Portable) -> None:
                     stream = streams[key] = _open(transcriber, site, cmn)
                 stream.feed(pcm)
                 result = stream.partial()
+            elif op == "completion":
+                stream = streams.get(key)
+                result = None if stream is None else stream.completion()
             elif op == "finish":
                 site, cmn = arg
                 stream = streams.pop(key, None) or _open(transcriber, site, cmn)
@@ -293,6 +296,12 @@ class _RemoteStream(AsrStream):
 
     def partial(self) -> str | None:
         return self._partial
+
+    def completion(self) -> Completion | None:
+        if self._generation is None:
+            return None  # nothing fed yet: no hypothesis
+        result: Completion | None = self._call("completion")
+        return result
 
     def finish(self) -> Transcript:
         try:

@@ -130,6 +130,11 @@ def register(sub: Any) -> None:
     p.add_argument("--cache", type=Path, default=default_cache(), metavar="DIR",
                    help=f"synthesized and conditioned audio (default {default_cache()})")
     p.add_argument("--config", type=Path, metavar="FILE", help="voiced.yaml (default: defaults)")
+    p.add_argument("--endpoint", choices=["fixed", "adaptive"],
+                   help="vad.endpoint (overrides the config's; docs/endpoint.md)")
+    p.add_argument("--paused", action="store_true",
+                   help="the paused set: every command said in parts with 150-600 ms pauses "
+                        "between them (1-2 places, by the seed)")
     p.add_argument("--intents", type=Path, action="append", metavar="PATH",
                    help="intent YAML file or folder (repeatable; default: intents.paths)")
     p.add_argument("--site", default="default",
@@ -212,6 +217,10 @@ def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]
     started = time.monotonic()
     size = _settings(args)
     config = load_config(args.config)
+    if getattr(args, "endpoint", None):
+        config = config.model_copy(update={
+            "vad": config.vad.model_copy(update={"endpoint": args.endpoint})})
+    paused = bool(getattr(args, "paused", False))
     if config.asr.backend != "pocketsphinx":
         raise AsrError("bench_backend", "the accuracy benchmark measures the embedded "
                        f"recognizer (asr.backend: pocketsphinx), not {config.asr.backend}")
@@ -243,8 +252,8 @@ def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]
     spawn = multiprocessing.get_context("spawn")
     with spawn.Pool(jobs, initializer=worker.init,
                     initargs=(config, paths, context, args.cache, args.seed)) as pool:
-        failed = _synthesize(pool, plan, size["conditions"])
-        units = _units(plan, failed)
+        failed = _synthesize(pool, plan, size["conditions"], args.seed if paused else None)
+        units = _units(plan, failed, paused)
         rows: list[dict[str, Any]] = []
         progress = _Progress("trials", sum(len(u.sentences) for u in units))
         for result in pool.imap_unordered(worker.unit_task, units):
@@ -253,7 +262,7 @@ def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]
     rows.sort(key=lambda r: (r["split"], r["family"], r["voice"], r["condition"], r["text"]))
     meta = {
         "command": "voiced " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "size": args.size, "seed": args.seed, "held_out_fraction": args.held_out,
+        "size": args.size, "seed": args.seed, "paused": paused, "held_out_fraction": args.held_out,
         "trials": len(rows), "voices": len({r["voice"] for r in rows}),
         "conditions": list(size["conditions"]),
         "per_voice": {"commands": size["commands"], "everyday": size["everyday"]},
@@ -274,11 +283,14 @@ def _describe(config: Any) -> str:
     fuzzy = f"on (min {intents.fuzzy_min_confidence})" if intents.fuzzy else "off"
     return (f"pocketsphinx {asr.mode} mode, asr.min_confidence {asr.min_confidence}, "
             f"intent fuzzy fallback {fuzzy}, webrtcvad aggressiveness {vad.aggressiveness}, "
-            f"end silence {vad.silence_ms} ms")
+            f"end silence {vad.silence_ms} ms, endpoint {vad.endpoint}"
+            + (f" (min silence {vad.min_silence_ms} ms)" if vad.endpoint == "adaptive" else ""))
 
 
-def _synthesize(pool: Any, plan: Any, conditions: Sequence[str]) -> set[tuple[str, str]]:
-    """Make every utterance the trials need; the (voice id, text) pairs that failed."""
+def _synthesize(pool: Any, plan: Any, conditions: Sequence[str],
+                paused_seed: int | None = None) -> set[tuple[str, str]]:
+    """Make every utterance the trials need (with `paused_seed`: the parts of the paused
+    commands too); the (voice id, text) pairs that failed."""
     from voiced.bench import accuracy_worker as worker
     from voiced.bench.conditions import parse_condition
     from voiced.bench.corpus import PRIMING_TEXT
@@ -287,6 +299,9 @@ def _synthesize(pool: Any, plan: Any, conditions: Sequence[str]) -> set[tuple[st
     for t in plan.trials:
         wanted[(t.voice.id, t.sentence.text)] = (t.voice, t.sentence.text)
         wanted[(t.voice.id, PRIMING_TEXT)] = (t.voice, PRIMING_TEXT)
+        if paused_seed is not None and t.sentence.intent is not None:
+            for part, _ in worker.pause_plan(paused_seed, t.voice, t.sentence.text):
+                wanted[(t.voice.id, part)] = (t.voice, part)
     if any(parse_condition(c).needs_talkers for c in conditions):
         for talkers in plan.babble.values():
             wanted.update({(v.id, text): (v, text) for v, text in talkers})
@@ -302,7 +317,7 @@ def _synthesize(pool: Any, plan: Any, conditions: Sequence[str]) -> set[tuple[st
     return failed
 
 
-def _units(plan: Any, failed: set[tuple[str, str]]) -> list[Any]:
+def _units(plan: Any, failed: set[tuple[str, str]], paused: bool = False) -> list[Any]:
     """The trials grouped by voice and condition, without those whose speech failed."""
     from voiced.bench.accuracy_worker import Unit
     from voiced.bench.corpus import PRIMING_TEXT
@@ -315,7 +330,7 @@ def _units(plan: Any, failed: set[tuple[str, str]]) -> list[Any]:
             continue
         grouped.setdefault((t.voice.id, t.condition), []).append(t)
     return [Unit(ts[0].voice, ts[0].condition, ts[0].split,
-                 tuple(t.sentence for t in ts), babble[ts[0].split])
+                 tuple(t.sentence for t in ts), babble[ts[0].split], paused)
             for ts in _interleaved(grouped.values())]
 
 

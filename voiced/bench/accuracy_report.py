@@ -36,11 +36,12 @@ def condition_group(name: str) -> str:
 
 def cell(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts and rates of some trials."""
-    commands = everyday = understood = accepted = 0
+    commands = everyday = understood = accepted = truncated = 0
     failures = dict.fromkeys(COMMAND_OUTCOMES[1:], 0)
     for r in rows:
         if r["kind"] == "command":
             commands += 1
+            truncated += bool(r.get("truncated"))
             if r["outcome"] == "understood":
                 understood += 1
             else:
@@ -54,6 +55,8 @@ def cell(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "everyday": everyday, "accepted": accepted,
         "false_accept_rate": round(accepted / everyday, 4) if everyday else None,
         "failures": {k: v for k, v in failures.items() if v},
+        "truncated": truncated,
+        "truncated_rate": round(truncated / commands, 4) if commands else None,
     }
 
 
@@ -130,7 +133,9 @@ def format_text(report: Mapping[str, Any]) -> str:
     lines = [
         f"voiced bench accuracy: {m['trials']} trials ({m['voices']} voices, "
         f"{len(m['conditions'])} conditions), seed {m['seed']}, "
-        f"{m['held_out_fraction']:.0%} of people and sentences held out",
+        f"{m['held_out_fraction']:.0%} of people and sentences held out"
+        + ("; paused set (commands said with 150-600 ms pauses inside)"
+           if m.get("paused") else ""),
         f"recognizer: {m['recognizer']}",
         f"context: {m['context']}; corpus pools: commands {m['pools']['commands']}, "
         f"everyday {m['pools']['everyday']}",
@@ -150,7 +155,9 @@ def format_text(report: Mapping[str, Any]) -> str:
                            for g, c in r["by_group"].items())
         lines += ["", f"by kind of condition (understood / false accepts): {groups}",
                   "commands missed: " + (", ".join(f"{k} {v}" for k, v in
-                                                  o["failures"].items()) or "none")]
+                                                  o["failures"].items()) or "none"),
+                  f"commands cut short by the endpoint (an utterance ended before the last "
+                  f"word): {o['truncated']} ({_pct(o['truncated_rate'])}%)"]
     ex = report["examples"]
     if ex["false_accepts"] or ex["commands_missed"]:
         lines += ["", "examples (training split only):"]

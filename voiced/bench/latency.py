@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,33 @@ def register(sub: Any) -> None:
     p.add_argument("--mqtt-port", type=int, help="port of an external broker")
     p.add_argument("--raw", action="store_true", help="native raw PCM instead of Hermes WAV")
     p.add_argument("--config", type=Path, help="voiced.yaml for the server under test")
+    p.add_argument("--endpoint", choices=["fixed", "adaptive"],
+                   help="the server's vad.endpoint (overrides --config's; docs/endpoint.md)")
     p.add_argument("--state-dir", type=Path,
                    help="the server's state folder (e.g. with enrolled speakers); default: "
                         "a new temporary one")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
+
+
+def endpoint_config(base: Path | None, endpoint: str, folder: Path) -> Path:
+    """A copy of the config `base` (None: the defaults) in `folder` with `vad.endpoint`
+    set; its relative intent paths and state folder still point where `base`'s did."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    root = Path.cwd()
+    if base is not None:
+        data = yaml.safe_load(base.read_text(encoding="utf-8")) or {}
+        root = base.resolve().parent
+    intents = data.setdefault("intents", {})
+    intents["paths"] = [str(root / p) for p in intents.get("paths", ["config/intents"])]
+    if "state_dir" in data:
+        data["state_dir"] = str(root / data["state_dir"])
+    data.setdefault("vad", {})["endpoint"] = endpoint
+    path = folder / "voiced-endpoint.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -70,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
         state = args.state_dir or Path(tmp) / "state"
         cmd = ["--mqtt-host", args.mqtt_host, "--mqtt-port", str(port), "--state-dir", str(state),
                "--http-port", "0"]
-        if args.config:
-            cmd += ["--config", str(args.config)]
+        config = args.config
+        if args.endpoint:
+            config = endpoint_config(args.config, args.endpoint, Path(tmp))
+        if config:
+            cmd += ["--config", str(config)]
         if args.broker == "embedded":
             cmd.append("--embedded-broker")
         server = start_voiced(cmd)
@@ -120,6 +146,24 @@ async def _bench(args: argparse.Namespace, files: list[Path], port: int) -> dict
     audio = [read_wav_file(f) for f in files]
     rng = random.Random(7)
 
+    ended: list[dict[str, Any]] = []
+    listening = asyncio.Event()
+
+    async def events() -> None:
+        """Why each utterance ended (speech_ended events): silence or a whole command."""
+        async with aiomqtt.Client(args.mqtt_host, port) as client:
+            await client.subscribe(native.events_topic("+"))
+            listening.set()
+            async for msg in client.messages:
+                event = json.loads(msg.payload)  # type: ignore[arg-type]
+                if event.get("type") == "speech_ended":
+                    ended.append(event)
+
+    watcher = asyncio.create_task(events())
+    async with asyncio.timeout(10):
+        await listening.wait()
+    slowest: list[tuple[float, str, float | None]] = []
+
     async def satellite(i: int) -> list[Answer]:
         answers = []
         async with Satellite(args.mqtt_host, port, f"bench{i}", raw=args.raw,
@@ -127,7 +171,11 @@ async def _bench(args: argparse.Namespace, files: list[Path], port: int) -> dict
             await asyncio.sleep(rng.uniform(0, 0.2))
             for k in range(args.utterances):
                 pcm = audio[(i + k) % len(audio)]
-                answers.append(await sat.command(pcm, realtime=True, timeout=60))
+                answer = await sat.command(pcm, realtime=True, timeout=60)
+                answers.append(answer)
+                if answer.intent_latency_ms is not None:
+                    slowest.append((round(answer.intent_latency_ms, 1),
+                                    files[(i + k) % len(audio)].name, answer.timings.get("vad")))
         return answers
 
     started = time.monotonic()
@@ -138,8 +186,10 @@ async def _bench(args: argparse.Namespace, files: list[Path], port: int) -> dict
     failed = sum(1 for r in per_sat if isinstance(r, BaseException))
     failed += sum(1 for a in answers if a.intent_latency_ms is None)
     await asyncio.sleep(2.5)  # let the server refresh its retained status
+    watcher.cancel()
     status = await _status(args.mqtt_host, port)
     dropped = sum(s.get("dropped", 0) for s in status.get("sites", {}).values())
+    checks = [float(e["checkMs"]) for e in ended if "checkMs" in e]
     total = [a.intent_latency_ms for a in answers if a.intent_latency_ms is not None]
     endpoint = [a.timings["vad"] for a in answers if "vad" in a.timings]
     processing = [a.timings["processing"] for a in answers if "processing" in a.timings]
@@ -161,18 +211,29 @@ async def _bench(args: argparse.Namespace, files: list[Path], port: int) -> dict
                                          if processing else None},
         "speaker_after_endpoint_ms": {"p50": round(_pct(speaker, 50), 1),
                                       "p95": round(_pct(speaker, 95), 1)} if speaker else None,
+        "endpoint": args.endpoint or "config",
+        "end_reasons": dict(Counter(str(e.get("reason")) for e in ended)),
+        "judged": dict(Counter(str(e["judged"]) for e in ended if "judged" in e)),
+        "endpoint_check_ms": {"p50": round(_pct(checks, 50), 1),
+                              "p95": round(_pct(checks, 95), 1)} if checks else None,
+        "slowest": [{"ms": ms, "file": name, "vad_ms": vad}
+                    for ms, name, vad in sorted(slowest, reverse=True)[:8]],
         "transport": "raw" if args.raw else "hermes",
         "broker": args.broker,
     }
 
 
 def _print(r: dict[str, Any]) -> None:
-    print(f"satellites: {r['satellites']}  utterances: {r['utterances']}  recognized: "
+    print(f"endpoint: {r['endpoint']}  satellites: {r['satellites']}  utterances: "
+          f"{r['utterances']}  recognized: "
           f"{r['recognized']}  failed: {r['failed']}  dropped frames: {r['dropped_frames']}")
     for key, label in (("last_speech_to_intent_ms", "last speech frame → intent"),
                        ("endpoint_wait_ms", "  endpoint wait"),
                        ("processing_after_endpoint_ms", "  processing after endpoint")):
         print(f"{label:30s} p50 {r[key]['p50']:7.1f} ms   p95 {r[key]['p95']:7.1f} ms")
+    if r.get("end_reasons"):
+        print("utterances ended by: " + ", ".join(f"{k} {v}" for k, v in
+                                                 sorted(r["end_reasons"].items())))
     if r.get("speaker_after_endpoint_ms"):
         s = r["speaker_after_endpoint_ms"]
         label = "  speaker stage after endpoint"

@@ -74,7 +74,8 @@ def _models(daemon: Any) -> dict[str, Any]:
         speakers["model"] = daemon.speakers.embedder.peek_model_id()
     return {"asr": asr, "speakers": speakers,
             "vad": {"backend": "webrtcvad", "aggressiveness": cfg.vad.aggressiveness,
-                    "end_silence_ms": cfg.vad.silence_ms}}
+                    "end_silence_ms": cfg.vad.silence_ms, "endpoint": cfg.vad.endpoint,
+                    "min_silence_ms": cfg.vad.min_silence_ms}}
 
 
 def _intents(daemon: Any) -> dict[str, Any]:

@@ -82,6 +82,8 @@ class SpeakerService:
         self.embedder = embedder
         self.store = store
         self._engine = engine
+        self.engine = engine
+        """Where the service's model work runs (its streams are fed there too)."""
         self._batcher: MicroBatcher[bytes, SpeakerMatch] | None = None
         if engine is not None:
             self._batcher = MicroBatcher(

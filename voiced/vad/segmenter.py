@@ -6,9 +6,14 @@ before the detected start, where the soft onset of the first word hides from the
 Per frame the caller passes the audio and the VAD's decision. While idle, a ring buffer
 holds the recent frames; a start is declared when enough speech frames fall within a
 short window. The utterance then grows frame by frame until enough trailing silence,
-the length cap, or `stop()`. Short blips of speech inside the trailing silence do not
-restart the silence count (hangover), and single non-speech frames inside words cannot
-end anything, so one cough or one dropped frame does not split or prolong a command.
+the length cap, or `stop()`. With adaptive endpointing (`min_silence_ms`), reaching that
+shorter silence emits `EndpointCheck`: the caller asks its recognizer whether what was
+said is a whole command and answers with `end_after`, which may end the utterance sooner
+(reason `complete`) or wait longer (up to `max_silence_ms`, after the start of a
+command); without an answer the configured silence ends it. Short blips
+of speech inside the trailing silence do not restart the silence count (hangover), and
+single non-speech frames inside words cannot end anything, so one cough or one dropped
+frame does not split or prolong a command.
 
 Invariant: `SpeechStarted.audio` followed by every `SpeechAudio.audio` is exactly
 `SpeechEnded.audio`, so a streaming recognizer fed with the events sees what a batch
@@ -49,6 +54,12 @@ class SegmenterSettings:
     """Trailing silence that ends an utterance."""
     max_utterance_ms: int = 10_000
     """Hard cap on the utterance audio, pre-roll included."""
+    min_silence_ms: int | None = None
+    """Adaptive endpointing: trailing silence after which `EndpointCheck` asks whether
+    the command is complete (None: fixed endpointing, `end_silence_ms` alone)."""
+    max_silence_ms: int | None = None
+    """Adaptive endpointing: the longest silence `end_after` may ask for (None: no
+    longer than `end_silence_ms`)."""
 
     @classmethod
     def from_config(cls, vad: VadConfig) -> SegmenterSettings:
@@ -59,6 +70,8 @@ class SegmenterSettings:
             min_speech_ms=vad.min_speech_ms,
             end_silence_ms=vad.silence_ms,
             max_utterance_ms=vad.max_utterance_ms,
+            min_silence_ms=vad.min_silence_ms if vad.endpoint == "adaptive" else None,
+            max_silence_ms=vad.prefix_silence_ms if vad.endpoint == "adaptive" else None,
         )
 
     def frames(self, ms: float) -> int:
@@ -78,6 +91,16 @@ class SpeechAudio:
     """One more frame of the current utterance."""
 
     audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCheck:
+    """Adaptive endpointing: the trailing silence reached `min_silence_ms`. The caller
+    judges what was said and may call `Segmenter.end_after(epoch, ...)`."""
+
+    epoch: int
+    """Which silence this is: speech resuming starts another and voids the check."""
+    silence_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +125,7 @@ class SpeechDiscarded:
     """Milliseconds of speech it had."""
 
 
-SegmentEvent = SpeechStarted | SpeechAudio | SpeechEnded | SpeechDiscarded
+SegmentEvent = SpeechStarted | SpeechAudio | EndpointCheck | SpeechEnded | SpeechDiscarded
 
 
 class Segmenter:
@@ -117,12 +140,18 @@ class Segmenter:
         self._end = settings.frames(settings.end_silence_ms)
         self._max = settings.frames(settings.max_utterance_ms)
         self._confirm = settings.frames(CONFIRM_SPEECH_MS)
+        self._check = (None if settings.min_silence_ms is None
+                       else min(self._end, settings.frames(settings.min_silence_ms)))
+        self._longest = max(self._end, settings.frames(settings.max_silence_ms or 0))
         self._history: deque[tuple[bytes, bool]] = deque(maxlen=self._pre_roll + self._window)
         self._audio = bytearray()
         self._in_speech = False
         self._speech_frames = 0
         self._silence_frames = 0
         self._speech_run = 0
+        self._epoch = 0
+        self._limit = self._end
+        """Silence frames that end this silence (`end_after` may change it)."""
 
     @property
     def in_speech(self) -> bool:
@@ -145,17 +174,43 @@ class Segmenter:
             self._speech_frames += 1
             self._speech_run += 1
             if self._speech_run >= self._confirm:
+                if self._silence_frames:
+                    self._new_silence()
                 self._silence_frames = 0
             else:
                 self._silence_frames += 1
         else:
             self._speech_run = 0
             self._silence_frames += 1
-        if self._silence_frames >= self._end:
-            events += self._finish(EndReason.SILENCE)
+        if self._silence_frames >= self._limit:
+            events += self._finish(self._silence_reason())
         elif len(self._audio) >= self._max * self._frame_bytes:
             events += self._finish(EndReason.MAX_LENGTH)
+        elif self._silence_frames == self._check:
+            events.append(EndpointCheck(self._epoch,
+                                        float(self._silence_frames * self.settings.frame_ms)))
         return events
+
+    def end_after(self, epoch: int, after_ms: float) -> list[SegmentEvent]:
+        """Adaptive endpointing: the silence `epoch` (of an `EndpointCheck`) ends the
+        utterance once it lasts `after_ms` instead of `end_silence_ms`: sooner after a
+        whole command (reason `complete`), later after the start of one (never later than
+        `max_silence_ms`). Ends it now when the silence is already that long; a stale
+        epoch (speech resumed, or another utterance) is ignored."""
+        if not self._in_speech or epoch != self._epoch:
+            return []
+        self._limit = min(self._longest, self.settings.frames(after_ms))
+        if self._silence_frames >= self._limit:
+            return self._finish(self._silence_reason())
+        return []
+
+    def _silence_reason(self) -> EndReason:
+        return EndReason.COMPLETE if self._limit < self._end else EndReason.SILENCE
+
+    def _new_silence(self) -> None:
+        """Speech resumed: the next silence is judged afresh."""
+        self._epoch += 1
+        self._limit = self._end
 
     def stop(self, reason: EndReason) -> list[SegmentEvent]:
         """Force the end (stopListening, timeout, shutdown), then reset.
@@ -173,6 +228,7 @@ class Segmenter:
         self._audio = bytearray()
         self._in_speech = False
         self._speech_frames = self._silence_frames = self._speech_run = 0
+        self._new_silence()
 
     def _idle(self, frame: bytes, is_speech: bool) -> list[SegmentEvent]:
         self._history.append((frame, is_speech))
