@@ -74,8 +74,6 @@ SKIP_RULE = "skip"
 """The rule of the skip words said around every sentence."""
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Grammar:
     """A compiled JSGF grammar and what went into it."""
@@ -447,4 +445,3 @@ class TextJudge:
             _LOGGER.debug("hassil failed on %r", text, exc_info=True)
             matched = False
         return Completion.CONTINUABLE if matched else Completion.NONE
-

@@ -142,7 +142,6 @@ def end_positions(
     return set()
 
 
-
 def says_slot(node: Node | None, rules: Mapping[str, Node | None], slots: frozenset[str],
               memo: dict[str, bool]) -> bool:
     """Can `node` say a slot value (one of the rules named in `slots`)?"""
