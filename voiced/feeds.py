@@ -51,6 +51,7 @@ class StreamingFeed(Generic[S]):
         self._closed = False
         self._min_bytes = 0
         """The stream's `feed_bytes`: less audio than this waits for more (or the end)."""
+        self._hurried = False
 
     def push(self, audio: bytes) -> None:
         """Queue audio for decoding (ignored once the feed is closed)."""
@@ -63,6 +64,8 @@ class StreamingFeed(Generic[S]):
     async def _run(self, final: bool = False) -> None:
         if self._stream is None:
             self._stream = await self._engine.run(self._start)
+            if self._hurried:
+                _hurry(self._stream)
             self._min_bytes = int(getattr(self._stream, "feed_bytes", 0))
         while self._pending and (final or len(self._pending) >= self._min_bytes):
             chunk = bytes(self._pending)
@@ -85,13 +88,19 @@ class StreamingFeed(Generic[S]):
 
     async def completion(self) -> Any:
         """The stream's `completion()` (adaptive endpointing) after all queued audio is
-        fed, off the loop; None when the stream cannot tell or the feed is closed."""
+        fed, off the loop (unless the stream knows it already); None when the stream
+        cannot tell or the feed is closed. The stream is hurried first (`hurry`): someone
+        is waiting for this answer, not for the feeds of sites still speaking."""
         if self._closed:
             return None
+        self._hurried = True
+        _hurry(self._stream)  # the rest of its audio goes before other sites' feeds
         stream = await self.finish()
         judge = getattr(stream, "completion", None)
         if judge is None or self._closed:
             return None
+        if getattr(stream, "completion_known", False):
+            return judge()  # brought back with the last feed: no round trip
         return await self._engine.run(judge)
 
     async def conclude(self) -> Any:
@@ -130,6 +139,12 @@ class StreamingFeed(Generic[S]):
     def closed(self) -> bool:
         """True once the stream was concluded or abandoned."""
         return self._closed
+
+
+def _hurry(stream: object) -> None:
+    hurry = getattr(stream, "hurry", None)
+    if hurry is not None:
+        hurry()
 
 
 def _feed(stream: Feedable, chunk: bytes) -> str | None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -254,3 +255,62 @@ def test_a_sites_cepstral_mean_goes_with_it_from_worker_to_worker(
     assert [(t.text, t.confidence) for t in got] == [(t.text, t.confidence) for t in expected]
     assert pool.sites["a"] == reference.sites["a"]
     assert pool.sites["b"] != pool.sites["a"]
+
+
+def test_a_hurried_stream_is_fed_before_streams_still_speaking(
+        intents: IntentRecognizer) -> None:
+    """At its endpoint check a stream is hurried: its feeds go before those of utterances
+    still being spoken, the one already waiting included."""
+    pool = PooledTranscriber(AsrConfig(), asr_intents(intents), processes=1)
+    pool.load()
+    try:
+        worker = pool._workers[0]
+        speaking, ending = pool.start_stream(), pool.start_stream()
+        speaking.feed(bytes(CHUNK))
+        ending.feed(bytes(CHUNK))
+        with worker._cond:
+            worker._busy = True  # the process is busy with a third site's audio
+        served: list[str] = []
+        audio = wav("commands/lock_front.wav") + bytes(6400)
+
+        def feed(stream: object, name: str) -> None:
+            stream.feed(audio)  # type: ignore[attr-defined]
+            served.append(name)
+
+        first = threading.Thread(target=feed, args=(speaking, "speaking"))
+        first.start()
+        wait_for(lambda: worker.waiting == 1, 10)
+        second = threading.Thread(target=feed, args=(ending, "ending"))
+        second.start()
+        wait_for(lambda: worker.waiting == 2, 10)
+        ending.hurry()  # its feed waits already: it goes first all the same
+        with worker._cond:
+            worker._busy = False
+            worker._cond.notify_all()
+        first.join(30)
+        second.join(30)
+        assert served == ["ending", "speaking"]
+        assert str(ending.completion()) == "complete"  # "lock the front door"
+        assert str(speaking.completion()) == "complete"
+        speaking.close()
+        ending.close()
+    finally:
+        pool.close()
+
+
+def test_a_short_command_is_judged_on_its_words_when_hurried(pool: PooledTranscriber) -> None:
+    """The noise floor holds the first second of an utterance; at the endpoint check a
+    hurried stream decodes what was held, so a command shorter than that is judged on its
+    words (a whole command), not on none."""
+    speech = np.frombuffer(wav("commands/day.wav"), dtype="<i2")  # "what day is it"
+    loud = np.flatnonzero(np.abs(speech) > 1000)
+    command = speech[max(0, loud[0] - 1200):loud[-1] + 1600].tobytes()
+    assert len(command) < 32000  # the floor's window is 1 s: all of it is held
+    stream = pool.start_stream()
+    stream.feed(command)
+    assert str(stream.completion()) == "none"  # all of it held back
+    stream.hurry()
+    assert not stream.completion_known
+    assert str(stream.completion()) == "complete"
+    assert stream.completion_known
+    stream.close()

@@ -267,3 +267,18 @@ def test_the_adaptive_endpoint_ends_sooner_and_keeps_a_paused_prefix(
     cuts = endpoint(paused, adaptive, asr.start_stream)
     assert [c.reason for c in cuts] == ["complete"]
     assert asr.transcribe(cuts[0].audio).text == "set the bedroom lights to fifty percent"
+
+
+def test_commands_cut_short_are_counted_and_so_are_those_lost() -> None:
+    from voiced.bench.accuracy_report import cell
+
+    def row(outcome: str, truncated: bool) -> dict[str, Any]:
+        return {"kind": "command", "outcome": outcome, "truncated": truncated}
+
+    counts = cell([row("understood", True), row("wrong", True), row("empty", False),
+                   row("understood", False),
+                   {"kind": "everyday", "outcome": "accepted", "truncated": True}])
+    assert (counts["commands"], counts["understood"]) == (4, 2)
+    assert (counts["truncated"], counts["truncated_rate"]) == (2, 0.5)
+    assert counts["truncated_not_understood"] == 1  # "what time is it | now" is not lost
+    assert counts["failures"] == {"wrong": 1, "empty": 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,16 @@ def test_endpoint_overrides_a_config_and_keeps_its_paths(tmp_path: Path) -> None
     assert (config.vad.endpoint, config.vad.preset) == ("fixed", "fast")
     assert config.intents.paths == [base.parent / "mine"]
     assert config.state_dir == base.parent / "state"
+
+
+def test_a_server_that_cannot_start_fails_the_bench_at_once(tmp_path: Path) -> None:
+    # it used to wait two minutes for a server that had exited on a bad config
+    bad = tmp_path / "voiced.yaml"
+    bad.write_text(f"intents:\n  paths: [{REPO / 'config' / 'intents'}]\n"
+                   "asr:\n  search: nonsense\n")
+    done = subprocess.run([sys.executable, "-m", "voiced", "bench", "latency",
+                           "--satellites", "1", "--utterances", "1", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 1
+    assert "asr.search" in done.stderr  # the server's own message
+    assert "exited (code 2) before it was ready" in done.stderr

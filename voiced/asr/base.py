@@ -83,11 +83,23 @@ class AsrStream(ABC):
         """Best hypothesis so far, if the backend can tell."""
         return None
 
+    @property
+    def completion_known(self) -> bool:
+        """True when `completion()` is answered from what the last `feed` brought back,
+        with no work: it may then be called on the event loop (worker pools judge every
+        feed)."""
+        return False
+
     def completion(self) -> Completion | None:
         """Is the hypothesis after all the audio fed so far a whole command, and can it go
         on (adaptive endpointing, `vad.endpoint`)? None: the backend cannot tell, and the
         utterance ends on silence alone."""
         return None
+
+    def hurry(self) -> None:  # noqa: B027 - optional hook
+        """The utterance is at its end (its silence is being judged): from now on its
+        feeds go before those of utterances still being spoken, where the backend queues
+        work (worker pools)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Abandon the utterance (it was too short, or the session ended)."""

@@ -359,6 +359,9 @@ def compile_grammar(
     compiler = _Compiler(intents, known_words, language or intents.language)
     skip = compiler.skip()
     sentences: list[tuple[str, Node]] = []
+    bare: list[Node] = []
+    """Each sentence without the skip words around it (rendered: the skip words are
+    said around all of them once, a quarter less search than around each one)."""
     dropped: list[str] = []
     for intent_name, intent in intents.intents.items():
         for index, data in enumerate(intent.data):
@@ -370,6 +373,7 @@ def compile_grammar(
                     _LOGGER.warning("Sentence template %r has nothing left to say; dropped", label)
                     dropped.append(label)
                     continue
+                bare.append(node)
                 if skip is not None:
                     node = seq([alt([skip], True), node, alt([skip], True)])
                 assert node is not None
@@ -378,12 +382,14 @@ def compile_grammar(
     lines = ["#JSGF V1.0;", "", f"grammar {name};", ""]
     if sentences:
         alternatives = " | ".join(f"<sentence{i}>" for i in range(len(sentences)))
+        if skip is not None:
+            alternatives = f"[ {render(skip)} ] ( {alternatives} ) [ {render(skip)} ]"
         lines.append(f"public <{name}> = {alternatives};")
     else:
         _LOGGER.warning("No sentence can be spoken; the grammar accepts nothing")
         lines.append(f"public <{name}> = <VOID>;")
     lines.append("")
-    for i, (label, node) in enumerate(sentences):
+    for i, ((label, _), node) in enumerate(zip(sentences, bare, strict=True)):
         lines.append(f"// {label.replace(chr(10), ' ')}")
         lines.append(f"<sentence{i}> = {render(node)};")
     for rule_name, body in compiler.rules.items():

@@ -58,6 +58,7 @@ from voiced.errors import AsrError
 from voiced.models import Transcript
 
 if TYPE_CHECKING:
+    from voiced.asr.fsg import Fsg
     from voiced.asr.grammar import Grammar
     from voiced.config import AsrConfig
 
@@ -219,6 +220,8 @@ class PocketsphinxStream(AsrStream):
         self._site = site
         self._odd = b""
         self._floor = _LevelFloor()
+        self._judged: tuple[str, Completion] | None = None
+        self._hurried = False
         # a known start: no noise estimate from earlier audio, this site's cepstral mean
         decoder.start_stream()
         decoder.set_cmn(owner.site_cmn(site))
@@ -232,11 +235,25 @@ class PocketsphinxStream(AsrStream):
         cut = len(data) - len(data) % SAMPLE_WIDTH
         self._odd = data[cut:]
         samples = np.frombuffer(data[:cut], dtype="<i2")
+        self._settle()
         if not len(samples):
             return
         ready = self._floor.push(samples)
         if ready:
             self._decoder.process_raw(ready, False, False)
+
+    def hurry(self) -> None:
+        """The utterance's silence is being judged (adaptive endpointing): audio the floor
+        still holds is decoded at the next `feed` or `completion`, its level set from
+        what was held, so that a command shorter than `FLOOR_WINDOW_MS` (or the first
+        part of one said with a pause) is judged on its words, not on none."""
+        self._hurried = True
+
+    def _settle(self) -> None:
+        if self._hurried and self._decoder is not None:
+            held = self._floor.flush()
+            if held:
+                self._decoder.process_raw(held, False, False)
 
     def partial(self) -> str | None:
         """The current best hypothesis."""
@@ -249,7 +266,8 @@ class PocketsphinxStream(AsrStream):
         """Where the current hypothesis stands in the grammar (None in open mode).
 
         Judged on the partial hypothesis of the audio handed to the decoder so far (the
-        first `FLOOR_WINDOW_MS` wait for the floor's level: before that, no words, `NONE`).
+        first `FLOOR_WINDOW_MS` wait for the floor's level: before that, no words, `NONE`,
+        unless the stream was hurried).
         The partial is the best path so far, which need not be a path to the end of a
         sentence: a command said to its end can show as the start of another, and then
         waits longer (`vad.max_silence_ms`). Decoding the audio to the end instead was
@@ -259,7 +277,11 @@ class PocketsphinxStream(AsrStream):
         """
         if self._grammar is None or self._decoder is None:
             return None
-        return self._grammar.completion(self.partial() or "")
+        self._settle()
+        text = self.partial() or ""
+        if self._judged is None or self._judged[0] != text:  # judged once per hypothesis
+            self._judged = text, self._grammar.completion(text)
+        return self._judged[1]
 
     def finish(self) -> Transcript:
         """End the utterance and return the transcript; the decoder goes back to the pool."""
@@ -297,6 +319,8 @@ class PocketsphinxTranscriber(Transcriber):
         self._generation = 0
         self._grammar: Grammar | None = None
         self._dict_path: Path | None = None
+        self._fsg: Fsg | None = None
+        """The grammar as a minimal automaton (None: pocketsphinx compiles the JSGF)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="voiced-ps-")
         self.cmn = INITIAL_CMN
         """Cepstral mean (pocketsphinx's comma-separated form) of audio of no site, and
@@ -373,8 +397,16 @@ class PocketsphinxTranscriber(Transcriber):
             path.write_text("".join(lines), encoding="utf-8")
             log.info("pocketsphinx grammar: %d sentences, %d words",
                      grammar.sentences, len(grammar.words))
+        fsg = None
+        if grammar is not None and self.config.search == "automaton":
+            from voiced.asr.fsg import jsgf_fsg, minimal_fsg
+
+            fsg = minimal_fsg(jsgf_fsg(grammar.jsgf, grammar.name))
+            if fsg is not None:
+                log.info("pocketsphinx grammar automaton: %d states, %d word arcs",
+                         fsg.states, fsg.word_arcs)
         with self._lock:
-            self._grammar, self._dict_path = grammar, path
+            self._grammar, self._dict_path, self._fsg = grammar, path, fsg
             self.missing_words = grammar.missing_words if grammar else frozenset()
             self._generation += 1
             self._pool.clear()
@@ -384,13 +416,17 @@ class PocketsphinxTranscriber(Transcriber):
 
         model = model_dir()
         with self._lock:
-            grammar, dict_path = self._grammar, self._dict_path
+            grammar, dict_path, fsg = self._grammar, self._dict_path, self._fsg
         common = {"hmm": str(model / "en-us"), "dict": str(dict_path), "loglevel": "FATAL",
                   "samprate": SAMPLE_RATE}
         if grammar is None:
             return Decoder(lm=str(model / "en-us.lm.bin"), **common)
         decoder = Decoder(lm=None, bestpath=self.lattice_pass, **common)
-        decoder.add_jsgf_string(SEARCH, grammar.jsgf)
+        if fsg is not None:  # the same sentences, a third of the search (voiced.asr.fsg)
+            decoder.add_fsg(SEARCH, decoder.create_fsg(SEARCH, fsg.start, fsg.final,
+                                                       list(fsg.arcs)))
+        else:
+            decoder.add_jsgf_string(SEARCH, grammar.jsgf)
         decoder.activate_search(SEARCH)
         return decoder
 

@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ READY_TIMEOUT_S = 120.0
 """A worker has this long to load its grammar (at start, restart and reload)."""
 CALL_TIMEOUT_S = 60.0
 """A worker that takes longer to answer one request is taken for hung and replaced."""
-URGENT = frozenset({"finish", "transcribe", "completion"})
+URGENT = frozenset({"finish", "transcribe"})
 """Requests served before waiting feeds."""
 
 Portable = tuple[str, dict[str, Any], dict[str, frozenset[str]]] | None
@@ -104,15 +105,15 @@ def _serve(conn: Connection, config: AsrConfig, portable: Portable) -> None:
         try:
             result: Any = None
             if op == "feed":
-                site, cmn, pcm = arg
+                site, cmn, pcm, hurried = arg
                 stream = streams.get(key)
                 if stream is None:
                     stream = streams[key] = _open(transcriber, site, cmn)
+                if hurried:
+                    stream.hurry()
                 stream.feed(pcm)
-                result = stream.partial()
-            elif op == "completion":
-                stream = streams.get(key)
-                result = None if stream is None else stream.completion()
+                # the judgement goes back with every feed: at the silence it is known
+                result = stream.partial(), stream.completion()
             elif op == "finish":
                 site, cmn = arg
                 stream = streams.pop(key, None) or _open(transcriber, site, cmn)
@@ -156,7 +157,8 @@ class _Worker:
         """The request being served (None: idle); for tests and diagnostics."""
         self._cond = threading.Condition()
         self._busy = False
-        self._urgent = 0
+        self._waiting: list[Callable[[], bool]] = []
+        """Whether each request waiting for the process is urgent now."""
         self._starting = False
         self.active = 0
         self._spawn()
@@ -198,21 +200,28 @@ class _Worker:
             raise AsrError("asr_worker_start", f"{self.name} failed to start: {value}")
 
     def call(self, op: str, key: int = 0, arg: Any = None,
-             generation: int | None = None) -> tuple[Any, int]:
+             generation: int | None = None,
+             hurried: Callable[[], bool] | None = None) -> tuple[Any, int]:
         """Send one request and return (its answer, the process generation that gave it).
 
         With `generation`, the request belongs to a stream started on that process: if
         the process has been replaced since, the stream's audio is gone and the call
-        fails with `asr_worker_died`.
+        fails with `asr_worker_died`. `hurried`: whether the request's utterance is at
+        its end (see `AsrStream.hurry`; asked again while it waits, after `wake`): then
+        it goes before other feeds, like the requests in `URGENT`.
         """
         # an utterance that has ended goes before feeds of utterances still being spoken:
         # its answer is what someone is waiting for
-        urgent = op in URGENT
+        def urgent() -> bool:
+            return op in URGENT or (hurried is not None and hurried())
+
         with self._cond:
-            self._urgent += urgent
-            while self._busy or (not urgent and self._urgent):
-                self._cond.wait()
-            self._urgent -= urgent
+            self._waiting.append(urgent)  # asked afresh: hurried while it waits
+            try:
+                while self._busy or (not urgent() and any(w() for w in self._waiting)):
+                    self._cond.wait()
+            finally:
+                self._waiting.remove(urgent)
             self._busy = True
         try:
             if not self.process.is_alive() and not self._starting:
@@ -230,6 +239,16 @@ class _Worker:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the process (for tests and diagnostics)."""
+        return len(self._waiting)
+
+    def wake(self) -> None:
+        """Have waiting requests ask again whether they are hurried."""
+        with self._cond:
+            self._cond.notify_all()
 
     def _exchange(self, op: str, key: int, arg: Any) -> Any:
         timeout = READY_TIMEOUT_S if op == "prepare" else CALL_TIMEOUT_S
@@ -277,13 +296,23 @@ class _RemoteStream(AsrStream):
         """The site's estimate, sent with the first audio (then None)."""
         self._generation: int | None = None
         self._partial: str | None = None
+        self._completion: Completion | None = None
+        self._hurried = False
+        self._judged_hurried = False
+        """Whether the last feed went hurried: its judgement covers all the audio."""
         self._open = True
+
+    @property
+    def completion_known(self) -> bool:
+        """The last feed brought back the judgement of everything (no round trip)."""
+        return self._judged_hurried or self._generation is None
 
     def _call(self, op: str, arg: Any = None) -> Any:
         # the first answer pins the stream to the process that holds its audio; once that
         # process is gone, so is the stream
         try:
-            value, self._generation = self._worker.call(op, self._key, arg, self._generation)
+            value, self._generation = self._worker.call(op, self._key, arg, self._generation,
+                                                        self._is_hurried)
         except AsrError as exc:
             if exc.code == "asr_worker_died":
                 self._generation = -1
@@ -291,17 +320,30 @@ class _RemoteStream(AsrStream):
         return value
 
     def feed(self, pcm: bytes) -> None:
-        self._partial = self._call("feed", (self._site, self._cmn, pcm))
+        hurried = self._hurried
+        self._partial, self._completion = self._call("feed", (self._site, self._cmn, pcm,
+                                                              hurried))
         self._cmn = None
+        self._judged_hurried = hurried
 
     def partial(self) -> str | None:
         return self._partial
 
     def completion(self) -> Completion | None:
-        if self._generation is None:
-            return None  # nothing fed yet: no hypothesis
-        result: Completion | None = self._call("completion")
-        return result
+        """The judgement the last feed brought back (None: nothing fed yet); after
+        `hurry`, an empty feed first when the last one was not hurried (the worker then
+        decodes what its floor held)."""
+        if self._hurried and not self._judged_hurried and self._generation is not None:
+            self.feed(b"")
+        return self._completion
+
+    def _is_hurried(self) -> bool:
+        return self._hurried
+
+    def hurry(self) -> None:
+        """Its feeds go first from now on, the one waiting already included."""
+        self._hurried = True
+        self._worker.wake()
 
     def finish(self) -> Transcript:
         try:

@@ -36,12 +36,13 @@ def condition_group(name: str) -> str:
 
 def cell(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts and rates of some trials."""
-    commands = everyday = understood = accepted = truncated = 0
+    commands = everyday = understood = accepted = truncated = truncated_lost = 0
     failures = dict.fromkeys(COMMAND_OUTCOMES[1:], 0)
     for r in rows:
         if r["kind"] == "command":
             commands += 1
             truncated += bool(r.get("truncated"))
+            truncated_lost += bool(r.get("truncated")) and r["outcome"] != "understood"
             if r["outcome"] == "understood":
                 understood += 1
             else:
@@ -57,6 +58,7 @@ def cell(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "failures": {k: v for k, v in failures.items() if v},
         "truncated": truncated,
         "truncated_rate": round(truncated / commands, 4) if commands else None,
+        "truncated_not_understood": truncated_lost,
     }
 
 
@@ -157,7 +159,8 @@ def format_text(report: Mapping[str, Any]) -> str:
                   "commands missed: " + (", ".join(f"{k} {v}" for k, v in
                                                   o["failures"].items()) or "none"),
                   f"commands cut short by the endpoint (an utterance ended before the last "
-                  f"word): {o['truncated']} ({_pct(o['truncated_rate'])}%)"]
+                  f"word): {o['truncated']} ({_pct(o['truncated_rate'])}%), "
+                  f"{o['truncated_not_understood']} of them not understood"]
     ex = report["examples"]
     if ex["false_accepts"] or ex["commands_missed"]:
         lines += ["", "examples (training split only):"]

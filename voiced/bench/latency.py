@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
             cmd.append("--embedded-broker")
         server = start_voiced(cmd)
         try:
-            result = asyncio.run(_bench(args, files, port))
+            result = asyncio.run(_bench(args, files, port, server.poll))
+        except ServerExited as exc:
+            print(f"bench latency: {exc}", file=sys.stderr)
+            return 1
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -114,6 +118,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print(result)
     return 0 if result["failed"] == 0 and result["dropped_frames"] == 0 else 1
+
+
+class ServerExited(RuntimeError):
+    """The server under test exited before it was ready."""
+
+
+async def _until_ready(host: str, port: int, exited: Callable[[], int | None]) -> None:
+    """Wait for the server's `ready` status; fail at once when it exits (a bad config,
+    a port in use: its own message is on stderr above)."""
+    waiting = asyncio.create_task(_wait_ready(host, port))
+    while not waiting.done():
+        code = exited()
+        if code is not None:
+            waiting.cancel()
+            raise ServerExited(f"the voiced server exited (code {code}) before it was "
+                               "ready; its message is above")
+        await asyncio.wait({waiting}, timeout=0.2)
+    waiting.result()
 
 
 async def _wait_ready(host: str, port: int, timeout: float = 120) -> dict[str, Any]:
@@ -141,8 +163,9 @@ async def _status(host: str, port: int) -> dict[str, Any]:
     return {}
 
 
-async def _bench(args: argparse.Namespace, files: list[Path], port: int) -> dict[str, Any]:
-    await _wait_ready(args.mqtt_host, port)
+async def _bench(args: argparse.Namespace, files: list[Path], port: int,
+                 exited: Callable[[], int | None]) -> dict[str, Any]:
+    await _until_ready(args.mqtt_host, port, exited)
     audio = [read_wav_file(f) for f in files]
     rng = random.Random(7)
 
