@@ -11,7 +11,7 @@ import yaml
 
 from voiced.asr.fsg import Arc, Fsg, accepts, jsgf_fsg, minimal_fsg, weight
 from voiced.asr.grammar import Grammar, compile_grammar
-from voiced.asr.pocketsphinx import PocketsphinxTranscriber
+from voiced.asr.pocketsphinx import SEARCH, PocketsphinxTranscriber
 from voiced.asr.service import asr_intents
 from voiced.audio.wav import read_wav_file
 from voiced.config import AsrConfig
@@ -111,7 +111,7 @@ def test_a_grammar_of_many_overlapping_sentences_stays_small(tmp_path: Path) -> 
         assert weight(fsg, words) == pytest.approx(weight(source, words), abs=1e-6)
 
 
-def test_pocketsphinx_decodes_with_the_automaton() -> None:
+def test_pocketsphinx_decodes_with_the_automaton(tmp_path: Path) -> None:
     recognizer = IntentRecognizer.load([REPO / "config" / "intents"])
     asr = PocketsphinxTranscriber(AsrConfig(processes=1, search="automaton"),
                                   asr_intents(recognizer))
@@ -138,3 +138,11 @@ def test_pocketsphinx_decodes_with_the_automaton() -> None:
     default.load()
     assert default._fsg is None  # asr.search: jsgf (the default)
     assert default.transcribe(pcm).text == heard
+    # the weights are those of the decoder's own JSGF search (its language weight)
+    written = tmp_path / "decoder.fsg"
+    default._new_decoder().get_fsg(SEARCH).writefile(str(written))
+    own = {tuple(line.split()[1:]) for line in written.read_text().splitlines()
+           if line.startswith("TRANSITION") and "<sil>" not in line and "[" not in line
+           and "(" not in line}
+    source = jsgf_fsg(default._grammar.jsgf, default._grammar.name)  # type: ignore[union-attr]
+    assert own == {(str(a), str(b), f"{p:.6f}", *rest) for a, b, p, *rest in source.arcs}

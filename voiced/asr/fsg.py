@@ -49,11 +49,15 @@ class Fsg:
         return sum(1 for arc in self.arcs if len(arc) == 4)
 
 
-def jsgf_fsg(jsgf: str, rule: str, lw: float = 6.5) -> Fsg:
+def jsgf_fsg(jsgf: str, rule: str) -> Fsg:
     """The automaton pocketsphinx's JSGF compiler makes of `rule` of `jsgf` (its public
     rule's name), with its weights; filler words and alternative pronunciations are the
-    search's to add, not here."""
+    search's to add, not here. The weights are written for the decoder's language weight
+    (`lw`, pocketsphinx's default: voiced's decoders keep it), as its own JSGF search
+    would have them."""
     import pocketsphinx
+
+    lw = float(pocketsphinx.Config()["lw"])
 
     with tempfile.TemporaryDirectory(prefix="voiced-fsg-") as folder:
         path = Path(folder) / "grammar.gram"
@@ -190,10 +194,8 @@ def minimal_fsg(source: Fsg, max_states: int | None = None) -> Fsg | None:
     queue = [0]
     out: dict[int, list[tuple[str, int, float]]] = {}
     stop_of: dict[int, float | None] = {}
-    for state in queue:
+    for state in queue:  # one state of each block: each block is queued once
         b = block[state]
-        if b in out:
-            continue
         out[b] = []
         stop_of[b] = stops[state]
         for word, (target, x) in delta[state].items():
