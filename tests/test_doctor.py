@@ -188,3 +188,21 @@ def test_mismatched_pair_is_an_error_naming_both(tmp_path: Path) -> None:
     import torch
 
     assert f"torch {torch.__version__}" in pair["detail"]
+
+
+def test_the_silero_model_is_checked_when_the_config_uses_it(tmp_path: Path) -> None:
+    config = _config(tmp_path, vad={"engine": "silero"})
+    code, checks = _doctor("--config", str(config))
+    assert _status(checks, "vad-model") == "ok"
+    assert "silero_vad.jit" in checks["vad-model"][0]["detail"]
+    # a silero-vad package without its model file (a broken install) is an error
+    shadow = tmp_path / "shadow"
+    (shadow / "silero_vad" / "data").mkdir(parents=True)
+    (shadow / "silero_vad" / "__init__.py").write_text("")
+    code, checks = _doctor("--config", str(config), pythonpath=shadow)
+    assert code == 1 and _status(checks, "vad-model") == "error"
+    assert "missing from the silero-vad package" in checks["vad-model"][0]["detail"]
+    assert "make setup" in checks["vad-model"][0]["fix"]
+    # not checked when the config does not use it
+    code, checks = _doctor("--config", str(_config(tmp_path)), pythonpath=shadow)
+    assert "vad-model" not in checks

@@ -239,7 +239,14 @@ VAD_PRESETS: dict[str, int] = {"fast": 300, "normal": 500, "patient": 900}
 class VadConfig(Strict):
     """Voice activity detection and endpointing."""
 
+    engine: Literal["webrtc", "silero"] = "webrtc"
+    """Speech/non-speech per frame. webrtc: webrtcvad (`aggressiveness`). silero:
+    silero-vad's network, its model from its wheel (`silero_threshold`; voiced.vad.silero,
+    docs/accuracy.md)."""
     aggressiveness: int = Field(2, ge=0, le=3)
+    """webrtc: 0 (least) to 3 (most eager to call a frame non-speech)."""
+    silero_threshold: float = Field(0.5, gt=0, lt=1)
+    """silero: the speech probability that starts speech (it ends under 0.15 less)."""
     preset: Literal["fast", "normal", "patient"] = "normal"
     end_silence_ms: int | None = Field(None, ge=100, le=5000)
     """Silence that ends an utterance; default from `preset`. With `endpoint: adaptive`

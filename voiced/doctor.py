@@ -209,6 +209,14 @@ def check_lock(root: Path | None = None) -> Check | None:
 
 def check_models(config: Config, imported: dict[str, Any]) -> Iterator[Check]:
     """The model files the configured backends load, or where they will come from."""
+    if config.vad.engine == "silero":
+        from voiced.vad.silero import shared_model, weights_path
+
+        try:
+            shared_model()  # reads and checks the weights (not through torch)
+            yield Check("vad-model", Level.OK, f"silero-vad model {weights_path()}")
+        except VoicedError as exc:
+            yield Check("vad-model", Level.ERROR, exc.message, SETUP_FIX)
     if config.asr.backend == "pocketsphinx" and "pocketsphinx" in imported:
         from voiced.asr.pocketsphinx import model_dir
 

@@ -34,6 +34,7 @@ from voiced.inference import InferenceEngine
 from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utterance
 from voiced.protect import CONFIRM_MARK
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
+from voiced.vad.detectors import new_detector
 from voiced.vad.segmenter import (
     EndpointCheck,
     Segmenter,
@@ -43,7 +44,6 @@ from voiced.vad.segmenter import (
     SpeechEnded,
     SpeechStarted,
 )
-from voiced.vad.webrtc import WebrtcVad
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class SiteWorker:
         self.pcm_format: PcmFormat = INTERNAL_FORMAT
         self._converter = StreamConverter()
         self._framer = FrameBuffer(VAD_FRAME_BYTES)
-        self._vad = WebrtcVad(vad.aggressiveness)
+        self._vad = new_detector(vad)
         self._segmenter = Segmenter(SegmenterSettings.from_config(vad))
         self._listening: Listening | None = None
         self._decode: StreamingFeed | None = None

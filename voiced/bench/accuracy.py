@@ -282,9 +282,15 @@ def _describe(config: Any) -> str:
     asr, vad, intents = config.asr, config.vad, config.intents
     fuzzy = f"on (min {intents.fuzzy_min_confidence})" if intents.fuzzy else "off"
     return (f"pocketsphinx {asr.mode} mode, asr.min_confidence {asr.min_confidence}, "
-            f"intent fuzzy fallback {fuzzy}, webrtcvad aggressiveness {vad.aggressiveness}, "
+            f"intent fuzzy fallback {fuzzy}, {_vad_name(vad)}, "
             f"end silence {vad.silence_ms} ms, endpoint {vad.endpoint}"
             + (f" (min silence {vad.min_silence_ms} ms)" if vad.endpoint == "adaptive" else ""))
+
+
+def _vad_name(vad: Any) -> str:
+    if vad.engine == "silero":
+        return f"silero-vad threshold {vad.silero_threshold}"
+    return f"webrtcvad aggressiveness {vad.aggressiveness}"
 
 
 def _synthesize(pool: Any, plan: Any, conditions: Sequence[str],

@@ -197,7 +197,7 @@ class Cut:
 
 def endpoint(pcm: bytes, vad: VadConfig,
              stream: Callable[[], AsrStream] | None = None) -> list[Cut]:
-    """The utterances a site worker would cut from `pcm` (webrtcvad + segmenter).
+    """The utterances a site worker would cut from `pcm` (`vad.engine` + segmenter).
 
     With adaptive endpointing and `stream` (a new recognizer stream per utterance), each
     utterance is fed to a stream as the site worker feeds it (trailing silence beyond
@@ -206,6 +206,7 @@ def endpoint(pcm: bytes, vad: VadConfig,
     from voiced.const import VAD_FRAME_BYTES
     from voiced.models import EndReason
     from voiced.sessions import FEED_SILENCE_FRAMES
+    from voiced.vad.detectors import new_detector
     from voiced.vad.segmenter import (
         EndpointCheck,
         Segmenter,
@@ -214,9 +215,8 @@ def endpoint(pcm: bytes, vad: VadConfig,
         SpeechEnded,
         SpeechStarted,
     )
-    from voiced.vad.webrtc import WebrtcVad
 
-    detector = WebrtcVad(vad.aggressiveness)
+    detector = new_detector(vad)
     segmenter = Segmenter(SegmenterSettings.from_config(vad))
     adaptive = stream is not None and vad.endpoint == "adaptive"
     current: AsrStream | None = None

@@ -16,6 +16,7 @@ from voiced.http import api_history, api_recognize, api_review, api_speakers
 from voiced.http.errors import ApiError
 from voiced.http.keys import AUTH, DAEMON
 from voiced.http.openapi import spec
+from voiced.vad.detectors import describe as describe_vad
 
 HEARD_RECENTLY_S = 5.0
 """A satellite whose audio arrived within this many seconds counts as connected."""
@@ -73,7 +74,7 @@ def _models(daemon: Any) -> dict[str, Any]:
     if daemon.speakers is not None:
         speakers["model"] = daemon.speakers.embedder.peek_model_id()
     return {"asr": asr, "speakers": speakers,
-            "vad": {"backend": "webrtcvad", "aggressiveness": cfg.vad.aggressiveness,
+            "vad": {**describe_vad(cfg.vad),
                     "end_silence_ms": cfg.vad.silence_ms, "endpoint": cfg.vad.endpoint,
                     "min_silence_ms": cfg.vad.min_silence_ms}}
 
