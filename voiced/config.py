@@ -382,6 +382,12 @@ class AsrConfig(Strict):
     """whisper: a language code, or auto (detected per utterance)."""
     min_confidence: float = Field(0.5, ge=0, le=1)
     """Transcripts below this are treated as not recognized."""
+    early_end_confidence: float = Field(0.0, ge=0, le=1)
+    """pocketsphinx, `vad.endpoint: adaptive`: a whole command ends before the usual
+    silence only when its partial hypothesis fits the audio at least this well (the path
+    confidence); below, it waits the end-of-speech silence and is judged whole. 0 (default):
+    every whole command ends early. 0.85 keeps the fixed endpoint's false accepts and
+    costs latency (docs/endpoint.md)."""
     confidence: Literal["path", "words"] = "path"
     """pocketsphinx grammar mode: how confidence is scored. path: the decoded path's
     acoustic fit per word frame; words: a model of the fit of the words that carry the

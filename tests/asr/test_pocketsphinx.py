@@ -196,3 +196,25 @@ def test_open_mode_produces_text(recognizer: IntentRecognizer) -> None:
     transcript = asr.transcribe(pcm_of(FIXTURES / "commands/on_kitchen.wav"))
     assert transcript.text and 0.0 <= transcript.confidence <= 1.0
     assert all(w.isalpha() or "'" in w for w in transcript.text.split())
+
+
+def test_an_early_end_needs_a_confident_hypothesis(recognizer: IntentRecognizer) -> None:
+    """`asr.early_end_confidence`: a whole command whose partial fits the audio less well
+    than the floor is UNSURE (it waits the usual silence); at 0 it is COMPLETE."""
+    pcm = pcm_of(FIXTURES / "commands" / "on_kitchen.wav")
+    judged = {}
+    for floor in (0.0, 0.5, 0.999):
+        asr = PocketsphinxTranscriber(AsrConfig(early_end_confidence=floor),
+                                      asr_intents(recognizer))
+        asr.load()
+        stream = asr.start_stream()
+        stream.feed(pcm)
+        stream.hurry()
+        judged[floor] = str(stream.completion())
+        decoder = stream._decoder  # type: ignore[attr-defined]
+        confidence = asr.path_confidence(decoder)
+        transcript = stream.finish()
+        # the partial's confidence is the one the final transcript reports
+        assert abs(confidence - transcript.confidence) < 0.02, (confidence, transcript)
+        assert 0.5 < confidence < 0.999
+    assert judged == {0.0: "complete", 0.5: "complete", 0.999: "unsure"}

@@ -62,6 +62,10 @@ class Completion(StrEnum):
     """Not a sentence yet, but the start of one ("set the lights to", "... twenty")."""
     NONE = "none"
     """Neither (no words, or words no sentence starts with)."""
+    UNSURE = "unsure"
+    """A whole sentence, but heard with too little confidence to end before the usual
+    silence (`asr.early_end_confidence`): an everyday sentence whose first part reads as
+    a command, or a command misheard at a pause, is not cut there."""
 
 
 class AsrStream(ABC):

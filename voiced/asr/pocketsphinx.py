@@ -287,7 +287,14 @@ class PocketsphinxStream(AsrStream):
             return Completion.PREFIX
         if self._judged is None or self._judged[0] != text:  # judged once per hypothesis
             self._judged = text, self._grammar.completion(text)
-        return self._judged[1]
+        judged = self._judged[1]
+        if judged in (Completion.COMPLETE, Completion.CONTINUABLE):
+            # ending early needs a confident hypothesis: the part of an everyday
+            # sentence before a pause can read as a command, but fits the audio worse
+            floor = self._owner.config.early_end_confidence
+            if floor > 0 and self._owner.path_confidence(self._decoder) < floor:
+                return Completion.UNSURE
+        return judged
 
     def finish(self) -> Transcript:
         """End the utterance and return the transcript; the decoder goes back to the pool."""
@@ -469,6 +476,16 @@ class PocketsphinxTranscriber(Transcriber):
         stream = self.start_stream()
         stream.feed(pcm)
         return stream.finish()
+
+    @staticmethod
+    def path_confidence(decoder: Any) -> float:
+        """`acoustic_confidence` of the decoder's current best path (partial or final)."""
+        hyp = decoder.hyp()
+        if hyp is None or hyp.best_score <= 0:
+            return 0.0
+        frames = sum(s.end_frame - s.start_frame + 1 for s in decoder.seg()
+                     if s.word and s.word[0] not in "<[+(")
+        return acoustic_confidence(decoder.get_logmath().log(hyp.best_score), frames)
 
     def _transcript(self, decoder: Any, grammar: Grammar | None) -> Transcript:
         hyp = decoder.hyp()
