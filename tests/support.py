@@ -131,3 +131,20 @@ def make_pki(folder: Path) -> Path:
             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt",
             cwd=folder)
     return folder
+
+
+def segment_with(detector: Any, pcm: bytes) -> tuple[list[Any], list[Any], list[Any]]:
+    """Run a speech detector and a default segmenter over pcm (20 ms frames, stopped at
+    the end): (started, ended, every event)."""
+    from voiced.const import VAD_FRAME_BYTES
+    from voiced.models import EndReason
+    from voiced.vad.segmenter import Segmenter, SegmenterSettings, SpeechEnded, SpeechStarted
+
+    seg = Segmenter(SegmenterSettings())
+    events: list[Any] = []
+    for i in range(0, len(pcm) - VAD_FRAME_BYTES + 1, VAD_FRAME_BYTES):
+        frame = pcm[i:i + VAD_FRAME_BYTES]
+        events += seg.process(frame, detector.is_speech(frame))
+    events += seg.stop(EndReason.SHUTDOWN)
+    return ([e for e in events if isinstance(e, SpeechStarted)],
+            [e for e in events if isinstance(e, SpeechEnded)], events)

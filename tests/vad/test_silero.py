@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import FIXTURES, Mosquitto, make_config, running_daemon
+from support import FIXTURES, Mosquitto, make_config, running_daemon, segment_with
 
 from voiced.audio.wav import read_wav_file
 from voiced.config import VadConfig, load_config
@@ -21,7 +21,6 @@ from voiced.errors import AudioFormatError, ConfigError
 from voiced.models import EndReason
 from voiced.satellite import Satellite
 from voiced.vad.detectors import new_detector
-from voiced.vad.segmenter import Segmenter, SegmenterSettings, SpeechEnded, SpeechStarted
 from voiced.vad.silero import (
     CONTEXT,
     WINDOW,
@@ -133,14 +132,9 @@ def test_the_segmenter_over_silero_cuts_one_utterance(speech: np.ndarray) -> Non
     pad = ms_to_bytes(1000)
     quiet = _pcm(np.random.default_rng(RNG_SEEDS[2]).normal(0, 5, pad))
     pcm = quiet + _pcm(speech) + quiet
-    vad, seg = new_detector(VadConfig(engine="silero")), Segmenter(SegmenterSettings())
+    vad = new_detector(VadConfig(engine="silero"))
     assert isinstance(vad, SileroVad)
-    events = []
-    for frame in _frames(pcm):
-        events += seg.process(frame, vad.is_speech(frame))
-    events += seg.stop(EndReason.SHUTDOWN)
-    started = [e for e in events if isinstance(e, SpeechStarted)]
-    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    started, ended, _ = segment_with(vad, pcm)
     assert len(started) == len(ended) == 1
     assert ended[0].reason == EndReason.SILENCE
     # the utterance holds all of the speech, and not much of the quiet around it

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import segment_with
 
 from voiced.audio.wav import read_wav_file
 from voiced.const import SAMPLE_WIDTH, VAD_FRAME_BYTES, ms_to_bytes
 from voiced.errors import AudioFormatError
 from voiced.models import EndReason
 from voiced.vad.segmenter import (
-    Segmenter,
-    SegmenterSettings,
     SpeechDiscarded,
-    SpeechEnded,
-    SpeechStarted,
 )
 from voiced.vad.webrtc import WebrtcVad
 
@@ -68,14 +65,7 @@ def test_segmenter_over_real_decisions_finds_one_utterance(
     padded_speech: tuple[bytes, int, int],
 ) -> None:
     pcm, start, end = padded_speech
-    vad = WebrtcVad(2)
-    seg = Segmenter(SegmenterSettings())
-    events = []
-    for f in frames(pcm):
-        events += seg.process(f, vad.is_speech(f))
-    events += seg.stop(EndReason.SHUTDOWN)
-    started = [e for e in events if isinstance(e, SpeechStarted)]
-    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    started, ended, events = segment_with(WebrtcVad(2), pcm)
     assert len(started) == len(ended) == 1
     assert not any(isinstance(e, SpeechDiscarded) for e in events)
     utterance = ended[0]
