@@ -504,8 +504,5 @@ class PocketsphinxTranscriber(Transcriber):
                     for w, s in zip(words, segments, strict=True)]
             confidence = command_confidence(fits, grammar.skip_words)
         else:
-            speech_frames = sum(s.end_frame - s.start_frame + 1 for s in segments)
-            score = (decoder.get_logmath().log(hyp.best_score) if hyp.best_score > 0
-                     else -math.inf)
-            confidence = acoustic_confidence(score, speech_frames)
+            confidence = self.path_confidence(decoder)
         return Transcript(text, confidence, self.config.language, tokens=tuple(words))

@@ -12,7 +12,9 @@ Each step reads 512 new samples (32 ms at 16 kHz) after the last 64 samples of t
 before, and gives the probability that the window holds speech. `SileroVad` turns the
 20 ms frames voiced uses into such windows and the probabilities into per-frame
 decisions with hysteresis (speech from `threshold`, silence under `threshold - 0.15`, as
-silero's own `VADIterator`).
+silero's own `VADIterator`). Each site steps its own stream as its frames arrive:
+`step` takes a batch, but stepping the event loop's streams together (each site awaiting
+its window's turn) made 20 satellites fall behind real time (docs/accuracy.md).
 """
 
 from __future__ import annotations
@@ -268,8 +270,7 @@ class SileroVad:
         self.threshold = threshold
         self.off_threshold = max(threshold - 0.15, 0.01)
         self._model = model or shared_model()
-        self.state = SileroModel.new_state()
-        """The network's state for this stream ([2, 1, 128])."""
+        self._state = SileroModel.new_state()
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self._speech = False
@@ -302,6 +303,6 @@ class SileroVad:
     def is_speech(self, frame: bytes) -> bool:
         """True while the stream is judged to hold speech (16 kHz, 16-bit mono frame)."""
         for x in self._windows(frame):
-            prob, self.state = self._model.step(x[None, :], self.state)
+            prob, self._state = self._model.step(x[None, :], self._state)
             self._heard(float(prob[0]))
         return self._speech
