@@ -37,7 +37,8 @@ from voiced.events import EventSink, Subscriber
 from voiced.inference import InferenceEngine
 from voiced.models import EventType, PipelineEvent, Transcript
 from voiced.satellite import Satellite
-from voiced.sessions import Audio, Control, SiteWorker
+from voiced.sessions import SiteWorker
+from voiced.site_inbox import Audio, Control
 from voiced.transport.native import INTERNAL_FORMAT
 
 pytestmark = pytest.mark.slow

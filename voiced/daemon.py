@@ -37,7 +37,8 @@ from voiced.models import Utterance
 from voiced.pipeline import Pipeline
 from voiced.protect import Protector, warn_unknown_people
 from voiced.recorder import HistoryWriter
-from voiced.sessions import IDLE_CHECK_S, Control, SiteWorker
+from voiced.sessions import IDLE_CHECK_S, SiteWorker
+from voiced.site_inbox import Control
 from voiced.sites import SiteRegistry
 from voiced.status import BROKER_DROPPED, Health, build_status, farewell
 from voiced.storage import History

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from voiced.audio.wav import parse_wav
 from voiced.const import MAX_AUDIO_PAYLOAD, MAX_MESSAGE_AUDIO_MS
 from voiced.errors import AudioFormatError, VoicedError
-from voiced.sessions import Audio, Control, SiteWorker
+from voiced.sessions import SiteWorker
+from voiced.site_inbox import Audio, Control
 from voiced.sites import SITE_ID_MAX, SiteRefused, SiteRegistry, is_valid_id, safe_text
 from voiced.transport import hermes, native
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat

@@ -9,30 +9,30 @@ still speaking. A finished utterance goes to the pipeline callback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from voiced.arbiter_service import Contender
-from voiced.arrival import ArrivalMeter, shed_stale
 from voiced.asr.base import AsrStream, Completion
 from voiced.asr.service import AsrService
 from voiced.audio.buffers import FrameBuffer
 from voiced.audio.wav import StreamConverter
 from voiced.config import SiteMode, VadConfig
-from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES, VAD_FRAME_MS
+from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES
 from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utterance
 from voiced.protect import CONFIRM_MARK
+from voiced.site_feeds import UtteranceFeeds
+from voiced.site_inbox import Audio, Control, SiteInbox
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
 from voiced.vad.detectors import new_detector
 from voiced.vad.segmenter import (
@@ -49,16 +49,8 @@ log = logging.getLogger(__name__)
 
 IDLE_CHECK_S = 0.25
 """How often a site with an open session or speech in progress checks its timeouts."""
-FEED_SILENCE_MS = 200
-"""Trailing silence fed to the models before holding the rest back (the end of speech
-needs some; decoding the whole end-of-speech wait would be wasted work)."""
-FEED_SILENCE_FRAMES = FEED_SILENCE_MS // VAD_FRAME_MS
 YIELD_EVERY = 8
 """Items processed from a backlog before letting other tasks run."""
-SHED_AGE_S = 1.0
-"""Audio that waited this long in an idle site's queue is stale: voiced is behind."""
-KEEP_AFTER_SHED = 15
-"""Newest audio chunks kept when shedding (the pre-roll)."""
 STALL_S = 1.5
 """An utterance whose audio stops arriving for this long is ended (satellite gone)."""
 LEVEL_FLOOR_DBFS = -96.0
@@ -90,144 +82,47 @@ UtteranceHandler = Callable[
     [Utterance, "StreamingFeed[AsrStream] | None", "StreamingFeed[Any] | None"], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class Control:
-    """A control message for a site worker."""
-
-    kind: str
-    """"listen" (hotword / startListening), "stop" (stopListening), "continue",
-    "tick" (check timeouts), "shutdown"."""
-    session_id: str | None = None
-    """For "stop": the session to stop (None: whichever is open); a different one is
-    refused with `session_mismatch`."""
-    wakeword_id: str | None = None
-    custom_data: str | None = None
-    intent_filter: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Audio:
-    """Audio in the satellite's own format."""
-
-    pcm: bytes
-    fmt: PcmFormat
-    float_format: bool
-    received: float = field(default_factory=time.monotonic)
-
-
-class SiteWorker:
-    """Everything about one satellite."""
+class SiteWorker(SiteInbox):
+    """Everything about one satellite: its queue (SiteInbox), VAD, endpointing, sessions."""
 
     def __init__(self, site: str, mode: SiteMode, vad: VadConfig, queue_size: int,
                  engine: InferenceEngine, asr: AsrService, sink: EventSink,
                  on_utterance: UtteranceHandler, speakers: Any = None,
                  contender: Contender | None = None) -> None:
-        self.site = site
+        super().__init__(site, queue_size)
         self.contender = contender
         """This site's part in its room group's arbitration (None: in no group)."""
         self.mode = mode
         self._vad_config = vad
-        self._engine = engine
-        self._asr = asr
         self._sink = sink
         self._on_utterance = on_utterance
-        self._streaming = asr.streaming
-        self._speakers = speakers
-        self._speaker: StreamingFeed[Any] | None = None
-        self.queue: asyncio.Queue[Audio | Control] = asyncio.Queue(maxsize=queue_size)
+        self._feeds = UtteranceFeeds(site, engine, asr, speakers, self._partial)
         self.pcm_format: PcmFormat = INTERNAL_FORMAT
         self._converter = StreamConverter()
         self._framer = FrameBuffer(VAD_FRAME_BYTES)
         self._vad = new_detector(vad)
         self._segmenter = Segmenter(SegmenterSettings.from_config(vad))
         self._listening: Listening | None = None
-        self._decode: StreamingFeed | None = None
         self._last_speech_at = 0.0
         self._started_wall = 0.0
         self._current_session = ""
         self._last_audio_at = 0.0
         self._frame_is_speech = False
-        self._silence_run = 0
         self._judged: tuple[str, float] | None = None
         """The last endpoint check of the utterance: its judgement and how long it took."""
-        self._held: list[bytes] = []
-        self.dropped = 0
         self.frames = 0
         self._handing_off: Utterance | None = None
-        self._releasing: set[asyncio.Task[None]] = set()
-        self.shed = 0
-        """Stale audio chunks an idle site dropped to catch up (overload)."""
-        self.arrival = ArrivalMeter()
-        """Is this site's audio arriving in real time?"""
         self.crashes = 0
         """Times processing an item failed unexpectedly (each is logged; the site resets)."""
         self.level_dbfs = LEVEL_FLOOR_DBFS
         """RMS level of the last audio chunk processed (dBFS; the HTTP status meter)."""
         self.last_audio_wall: float | None = None
         """Wall-clock (epoch) seconds when audio was last processed; None: never."""
-        self._stopping = False
 
-    # ---- called from the MQTT callback (synchronous) --------------------------------
-    def offer(self, item: Audio | Control) -> bool:
-        """Enqueue without blocking; False (and counted) when the queue is full."""
-        if self._stopping:
-            return False
-        if isinstance(item, Audio):
-            self._arrived(item)
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.dropped += 1
-            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("site %s: ingest queue full, %d chunks dropped", self.site,
-                            self.dropped)
-            return False
-        return True
-
-    def _arrived(self, item: Audio) -> None:
-        fmt = item.fmt
-        change = self.arrival.arrived(len(item.pcm) / (fmt.rate * fmt.width * fmt.channels),
-                                      item.received)
-        if change:
-            # per site at INFO: the daemon warns once for all the sites behind
-            log.info("site %s: audio arrives slower than real time (%.0f%%)", self.site,
-                     self.arrival.realtime * 100)
-        elif change is False:
-            log.info("site %s: audio arrives in real time again", self.site)
-
-    def _next_shedding(self) -> Audio | Control:
-        """The next queued item; when it is audio that arrived over SHED_AGE_S ago on an
-        idle site, voiced is behind: the stale audio is dropped but the newest
-        KEEP_AFTER_SHED chunks (the pre-roll a command starting now needs); controls stay.
-
-        A burst of fresh audio (a satellite flushing its buffer, a test streaming faster
-        than real time) is never shed: only age says voiced fell behind. Speech in progress
-        and open sessions are never shed either: under overload voiced keeps answering what
-        people say and catches up on silence."""
-        item = self.queue.get_nowait()
-        if (not isinstance(item, Audio) or self._segmenter.in_speech
-                or self._listening is not None):
-            return item
-        cutoff = time.monotonic() - SHED_AGE_S
-        if item.received >= cutoff:
-            return item
-        items = [item, *(self.queue.get_nowait() for _ in range(self.queue.qsize()))]
-
-        def fresh_or_session(entry: Audio | Control) -> bool:
-            if isinstance(entry, Control):
-                return entry.kind in ("listen", "continue")
-            return entry.received >= cutoff
-
-        kept, dropped = shed_stale(items, lambda entry: isinstance(entry, Audio),
-                                   KEEP_AFTER_SHED, fresh_or_session)
-        for entry in kept[1:]:
-            self.queue.put_nowait(entry)
-        if dropped:
-            self.shed += dropped
-            if self.shed == dropped or self.shed // 1000 != (self.shed - dropped) // 1000:
-                log.warning("site %s: behind while idle: shed %d stale audio chunks "
-                            "(%d so far)", self.site, dropped, self.shed)
-        return kept[0]
+    @property
+    def busy(self) -> bool:
+        """Speech in progress and open sessions are never shed (SiteInbox)."""
+        return self._segmenter.in_speech or self._listening is not None
 
     def status(self) -> dict[str, Any]:
         """For voiced/status."""
@@ -288,7 +183,7 @@ class SiteWorker:
         self._segmenter.reset()
         self._framer.clear()
         try:
-            await self._drop_feeds()
+            self._feeds.drop()
             if self.contender is not None:
                 await self.contender.discarded()
             await self._sink.error("audioServer", getattr(exc, "code", "internal"),
@@ -310,11 +205,6 @@ class SiteWorker:
         speech whose audio may stop arriving): its owner then calls `tick()` every
         IDLE_CHECK_S."""
         return self._listening is not None or self._segmenter.in_speech
-
-    def tick(self) -> None:
-        """Ask the worker to check its timeouts (never blocks, never counts as a drop)."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(Control("tick"))
 
     @property
     def idle(self) -> bool:
@@ -368,11 +258,11 @@ class SiteWorker:
                                                                       event.audio):
                 self._open_feeds(event.audio)
         elif isinstance(event, SpeechAudio):
-            self._feed_frame(event.audio)
+            self._feeds.push(event.audio, self._frame_is_speech)
         elif isinstance(event, EndpointCheck):
             await self._endpoint_check(event)
         elif isinstance(event, SpeechDiscarded):
-            await self._drop_feeds()
+            self._feeds.drop()
             if self.contender is not None:
                 await self.contender.discarded()
         elif isinstance(event, SpeechEnded):
@@ -380,23 +270,11 @@ class SiteWorker:
 
     def _open_feeds(self, audio: bytes) -> None:
         """Start the utterance's ASR and speaker streams with `audio` (all of it so far)."""
-        self._held.clear()
-        self._silence_run = 0
         self._judged = None
-        if self._streaming:
-            # the answer to a confirmation prompt (a PIN) is never shown, not even
-            # as partial transcripts (voiced.protect)
-            secret = self._listening is not None and \
-                self._listening.custom_data == CONFIRM_MARK
-            site = self.site  # per-site recognizer state (pocketsphinx's cepstral mean)
-            self._decode = StreamingFeed(self._engine, lambda: self._asr.start_stream(site),
-                                         None if secret else self._partial)
-            self._decode.push(audio)
-        if self._speakers is not None:
-            self._speaker = StreamingFeed(getattr(self._speakers, "engine", None) or self._engine,
-                                          self._speakers.start_stream,
-                                          name="speaker")
-            self._speaker.push(audio)
+        # the answer to a confirmation prompt (a PIN) is never shown, not even as partial
+        # transcripts (voiced.protect)
+        listening = self._listening
+        self._feeds.open(audio, listening is not None and listening.custom_data == CONFIRM_MARK)
 
     async def _contend(self, contender: Contender) -> None:
         """Carry out arbitration's verdict on the utterance in progress."""
@@ -404,14 +282,14 @@ class SiteWorker:
         if feeds is True:
             self._open_feeds(bytes(contender.audio))
         elif feeds is False:
-            await self._drop_feeds()
+            self._feeds.drop()
 
     async def _endpoint_check(self, check: EndpointCheck) -> None:
         """Adaptive endpointing: the silence reached `vad.min_silence_ms`; the recognizer's
         hypothesis of everything fed so far decides how long this silence may last (a
         whole command: no longer; the start of one: longer; docs/endpoint.md). Awaited
         here, so the segmenter is where it was when asked."""
-        decode = self._decode
+        decode = self._feeds.decode
         if decode is None:
             return  # no streaming recognizer (or arbitration holds the models): silence
         started = time.monotonic()
@@ -423,7 +301,7 @@ class SiteWorker:
             log.warning("site %s: the endpoint check failed: %r", self.site, exc)
             return
         after = self._vad_config.adaptive_silence_ms(completion)
-        if decode is not self._decode or after is None:
+        if decode is not self._feeds.decode or after is None:
             return
         for event in self._segmenter.end_after(check.epoch, after):
             await self._segment_event(event)
@@ -449,10 +327,7 @@ class SiteWorker:
             custom_data=listening.custom_data if listening else None,
             intent_filter=listening.intent_filter if listening else (),
         )
-        decode, self._decode = self._decode, None
-        speaker, self._speaker = self._speaker, None
-        self._held.clear()
-        self._silence_run = 0
+        decode, speaker = self._feeds.take()
         judged, self._judged = self._judged, None
         # handing over from here on: the site is not idle while its session starts
         self._handing_off = utterance
@@ -486,7 +361,7 @@ class SiteWorker:
             # here (forgetting them leaked a decoder per cycle in the worker processes)
             self._segmenter.reset()
             self._framer.clear()
-            await self._drop_feeds()
+            self._feeds.drop()
             if self.contender is not None:
                 await self.contender.discarded()
                 if item.kind == "continue":
@@ -530,63 +405,16 @@ class SiteWorker:
             return
         self._listening = None
         self._segmenter.reset()
-        await self._drop_feeds()
+        self._feeds.drop()
         log.info("site %s: no speech within %.1f s; session %s timed out", self.site,
                  self._vad_config.wake_timeout_s, listening.session_id)
         await self._sink.session_ended(self.site, listening.session_id, Termination.TIMEOUT,
                                        listening.custom_data)
 
-    def _feed_frame(self, audio: bytes) -> None:
-        """Feed the models, holding back trailing silence beyond FEED_SILENCE_MS: if the
-        utterance ends there it is never decoded; if speech resumes it is fed first."""
-        if self._frame_is_speech:
-            self._silence_run = 0
-            if self._held:
-                audio = b"".join(self._held) + audio
-                self._held.clear()
-        else:
-            self._silence_run += 1
-            if self._silence_run > FEED_SILENCE_FRAMES:
-                self._held.append(audio)
-                return
-        for feed in (self._decode, self._speaker):
-            if feed is not None:
-                feed.push(audio)
-
-    async def _drop_feeds(self) -> None:
-        """Abandon the utterance in progress. Its streams are released by a task this
-        worker owns (releasing waits for a decode in flight in a busy recognizer, which
-        must not hold up this site's audio); shutdown awaits them, failures are logged."""
-        feeds = [f for f in (self._decode, self._speaker) if f is not None]
-        self._decode = self._speaker = None
-        self._held.clear()
-        self._silence_run = 0
-        for feed in feeds:
-            task = asyncio.create_task(feed.aclose(), name=f"release-{self.site}")
-            self._releasing.add(task)
-            task.add_done_callback(self._released)
-
-    def _released(self, task: asyncio.Task[None]) -> None:
-        self._releasing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("site %s: releasing a stream failed", self.site,
-                      exc_info=task.exception())
-
-    def request_shutdown(self) -> None:
-        """Stop taking items; the worker processes what is queued, ends an utterance in
-        progress (it is still processed) and returns. Never blocks, even on a full queue
-        (the owner bounds the wait and cancels a worker that does not finish)."""
-        self._stopping = True
-        try:
-            self.queue.put_nowait(Control("shutdown"))  # wakes an idle worker at once
-        except asyncio.QueueFull:
-            pass
-
     async def _shutdown(self) -> None:
         for event in self._segmenter.stop(EndReason.SHUTDOWN):
             await self._segment_event(event)
-        if self._releasing:
-            await asyncio.wait(set(self._releasing))
+        await self._feeds.released()
 
 
 def _new_id() -> str:

@@ -205,7 +205,7 @@ def endpoint(pcm: bytes, vad: VadConfig,
     """
     from voiced.const import VAD_FRAME_BYTES
     from voiced.models import EndReason
-    from voiced.sessions import FEED_SILENCE_FRAMES
+    from voiced.site_feeds import FEED_SILENCE_FRAMES
     from voiced.vad.detectors import new_detector
     from voiced.vad.segmenter import (
         EndpointCheck,
@@ -236,7 +236,7 @@ def endpoint(pcm: bytes, vad: VadConfig,
                 current, held, silence = stream(), [], 0
                 current.feed(event.audio)
             elif isinstance(event, SpeechAudio) and current is not None:
-                # as SiteWorker._feed_frame
+                # as UtteranceFeeds.push (voiced.site_feeds)
                 if speech:
                     current.feed(b"".join(held) + event.audio)
                     held, silence = [], 0

@@ -30,7 +30,7 @@ from voiced.http.hub import LIVE_TYPES, LiveClient, LiveHub, close_ws, dumps
 from voiced.http.keys import DAEMON
 from voiced.ingest import check_audio_amount
 from voiced.models import EventType
-from voiced.sessions import Audio, Control
+from voiced.site_inbox import Audio, Control
 from voiced.sites import SITE_ID_MAX, SiteRefused, check_site_id, is_valid_id, safe_repr
 from voiced.transport.native import PcmFormat
 
