@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
+from voiced.asr.noise_floor import NoiseFloor
 from voiced.asr.pocketsphinx import (
     RECOMMENDED_MIN_CONFIDENCE,
     PocketsphinxTranscriber,
-    _NoiseFloor,
     acoustic_confidence,
 )
 from voiced.asr.service import asr_intents
@@ -156,7 +156,7 @@ def test_finished_stream_refuses_more_audio(adapted: PocketsphinxTranscriber) ->
 
 
 def test_noise_floor_does_not_depend_on_chunking() -> None:
-    floor = _NoiseFloor()
+    floor = NoiseFloor()
     samples = np.zeros(SAMPLE_RATE + 500, dtype="<i2")
     whole = floor.add(samples, 0, -60.0)
     parts = floor.add(samples[:777], 0, -60.0) + floor.add(samples[777:], 777, -60.0)

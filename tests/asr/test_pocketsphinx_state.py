@@ -9,14 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voiced.asr.pocketsphinx import (
-    FLOOR_BELOW_DB,
-    FLOOR_MIN_DBFS,
-    FLOOR_WINDOW_MS,
-    INITIAL_CMN,
-    PocketsphinxTranscriber,
-    _LevelFloor,
-)
+from voiced.asr.noise_floor import FLOOR_BELOW_DB, FLOOR_MIN_DBFS, FLOOR_WINDOW_MS, LevelFloor
+from voiced.asr.pocketsphinx import INITIAL_CMN, PocketsphinxTranscriber
 from voiced.asr.service import asr_intents
 from voiced.config import AsrConfig
 from voiced.const import SAMPLE_RATE
@@ -122,9 +116,9 @@ def test_sites_kept_are_bounded(intents: IntentRecognizer,
 @pytest.mark.parametrize("chunk", [1, 320, 333, 6400, 10 ** 6])
 def test_floor_does_not_depend_on_chunking(chunk: int) -> None:
     audio = np.frombuffer(noisy("commands/music.wav", 5), dtype="<i2")
-    whole = _LevelFloor()
+    whole = LevelFloor()
     expected = whole.push(audio) + whole.flush()
-    floor = _LevelFloor()
+    floor = LevelFloor()
     parts = b"".join(floor.push(audio[i:i + chunk]) for i in range(0, len(audio), chunk))
     assert parts + floor.flush() == expected
     assert len(expected) == len(audio) * 2
@@ -136,7 +130,7 @@ def test_floor_follows_the_speech_level(gain_db: float) -> None:
     speech = speech / np.abs(speech).max() * 16384 * 10 ** (gain_db / 20)
     lead = SAMPLE_RATE // 5  # 200 ms of digital silence, as a satellite's pre-roll might be
     pcm = np.concatenate([np.zeros(lead), speech]).astype("<i2")
-    floor = _LevelFloor()
+    floor = LevelFloor()
     out = np.frombuffer(floor.push(pcm) + floor.flush(), dtype="<i2").astype(np.float64)
     added = out - pcm
     window = pcm[: SAMPLE_RATE * FLOOR_WINDOW_MS // 1000].astype(np.float64).reshape(-1, 320)
