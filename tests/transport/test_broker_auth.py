@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from support import free_port, make_config, running_daemon
 
 from voiced.config import BrokerConfig
-from voiced.doctor import Level, check_broker
+from voiced.doctor.broker import check_broker
+from voiced.doctor.checks import Level
 from voiced.errors import TransportError
 from voiced.transport.broker import EmbeddedBroker
 
