@@ -38,7 +38,8 @@ from voiced.intents.plugins import PluginHost, PluginState
 from voiced.intents.router import Router
 from voiced.models import EventType, IntentResult, PipelineEvent, Transcript
 from voiced.recorder import HistoryWriter
-from voiced.sessions import Audio, Control, SiteWorker
+from voiced.sessions import SiteWorker
+from voiced.site_inbox import Audio, Control
 from voiced.storage import History
 from voiced.supervise import MAX_RESTARTS, Supervisor
 from voiced.transport.native import INTERNAL_FORMAT

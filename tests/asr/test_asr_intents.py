@@ -13,7 +13,7 @@ from hassil import Intents
 
 from voiced.asr.grammar import compile_grammar
 from voiced.asr.service import asr_intents
-from voiced.asr.workers import _portable
+from voiced.asr.worker_process import to_portable
 from voiced.intents.recognizer import IntentRecognizer
 
 FILES = {
@@ -82,7 +82,7 @@ def test_words_for_a_language_are_the_recognizers_choice(recognizer: IntentRecog
 def test_the_document_crosses_to_a_process_and_rebuilds_the_same_grammar(
         recognizer: IntentRecognizer) -> None:
     intents = asr_intents(recognizer)
-    portable = _portable(intents)
+    portable = to_portable(intents)
     assert portable is not None
     language, document, vocabulary = pickle.loads(pickle.dumps(portable))
     assert (language, vocabulary) == (intents.language, intents.vocabulary)
@@ -92,7 +92,7 @@ def test_the_document_crosses_to_a_process_and_rebuilds_the_same_grammar(
 
 def test_intents_built_in_code_have_no_document(recognizer: IntentRecognizer) -> None:
     in_code = asr_intents(IntentRecognizer(recognizer.intents, "en", fuzzy=False))
-    assert in_code.document is None and _portable(in_code) is None
+    assert in_code.document is None and to_portable(in_code) is None
     assert in_code.vocabulary == {"en": recognizer.vocabulary()}
 
 

@@ -27,7 +27,8 @@ from voiced.events import EventSink
 from voiced.inference import InferenceEngine
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.models import EventType, Transcript, Utterance
-from voiced.sessions import Audio, SiteWorker
+from voiced.sessions import SiteWorker
+from voiced.site_inbox import Audio
 from voiced.speakers.voices import Voice, synthesize
 from voiced.transport.native import INTERNAL_FORMAT
 
