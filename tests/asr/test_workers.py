@@ -315,3 +315,46 @@ def test_a_short_command_is_judged_on_its_words_when_hurried(pool: PooledTranscr
     assert str(stream.completion()) == "complete"
     assert stream.completion_known
     stream.close()
+
+
+def test_stopped_workers_refuse_requests_instead_of_waiting(intents: IntentRecognizer,
+                                                            tmp_path: Path) -> None:
+    """voiced stopping while a reload or an utterance is still going (the intent-file
+    watcher's reload runs on a thread the shutdown cannot cancel): requests that reach a
+    stopped worker fail at once with `asr_closed`. They used to wait for a process that
+    was gone, and the shutdown waited for them forever."""
+    pool = PooledTranscriber(AsrConfig(), asr_intents(intents), processes=1)
+    pool.load()
+    worker = pool._workers[0]
+    stream = pool.start_stream()
+    stream.feed(wav("commands/lock_front.wav")[:CHUNK])
+    pool.close()
+    results: dict[str, BaseException | None] = {}
+
+    def attempt(name: str, request: Callable[[], object]) -> None:
+        try:
+            request()
+            results[name] = None
+        except BaseException as exc:  # recorded for the assertions
+            results[name] = exc
+
+    threads = [threading.Thread(target=attempt, args=args, daemon=True) for args in (
+        ("commit", lambda: worker.call("commit")),  # the reload's loop holds the worker
+        ("feed", lambda: stream.feed(wav("commands/lock_front.wav")[CHUNK:2 * CHUNK])),
+        ("finish", stream.finish),
+    )]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "a request to a stopped worker is still waiting"
+    for name in ("commit", "feed", "finish"):
+        failure = results[name]
+        assert isinstance(failure, AsrError) and failure.code == "asr_closed", (name, failure)
+    # the pool itself says so too, instead of a bare ValueError or a silent no-op
+    with pytest.raises(AsrError) as info:
+        pool.transcribe(wav("commands/lock_front.wav"))
+    assert info.value.code == "asr_closed"
+    with pytest.raises(AsrError) as info:
+        pool.reload(new_intents(tmp_path, ["hello there"]))
+    assert info.value.code == "asr_reload_failed" and "not running" in info.value.message

@@ -65,6 +65,8 @@ class _Worker:
         self._waiting: list[Callable[[], bool]] = []
         """Whether each request waiting for the process is urgent now."""
         self._starting = False
+        self._stopped = False
+        """Stopped for good (shutdown): requests fail at once instead of waiting."""
         self.active = 0
         self._spawn()
 
@@ -123,10 +125,16 @@ class _Worker:
         with self._cond:
             self._waiting.append(urgent)  # asked afresh: hurried while it waits
             try:
-                while self._busy or (not urgent() and any(w() for w in self._waiting)):
+                while not self._stopped and (
+                        self._busy or (not urgent() and any(w() for w in self._waiting))):
                     self._cond.wait()
             finally:
                 self._waiting.remove(urgent)
+            if self._stopped:
+                # a reload or a stream still running when voiced shuts down: waiting for
+                # a process that is gone would hang the shutdown
+                raise AsrError("asr_closed", f"speech recognition worker {self.name} has "
+                                             f"been stopped; {op!r} was not served")
             self._busy = True
         try:
             if not self.process.is_alive() and not self._starting:
@@ -179,7 +187,8 @@ class _Worker:
         """Ask the process to exit (kill it if it is busy or does not)."""
         with self._cond:
             polite = self._cond.wait_for(lambda: not self._busy, timeout=5)
-            self._busy = True
+            self._busy = self._stopped = True
+            self._cond.notify_all()  # requests still waiting fail now
         if polite and self.process.is_alive():
             try:
                 self.conn.send(("stop", 0, None))
@@ -314,6 +323,9 @@ class PooledTranscriber(Transcriber):
 
     def _pick(self) -> _Worker:
         with self._lock:
+            if not self._workers:
+                raise AsrError("asr_closed", "speech recognition is not running (closed, or "
+                                             "not loaded yet)")
             worker = min(self._workers, key=lambda w: w.active)
             worker.active += 1
             return worker
@@ -357,6 +369,9 @@ class PooledTranscriber(Transcriber):
         """
         staged = to_portable(intents)
         with self._reload_lock:
+            if not self._workers:
+                raise AsrError("asr_reload_failed", "speech recognition is not running "
+                                                    "(closed, or not loaded yet)")
             prepared: list[_Worker] = []
             try:
                 for worker in self._workers:
