@@ -219,7 +219,7 @@ def test_completion_agrees_with_accepts() -> None:
 
 
 def test_text_judge_for_backends_without_a_grammar() -> None:
-    from voiced.asr.grammar import TextJudge
+    from voiced.asr.text_judge import TextJudge
 
     judge = TextJudge(EXAMPLES)
     assert judge("Turn on the kitchen lights.") == "complete"

@@ -418,36 +418,3 @@ def sentence_words(intents: Intents, language: str | None = None) -> set[str]:
     skip words; wildcards contribute nothing.
     """
     return set(compile_grammar(intents, None, language=language).words)
-
-
-class TextJudge:
-    """Completion of free text, for backends without a grammar of their own (Whisper).
-
-    The intents are compiled into a grammar with no dictionary (every word is known), so a
-    transcript in number words gets the same judgement as in pocketsphinx's grammar mode.
-    Text the grammar cannot spell (digits, "50%", a wildcard's value) that hassil matches
-    as a whole is `CONTINUABLE`: a command, but whether it can go on is unknown.
-    """
-
-    def __init__(self, intents: Intents) -> None:
-        self._intents = intents
-        level = _LOGGER.level
-        _LOGGER.setLevel(logging.ERROR)  # the backend's own load reports dropped words
-        try:
-            self._grammar = compile_grammar(intents)
-        finally:
-            _LOGGER.setLevel(level)
-
-    def __call__(self, text: str) -> Completion:
-        """Where `text` stands (see `Grammar.completion`)."""
-        found = self._grammar.completion(text)
-        if found != Completion.NONE or not text.strip():
-            return found
-        from hassil import recognize
-
-        try:
-            matched = recognize(text, self._intents) is not None
-        except Exception:  # a matcher failure on odd text only means "cannot tell"
-            _LOGGER.debug("hassil failed on %r", text, exc_info=True)
-            matched = False
-        return Completion.CONTINUABLE if matched else Completion.NONE

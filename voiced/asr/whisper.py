@@ -212,7 +212,7 @@ class WhisperTranscriber(Transcriber):
 
     def refresh_judge(self) -> None:
         """Rebuild the completion judge of partial transcripts from the intents."""
-        from voiced.asr.grammar import TextJudge
+        from voiced.asr.text_judge import TextJudge
 
         self.judge = TextJudge(self.intents.intents) if self.intents is not None else None
 
