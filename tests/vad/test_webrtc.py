@@ -14,9 +14,7 @@ from voiced.audio.wav import read_wav_file
 from voiced.const import SAMPLE_WIDTH, VAD_FRAME_BYTES, ms_to_bytes
 from voiced.errors import AudioFormatError
 from voiced.models import EndReason
-from voiced.vad.segmenter import (
-    SpeechDiscarded,
-)
+from voiced.vad.segmenter import SpeechDiscarded
 from voiced.vad.webrtc import WebrtcVad
 
 SILENCE_MS = 1000

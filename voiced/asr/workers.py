@@ -187,7 +187,7 @@ class _Worker:
         """Ask the process to exit (kill it if it is busy or does not)."""
         with self._cond:
             polite = self._cond.wait_for(lambda: not self._busy, timeout=5)
-            self._busy = self._stopped = True
+            self._stopped = True
             self._cond.notify_all()  # requests still waiting fail now
         if polite and self.process.is_alive():
             try:
