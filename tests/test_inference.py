@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 
@@ -62,3 +63,49 @@ async def test_max_batch_splits_and_errors_reach_every_caller() -> None:
     finally:
         await failing.close()
         engine.close()
+
+
+async def test_close_names_a_call_that_does_not_return_instead_of_hanging(
+        caplog: pytest.LogCaptureFixture) -> None:
+    engine = InferenceEngine(2)
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck_model_call() -> str:
+        started.set()
+        release.wait(60)
+        return "late"
+
+    call = asyncio.ensure_future(engine.run(stuck_model_call))
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        quick = await engine.run(sum, [1, 2])  # the other thread still serves
+        assert quick == 3
+        stuck = engine.close(timeout_s=0.2)
+        assert len(stuck) == 1 and "stuck_model_call" in stuck[0]
+        assert "voiced-infer" in stuck[0]
+        assert "stuck_model_call" in caplog.text and "still running" in caplog.text
+    finally:
+        release.set()
+    assert await call == "late"  # the abandoned call still ends cleanly
+
+
+async def test_close_waits_for_a_call_that_finishes_in_time() -> None:
+    engine = InferenceEngine(1)
+    release = threading.Event()
+    started = threading.Event()
+
+    def model_call() -> int:
+        started.set()
+        release.wait(60)
+        return 7
+
+    call = asyncio.ensure_future(engine.run(model_call))
+    assert await asyncio.to_thread(started.wait, 30)
+    queued = asyncio.ensure_future(engine.run(sum, [1]))
+    await asyncio.sleep(0)  # let it reach the pool's queue
+    threading.Timer(0.1, release.set).start()
+    assert engine.close(timeout_s=30) == []  # waited for model_call, cancelled the queued one
+    assert await call == 7
+    with pytest.raises(asyncio.CancelledError):
+        await queued

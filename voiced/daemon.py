@@ -79,6 +79,8 @@ class Daemon:
         self.asr: AsrService | None = None
         self.speakers: Any = None
         self.speaker_engine: InferenceEngine | None = None
+        self.stuck: list[str] = []
+        """Model calls still running when `stop()` gave up waiting for them."""
         self.history: History | None = None
         self.writer: HistoryWriter | None = None
         self.review: Any = None
@@ -464,7 +466,7 @@ class Daemon:
             self.review.close()
         if self.broker is not None:
             await self.broker.stop()
-        self.engine.close()
+        self.stuck = self.engine.close()
         if self.speaker_engine is not None:
-            self.speaker_engine.close()
+            self.stuck += self.speaker_engine.close()
         log.info("voiced stopped")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,15 +29,45 @@ class InferenceEngine:
 
     def __init__(self, workers: int = 2) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voiced-infer")
+        self._idle = threading.Condition()
+        self._running: dict[int, tuple[str, float]] = {}
+        """What each busy thread runs, and since when (by thread id): named at shutdown."""
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(*args)` on a worker thread and await its result."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
+        return await loop.run_in_executor(self._pool, self._call, fn, args)
 
-    def close(self) -> None:
-        """Stop the workers after the work already queued."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def _call(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        me = threading.current_thread()
+        what = f"{me.name} in {getattr(fn, '__qualname__', None) or fn!r}"
+        with self._idle:
+            self._running[me.ident or 0] = (what, time.monotonic())
+        try:
+            return fn(*args)
+        finally:
+            with self._idle:
+                self._running.pop(me.ident or 0, None)
+                self._idle.notify_all()
+
+    def close(self, timeout_s: float = 10.0) -> list[str]:
+        """Stop the workers: work still queued is cancelled, work running gets `timeout_s`
+        to finish. Returns what was still running then (also logged as an error, with the
+        thread and the function: a stuck model call is named instead of hanging the
+        shutdown without a word); those threads are left to the process's exit."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            now = time.monotonic()
+            stuck = [f"{what} (for {now - since:.1f} s)" for what, since in self._running.values()]
+        if stuck:
+            log.error("inference engine: %d call(s) still running %.0f s after shutdown began, "
+                      "not waiting for them: %s", len(stuck), timeout_s, "; ".join(stuck))
+        else:
+            self._pool.shutdown(wait=True)  # every thread is idle: returns at once
+        return stuck
 
 
 @dataclass(slots=True)

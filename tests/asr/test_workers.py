@@ -358,3 +358,45 @@ def test_stopped_workers_refuse_requests_instead_of_waiting(intents: IntentRecog
     with pytest.raises(AsrError) as info:
         pool.reload(new_intents(tmp_path, ["hello there"]))
     assert info.value.code == "asr_reload_failed" and "not running" in info.value.message
+
+
+def test_a_request_in_flight_at_stop_fails_without_a_new_process(
+        intents: IntentRecognizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """voiced stopping while a worker is hung mid-request: `stop()` kills the process
+    after its grace; the request fails with `asr_closed` and no replacement process is
+    started after shutdown (its error path used to spawn one)."""
+    import voiced.asr.workers as workers
+
+    monkeypatch.setattr(workers, "STOP_GRACE_S", 0.5)
+    pool = PooledTranscriber(AsrConfig(), asr_intents(intents), processes=1)
+    pool.load()
+    worker = pool._workers[0]
+    pid = worker.process.pid
+    assert pid is not None
+    stream = pool.start_stream()
+    os.kill(pid, signal.SIGSTOP)  # hung: the feed below waits for its answer
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            stream.feed(wav("commands/lock_front.wav")[:CHUNK])
+        except BaseException as exc:  # recorded for the assertions
+            failure.append(exc)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while worker.current_op != "feed":  # the request is in flight
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.01)
+    try:
+        pool.close()
+    finally:
+        if worker.process.pid == pid and worker.process.is_alive():
+            os.kill(pid, signal.SIGCONT)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert len(failure) == 1 and isinstance(failure[0], AsrError)
+    assert failure[0].code == "asr_closed", failure[0]
+    assert worker.restarts == 0 and worker.process.pid == pid
+    assert not worker.process.is_alive()

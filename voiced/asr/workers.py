@@ -44,6 +44,8 @@ READY_TIMEOUT_S = 120.0
 """A worker has this long to load its grammar (at start, restart and reload)."""
 CALL_TIMEOUT_S = 60.0
 """A worker that takes longer to answer one request is taken for hung and replaced."""
+STOP_GRACE_S = 5.0
+"""How long `stop()` lets a request in flight finish before it kills the process."""
 URGENT = frozenset({"finish", "transcribe"})
 """Requests served before waiting feeds."""
 
@@ -82,7 +84,12 @@ class _Worker:
         self._starting = True
 
     def _replace(self, why: str) -> None:
-        """Kill what is left of the process and start a new one (not waiting for it)."""
+        """Kill what is left of the process and start a new one (not waiting for it);
+        once stopped, only say so: a request that was in flight when `stop()` killed the
+        process must not start another one after shutdown."""
+        if self._stopped:
+            raise AsrError("asr_closed", f"speech recognition worker {self.name} {why} while "
+                                         "voiced was stopping; not restarted")
         log.warning("speech recognition worker %s %s; starting a new one", self.name, why)
         if self.process.is_alive():
             self.process.kill()
@@ -186,7 +193,7 @@ class _Worker:
     def stop(self) -> None:
         """Ask the process to exit (kill it if it is busy or does not)."""
         with self._cond:
-            polite = self._cond.wait_for(lambda: not self._busy, timeout=5)
+            polite = self._cond.wait_for(lambda: not self._busy, timeout=STOP_GRACE_S)
             self._stopped = True
             self._cond.notify_all()  # requests still waiting fail now
         if polite and self.process.is_alive():

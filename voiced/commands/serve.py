@@ -82,13 +82,22 @@ def run(args: argparse.Namespace) -> int:
     except VoicedError as exc:
         print(f"voiced: {exc.message}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(config, demo=args.demo, config_path=args.config))
+    stuck: list[str] = []
+    code = asyncio.run(serve(config, demo=args.demo, config_path=args.config, stuck=stuck))
+    if stuck:
+        # the interpreter would join those threads at exit, for ever: leave now, failed, so
+        # systemd restarts voiced instead of waiting for its stop timeout
+        log.critical("exiting without waiting for %d stuck model call(s)", len(stuck))
+        logging.shutdown()
+        os._exit(code or 1)
+    return code
 
 
 async def serve(config: Config, demo: Path | None = None,
-                config_path: Path | None = None) -> int:
+                config_path: Path | None = None, stuck: list[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when start-up failed or voiced could
-    not go on (its MQTT link died), so systemd restarts it."""
+    not go on (its MQTT link died), so systemd restarts it. Model calls still running at
+    the end of the stop go into `stuck`."""
     from voiced.daemon import Daemon
 
     daemon = Daemon(config, config_path)
@@ -110,6 +119,8 @@ async def serve(config: Config, demo: Path | None = None,
     except VoicedError as exc:
         print(f"voiced: cannot start: {exc.message}", file=sys.stderr)
         await daemon.stop()
+        if stuck is not None:
+            stuck += daemon.stuck
         return 1
     demo_task = None
     if demo is not None:
@@ -136,4 +147,6 @@ async def serve(config: Config, demo: Path | None = None,
         demo_task.cancel()
         await asyncio.gather(demo_task, return_exceptions=True)
     await daemon.stop()
+    if stuck is not None:
+        stuck += daemon.stuck
     return code
