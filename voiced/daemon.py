@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voiced import __version__, systemd
+from voiced import __version__, reloading, systemd
 from voiced.arbiter_service import Arbitration
 from voiced.asr.base import AsrStream, Transcriber
 from voiced.asr.service import AsrService
 from voiced.config import Config
 from voiced.enrollment import VoiceEnrollment
-from voiced.errors import VoicedError
 from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
@@ -48,15 +47,12 @@ from voiced.transport.broker import EmbeddedBroker
 from voiced.transport.mqtt import MqttLink
 from voiced.transport.outputs import AudioOut, HermesBridge, NativeEvents, builtin_tts
 from voiced.transport.reader import MqttReader
-from voiced.watch import snapshot
 
 log = logging.getLogger(__name__)
 
 ENGINE_THREADS = 16
 SPEAKER_THREADS = 4
 """Threads of the speaker service's own engine (streaming embeddings, enrollment)."""
-WATCH_INTERVAL_S = 1.0
-"""How often intent files are checked for changes."""
 STATS_INTERVAL_S = 2.0
 """How often the retained `voiced/status` is refreshed when something changed."""
 LINK_DRAIN_S = 2.0
@@ -101,7 +97,7 @@ class Daemon:
         self.arbitration = Arbitration(config.sites, config.vad, self.sink, self._utterance)
         """Which satellite of a room group answers (voiced.arbiter_service)."""
         self.site_registry.observers.append(self.arbitration.site_changed)
-        self._reload_lock = asyncio.Lock()
+        self.reload_lock = asyncio.Lock()
         self.reloads = 0
         self.reload_error: str | None = None
         """Why the last reload failed (None: it succeeded, or none was tried)."""
@@ -134,8 +130,8 @@ class Daemon:
 
             self.http = HttpServer(self)
         systemd.status("loading intents")
-        await self._import_home_assistant()
-        self.recognizer = await self.engine.run(self._load_intents)
+        await self.import_home_assistant()
+        self.recognizer = await self.engine.run(self.load_intents)
         log.info("loaded %d intents (languages: %s) from %s",
                  len(self.recognizer.intent_names()),
                  ", ".join(r.language for r in self.recognizer.languages()),
@@ -207,7 +203,8 @@ class Daemon:
         interval = systemd.watchdog_interval()
         if interval is not None:
             self.supervisor.start("watchdog", lambda: self._watchdog(interval), restart=True)
-        self.supervisor.start("intent-watch", self._watch_intents, restart=True)
+        self.supervisor.start("intent-watch", lambda: reloading.watch_intents(self),
+                              restart=True)
         if self.http is not None:
             await self.http.start()
         self.started_at = time.time()
@@ -237,11 +234,11 @@ class Daemon:
         self.audio_out = AudioOut(link.publish, builtin_tts(cfg), cfg.tts.voice)
         self.sink.subscribe(self.audio_out)
 
-    def _load_intents(self) -> IntentRecognizer:
+    def load_intents(self) -> IntentRecognizer:
         """The intent catalog, with the lists imported from Home Assistant."""
         return load_catalog(self.config, imported_lists=self._ha_lists)
 
-    async def _import_home_assistant(self) -> None:
+    async def import_home_assistant(self) -> None:
         """Areas and entity names from Home Assistant; on failure keep what we had."""
         imported = await import_home_assistant_lists(self.config)
         if imported is not None:
@@ -353,73 +350,11 @@ class Daemon:
     async def _say_simple(self, site: str, text: str) -> None:
         await self.say(site, text, None, self.config.intents.language)
 
-    # ---- reload (SIGHUP, intent file changes) -----------------------------------------
+    # ---- reload (SIGHUP, intent file changes): voiced.reloading ----------------------
     async def reload(self) -> bool:
-        """Reload intents, handlers and the ASR grammar without touching MQTT or plugins.
-
-        All-or-nothing: a broken file, or a grammar the recognizer cannot build, keeps the
-        previous intents and grammar; the error is logged and published on hermes/error/nlu.
-        Plugins keep running; only those no handler uses any more are stopped.
-        """
-        async with self._reload_lock:
-            cfg = self.config
-            assert self.asr and self.pipeline and self.router and self.host
-            try:
-                handlers, protector = cfg.handlers, self.router.protector
-                sites = None
-                if self.config_path is not None:
-                    from voiced.config import load_config
-
-                    fresh = load_config(self.config_path)
-                    handlers, protector = fresh.handlers, Protector.from_config(fresh)
-                    sites = fresh.sites
-                await self._import_home_assistant()
-                recognizer = await self.engine.run(self._load_intents)
-                await self.asr.reload(recognizer)
-            except Exception as exc:
-                code = exc.code if isinstance(exc, VoicedError) else "reload_failed"
-                message = exc.message if isinstance(exc, VoicedError) else repr(exc)
-                log.error("reload failed, keeping the previous intents: %s", message,
-                          exc_info=not isinstance(exc, VoicedError))
-                self.reload_error = message
-                await self.sink.error("nlu", code, message, None)
-                return False
-            # a new routing table starts with no confirmation waiting (fail closed)
-            router = Router(handlers, self.host.context, slots_of(recognizer), host=self.host,
-                            protector=protector)
-            await router.start()
-            old_recognizer = self.recognizer
-            self.recognizer = self.pipeline.recognizer = recognizer
-            self.router = self.pipeline.router = router
-            await self.host.release(router.plugins_used)
-            if sites is not None:  # room groups and their arbitration (README "Arbitration")
-                await self.arbitration.regroup(sites)
-                for site, worker in self.sites.items():
-                    worker.contender = self.arbitration.rebind(site, worker.contender)
-            self.reloads += 1
-            self.reload_error = None
-            log.info("reloaded %d intents (was %d) and %d handlers",
-                     len(recognizer.intent_names()),
-                     len(old_recognizer.intent_names()) if old_recognizer else 0, len(handlers))
-            return True
-
-    async def _watch_intents(self) -> None:
-        """Reload when an intent file is added, removed or changed; an error in one check
-        is logged and the watcher goes on."""
-        paths = self.config.intents.paths
-        last = await asyncio.to_thread(snapshot, paths)
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            try:
-                current = await asyncio.to_thread(snapshot, paths)
-                if current != last:
-                    last = current
-                    log.info("intent files changed; reloading")
-                    await self.reload()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("intent-file watcher: check failed; still watching")
+        """Reload intents, handlers and the ASR grammar, all or nothing (False: the
+        previous ones stay, the error is logged and published); `voiced.reloading`."""
+        return await reloading.reload(self)
 
     # ---- stop --------------------------------------------------------------------------
     async def stop(self) -> None:

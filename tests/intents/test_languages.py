@@ -188,7 +188,7 @@ def test_official_sentences_for_every_language(tmp_path: Path,
     config = Config.model_validate({
         "state_dir": str(tmp_path / "state"),
         "intents": {"paths": [str(tmp_path)], "official": True, "areas": ["Küche"]}})
-    recognizer = Daemon(config)._load_intents()
+    recognizer = Daemon(config).load_intents()
     assert [r.language for r in recognizer.languages()] == ["en", "de", "de-ch", "tlh"]
     assert recognizer.recognize("schalte das Licht in der Küche an",
                                 {"language": "de"}).name == "HassTurnOn"
