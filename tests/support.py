@@ -58,7 +58,8 @@ class Mosquitto:
             if os.geteuid() == 0:
                 # as root mosquitto drops to user mosquitto, who cannot read the test's folder
                 access += "user root\n"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{access}persistence false\n")
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{access}persistence false\n"
+                             "set_tcp_nodelay true\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -32,6 +32,7 @@ from voiced.const import (
 )
 from voiced.satellite_answers import Answer, take_hermes, take_native
 from voiced.transport import native
+from voiced.transport.mqtt import NO_DELAY
 
 __all__ = ["Answer", "Satellite", "Topics", "last_speech_offset", "room_tone"]
 
@@ -142,7 +143,8 @@ class Satellite:
         self._client = aiomqtt.Client(
             self.host, self.port, identifier=self._client_id, username=self.username,
             password=self._password,
-            tls_context=self._tls.context() if self._tls is not None else None)
+            tls_context=self._tls.context() if self._tls is not None else None,
+            socket_options=NO_DELAY)
         await self._client.__aenter__()
         try:
             for topic in self.subscriptions:

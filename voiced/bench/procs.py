@@ -22,7 +22,9 @@ def start_mosquitto(tmp: Path, port: int, extra: str = "") -> subprocess.Popen[b
     """A mosquitto for anonymous loopback clients on `port`."""
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n{extra}")
+    # each frame and answer sent at once, as config/mosquitto/voiced.conf recommends
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    f"set_tcp_nodelay true\n{extra}")
     return subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 

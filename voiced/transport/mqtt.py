@@ -49,6 +49,10 @@ MAX_TOPIC_BYTES = 65_535
 STABLE_MAX_S = 10.0
 """A connection up this long resets the backoff (a shorter one does when it outlasted the
 wait before it), so one broker restart does not slow the reconnects after the next."""
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+"""Socket options of every MQTT client voiced makes: each audio frame and answer is a
+small packet sent at once, never held back for the last one's acknowledgement (Nagle;
+asyncio's own sockets, the embedded broker's, already do this)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -305,6 +309,7 @@ class MqttLink:
             will=will,
             timeout=10,
             tls_context=cfg.tls.context() if cfg.tls is not None else None,
+            socket_options=NO_DELAY,
         )
         async with client:
             self.connections += 1
