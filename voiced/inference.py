@@ -50,7 +50,7 @@ class InferenceEngine:
                 self._running.pop(me.ident or 0, None)
                 self._idle.notify_all()
 
-    def close(self, timeout_s: float = 10.0) -> list[str]:
+    def close(self, timeout_s: float = 5.0) -> list[str]:
         """Stop the workers: work still queued is cancelled, work running gets `timeout_s`
         to finish. Returns what was still running then (also logged as an error, with the
         thread and the function: a stuck model call is named instead of hanging the
