@@ -302,3 +302,42 @@ async def test_follow_up_question_is_heard_without_a_wake_word(mosquitto: Mosqui
         timer = await daemon.router.host.acquire("timer")  # the running instance
         remaining = timer.timers("hall")  # type: ignore[attr-defined]
         assert [round(t.duration_s) for t in remaining] == [300]
+
+
+async def test_a_stall_of_voiced_itself_does_not_cut_the_command(mosquitto: Mosquitto,
+                                                                 tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture
+                                                                 ) -> None:
+    """The event loop blocked for longer than STALL_S in the middle of a command (a pause
+    of the whole process: the machine starved it, a long garbage collection): the
+    satellite's audio of that time arrives afterwards, and the command is understood
+    whole. The timeout check used to run before that audio and end the utterance as
+    "audio stopped mid-utterance"."""
+    config = make_config(tmp_path, mosquitto.port)
+    entry = next(e for e in COMMANDS if e["text"] == "set a timer for ten minutes")
+    pcm = _pcm(entry)
+    ended: list[dict[str, Any]] = []
+    async with running_daemon(config), \
+            Satellite("127.0.0.1", mosquitto.port, "paused") as sat, \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        await peer.subscribe("voiced/events/paused")
+
+        async def events() -> None:
+            async for msg in peer.messages:
+                data = json.loads(msg.payload)  # type: ignore[arg-type]
+                if data.get("type") == "speech_ended":
+                    ended.append(data)
+
+        watcher = asyncio.create_task(events())
+        # 0.9 s into the stream: inside the command's speech, which starts at once and
+        # lasts past 1.5 s (the fixture's last speech frame ends at 2.08 s)
+        assert last_speech_offset(pcm) / 32_000 > 1.5
+        blocked: list[float] = []
+        asyncio.get_running_loop().call_later(
+            0.9, lambda: blocked.append(time.monotonic()) or time.sleep(STALL_S + 0.7))
+        answer = await sat.command(pcm, realtime=True, timeout=60)
+        watcher.cancel()
+    assert blocked, "the loop was not blocked"
+    assert "audio stopped mid-utterance" not in caplog.text
+    assert [e["reason"] for e in ended] == ["silence"], ended
+    assert _check(entry, answer) is None

@@ -301,8 +301,18 @@ class Daemon:
         """Timeouts (wake sessions, satellites gone quiet mid-command) for the sites that
         have something open: one timer for all, not one per frame."""
         rounds = 0
+        late_before = False
         while True:
+            due = time.monotonic() + IDLE_CHECK_S
             await asyncio.sleep(IDLE_CHECK_S)
+            late = time.monotonic() - due > IDLE_CHECK_S
+            if late and not late_before:
+                # voiced itself stalled (the loop was late): the satellites' audio of that
+                # time is still unread, so a check now would end their utterances as
+                # "audio stopped"; the next round checks, behind that audio
+                late_before = True
+                continue
+            late_before = late
             self.site_registry.tick()
             rounds += 1
             if rounds % 20 == 0:  # every 5 s: are the sites' audio arriving in real time?
