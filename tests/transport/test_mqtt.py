@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import socket
@@ -138,6 +139,39 @@ async def test_voiced_and_its_satellite_send_small_packets_at_once(tmp_path: Pat
         assert _nodelay_of_sockets_to(broker.port) == [1]
         async with Satellite("127.0.0.1", broker.port, "hall"):
             assert sorted(_nodelay_of_sockets_to(broker.port)) == [1, 1]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        broker.stop()
+
+
+async def test_a_burst_of_messages_arrives_whole_and_in_order(tmp_path: Path) -> None:
+    """Up to SEND_WINDOW messages are handed to the client before the first is written
+    (20 satellites ending together queue hundreds): a burst larger than the window, QoS 0
+    and 1 mixed, reaches a subscriber complete and in the order it was queued."""
+    from voiced.transport.mqtt import SEND_WINDOW
+
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port), [], lambda t, p: None)
+    task = asyncio.create_task(link.run())
+    count = 5 * SEND_WINDOW
+    try:
+        async with asyncio.timeout(10):
+            await link.connected.wait()
+        async with aiomqtt.Client("127.0.0.1", broker.port) as peer:
+            await peer.subscribe("burst/#", qos=1)
+            for i in range(count):
+                await link.publish(f"burst/{i % 7}", {"n": i}, qos=i % 2)
+            assert link.pending > SEND_WINDOW  # queued at once: the window is exercised
+            got = []
+            async with asyncio.timeout(30):
+                async for msg in peer.messages:
+                    got.append(json.loads(msg.payload)["n"])  # type: ignore[arg-type]
+                    if len(got) == count:
+                        break
+        assert got == list(range(count))
+        assert link.pending == 0 and link.rejected == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -131,7 +131,8 @@ async def test_bad_publishes_never_end_the_link(mosquitto: Mosquitto) -> None:
                 await link.publish("ok/qos", b"x", qos=3)
             assert link.pending == 0 and link.rejected == len(BAD_TOPICS) + 1
             # as if a caller had slipped past the check: the client refuses it
-            link._outgoing.append(_Outgoing("a/#", b"x", 0, False))
+            link._outgoing.append(_Outgoing("a/#", b"x", 0, False, link._seq))
+            link._seq += 1
             await link.publish("ok/1", {"text": "caf\u00e9 \udcff"}, qos=1)
             async with asyncio.timeout(5):
                 msg = await anext(aiter(peer.messages))
