@@ -62,5 +62,5 @@ class MqttPublishPlugin(Plugin):
             }
         elif not isinstance(payload, dict | list | str):
             payload = str(payload)
-        await self.context.publish(opts.topic, payload)
+        await self.context.publish(opts.topic, payload, qos=opts.qos, retain=opts.retain)
         return Response(text=opts.answer, data={"topic": opts.topic})

@@ -105,3 +105,26 @@ async def test_text_command_through_the_running_daemon(mosquitto: Mosquitto,
         history.close()
     assert [(r.site, r.intent, r.outcome, r.end_reason) for r in rows] == [
         ("desk", "HassTurnOn", "handled", "text")]
+
+
+async def test_mqtt_publish_keeps_its_qos_and_retain_options(mosquitto: Mosquitto,
+                                                             tmp_path: Path) -> None:
+    """`retain: true` and `qos: 1` of an mqtt_publish handler reach the broker (they were
+    accepted and then ignored): a subscriber that connects after the command still gets
+    the state, marked retained, at QoS 1."""
+    config = make_config(tmp_path, mosquitto.port,
+                         handlers=[{"intent": "HassTurnOn", "plugin": "mqtt_publish",
+                                    "options": {"topic": "home/{area}/light/state",
+                                                "payload": {"state": "on"},
+                                                "qos": 1, "retain": True}}])
+    async with running_daemon(config) as daemon:
+        result = await daemon.pipeline.handle_text("turn on the office lights", site="desk")
+        assert result.intent.name == "HassTurnOn"
+        assert await daemon.link.drain(10)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as late:
+        await late.subscribe("home/#", qos=1)
+        async with asyncio.timeout(10):
+            message = await anext(aiter(late.messages))
+    assert message.topic.value == "home/office/light/state"
+    assert json.loads(message.payload) == {"state": "on"}  # type: ignore[arg-type]
+    assert message.retain and message.qos == 1

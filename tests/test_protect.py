@@ -158,7 +158,7 @@ async def rig(tmp_path: Path, mosquitto: Mosquitto, catalog: IntentRecognizer,
         await broker.subscribe("test/#")
         await broker.subscribe("home/#")
 
-        async def publish(topic: str, payload: Any) -> None:
+        async def publish(topic: str, payload: Any, qos: int = 0, retain: bool = False) -> None:
             await handlers_link.publish(topic, json.dumps(payload), qos=1)
 
         host = PluginHost(PluginContext(publish=publish, state_dir=tmp_path),

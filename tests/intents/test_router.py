@@ -30,7 +30,7 @@ class BoomPlugin(Plugin):
 
 def _router(handlers: list[dict[str, Any]], published: list[tuple[str, Any]],
             tmp_path: Path) -> Router:
-    async def publish(topic: str, payload: Any) -> None:
+    async def publish(topic: str, payload: Any, qos: int = 0, retain: bool = False) -> None:
         published.append((topic, payload))
 
     installed = discover_plugins()

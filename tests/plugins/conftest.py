@@ -75,7 +75,8 @@ class Recorder:
     said: list[tuple[str, str]] = field(default_factory=list)
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def publish(self, topic: str, payload: Any) -> None:
+    async def publish(self, topic: str, payload: Any, qos: int = 0,
+                      retain: bool = False) -> None:
         self.published.append((topic, payload))
         self.event.set()
 

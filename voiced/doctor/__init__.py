@@ -302,7 +302,7 @@ def check_handlers(config: Config, catalog: Any) -> Check:
     from voiced.intents.api import PluginContext
     from voiced.intents.router import Router
 
-    async def publish(_topic: str, _payload: Any) -> None:
+    async def publish(topic: str, payload: Any, qos: int = 0, retain: bool = False) -> None:
         return None
 
     def slots(intent: str) -> set[str] | None:

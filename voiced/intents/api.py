@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -94,7 +94,12 @@ class Response:
     continue_session: ContinueSession | None = None
 
 
-Publish = Callable[[str, bytes | str | Mapping[str, Any]], Awaitable[None]]
+class Publish(Protocol):
+    """`await publish(topic, payload, qos=0, retain=False)`: payload is bytes, text, or a
+    JSON-able mapping."""
+
+    def __call__(self, topic: str, payload: bytes | str | Mapping[str, Any] | list[Any],
+                 qos: int = 0, retain: bool = False) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +107,7 @@ class PluginContext:
     """What the daemon offers a plugin."""
 
     publish: Publish
-    """`await publish(topic, payload)`: payload is bytes, text, or a JSON-able mapping."""
+    """`await publish(topic, payload, qos=0, retain=False)` (voiced's MQTT link)."""
     state_dir: Path
     say: Callable[[str, str], Awaitable[None]] | None = None
     """`await say(site, text)`: speak on a satellite through the configured TTS."""
