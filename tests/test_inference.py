@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -65,17 +65,22 @@ async def test_max_batch_splits_and_errors_reach_every_caller() -> None:
         engine.close()
 
 
+def _held_call(result: object) -> tuple[Callable[[], object], threading.Event, threading.Event]:
+    """A model call that runs until released: (the call, started, release)."""
+    started, release = threading.Event(), threading.Event()
+
+    def stuck_model_call() -> object:
+        started.set()
+        release.wait(60)
+        return result
+
+    return stuck_model_call, started, release
+
+
 async def test_close_names_a_call_that_does_not_return_instead_of_hanging(
         caplog: pytest.LogCaptureFixture) -> None:
     engine = InferenceEngine(2)
-    release = threading.Event()
-    started = threading.Event()
-
-    def stuck_model_call() -> str:
-        started.set()
-        release.wait(60)
-        return "late"
-
+    stuck_model_call, started, release = _held_call("late")
     call = asyncio.ensure_future(engine.run(stuck_model_call))
     try:
         assert await asyncio.to_thread(started.wait, 30)
@@ -92,14 +97,7 @@ async def test_close_names_a_call_that_does_not_return_instead_of_hanging(
 
 async def test_close_waits_for_a_call_that_finishes_in_time() -> None:
     engine = InferenceEngine(1)
-    release = threading.Event()
-    started = threading.Event()
-
-    def model_call() -> int:
-        started.set()
-        release.wait(60)
-        return 7
-
+    model_call, started, release = _held_call(7)
     call = asyncio.ensure_future(engine.run(model_call))
     assert await asyncio.to_thread(started.wait, 30)
     queued = asyncio.ensure_future(engine.run(sum, [1]))
