@@ -32,7 +32,7 @@ from voiced.const import (
 )
 from voiced.satellite_answers import Answer, take_hermes, take_native
 from voiced.transport import native
-from voiced.transport.mqtt import NO_DELAY
+from voiced.transport.mqtt_wire import NO_DELAY
 
 __all__ = ["Answer", "Satellite", "Topics", "last_speech_offset", "room_tone"]
 

@@ -14,7 +14,8 @@ from support import Mosquitto
 
 from voiced.config import MqttConfig
 from voiced.satellite import Satellite
-from voiced.transport.mqtt import MqttLink, backoff_delay
+from voiced.transport.mqtt import MqttLink
+from voiced.transport.mqtt_wire import backoff_delay
 
 
 def test_backoff_is_jittered_and_capped() -> None:

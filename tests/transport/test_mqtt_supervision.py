@@ -22,9 +22,8 @@ from voiced.transport.mqtt import (
     InvalidTopicError,
     MqttLink,
     _Outgoing,
-    default_client_id,
-    encode_payload,
 )
+from voiced.transport.mqtt_wire import default_client_id, encode_payload
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:

@@ -20,15 +20,11 @@ counted and dropped by the sender, which goes on with the next one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import re
-import secrets
-import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,88 +33,31 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from voiced.config import MqttConfig
 from voiced.errors import TransportError
+from voiced.transport.mqtt_wire import (
+    NO_DELAY,
+    Payload,
+    backoff_ceiling,
+    backoff_delay,
+    default_client_id,
+    encode_payload,
+    topic_problem,
+)
 
 log = logging.getLogger(__name__)
-
-Payload = bytes | str | Mapping[str, Any] | list[Any]
 
 SEND_WINDOW = 64
 """Queued messages handed to the MQTT client at once (in order) before waiting for them."""
 MAX_OUTGOING = 10_000
 """Outgoing messages held while the broker is unreachable; beyond this the oldest go."""
-MAX_TOPIC_BYTES = 65_535
-"""The longest topic MQTT can carry (UTF-8 bytes)."""
 STABLE_MAX_S = 10.0
 """A connection up this long resets the backoff (a shorter one does when it outlasted the
 wait before it), so one broker restart does not slow the reconnects after the next."""
-NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-"""Socket options of every MQTT client voiced makes: each audio frame and answer is a
-small packet sent at once, never held back for the last one's acknowledgement (Nagle;
-asyncio's own sockets, the embedded broker's, already do this)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 class InvalidTopicError(TransportError):
     """`publish()` was given a topic that no broker accepts; nothing was queued."""
 
 
 class BrokerUnreachableError(TransportError):
     """The broker stayed unreachable for `mqtt.give_up_after_s`."""
-
-
-def default_client_id(host: str | None = None) -> str:
-    """`voiced-<host>-<6 random hex digits>`: unique per start, at most 23 characters
-    (the length every MQTT 3.1.1 broker must accept)."""
-    name = re.sub(r"[^A-Za-z0-9-]", "", host if host is not None else socket.gethostname())
-    return f"voiced-{name[:9] or 'host'}-{secrets.token_hex(3)}"
-
-
-def topic_problem(topic: object) -> str | None:
-    """Why `topic` cannot be published to (None: it can)."""
-    if not isinstance(topic, str):
-        return f"is a {type(topic).__name__}, not text"
-    if not topic:
-        return "is empty"
-    if "+" in topic or "#" in topic:
-        return "contains a wildcard (+ or #)"
-    if _CONTROL.search(topic):
-        return "contains a control character"
-    try:
-        size = len(topic.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "is not valid UTF-8 (it contains a lone surrogate)"
-    if size > MAX_TOPIC_BYTES:
-        return f"is {size} bytes long (at most {MAX_TOPIC_BYTES})"
-    return None
-
-
-def encode_payload(payload: Payload) -> bytes:
-    """bytes pass through, text is UTF-8, mappings and lists become JSON.
-
-    Never fails on text that cannot be UTF-8 (a lone surrogate): text is then sent with
-    backslash escapes, JSON as ASCII with \\u escapes.
-    """
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, str):
-        try:
-            return payload.encode()
-        except UnicodeEncodeError:
-            return payload.encode("utf-8", "backslashreplace")
-    try:
-        return json.dumps(payload, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return json.dumps(payload, ensure_ascii=True).encode()
-
-
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Jittered exponential backoff: between half and all of min(high, low * 2**attempt)."""
-    return backoff_ceiling(attempt, low, high) * rng.uniform(0.5, 1.0)
-
-
-def backoff_ceiling(attempt: int, low: float, high: float) -> float:
-    """The longest wait before attempt `attempt` (0: the first retry)."""
-    return min(high, low * (2 ** min(attempt, 30)))
 
 
 @dataclass(frozen=True, slots=True)

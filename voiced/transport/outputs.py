@@ -17,7 +17,7 @@ from voiced.errors import VoicedError
 from voiced.events import Subscriber
 from voiced.models import EventType, PipelineEvent, Termination
 from voiced.transport import hermes, native
-from voiced.transport.mqtt import Payload
+from voiced.transport.mqtt_wire import Payload
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from voiced.config import MqttConfig
-from voiced.transport.mqtt import backoff_delay, default_client_id
+from voiced.transport.mqtt_wire import backoff_delay, default_client_id
 
 log = logging.getLogger(__name__)
 
