@@ -18,7 +18,8 @@ import yaml
 from voiced.asr.base import AsrIntents
 from voiced.asr.pocketsphinx import PocketsphinxTranscriber
 from voiced.asr.service import asr_intents
-from voiced.asr.workers import PooledTranscriber, _Worker
+from voiced.asr.worker_handle import Worker
+from voiced.asr.workers import PooledTranscriber
 from voiced.audio.wav import read_wav_file
 from voiced.config import AsrConfig
 from voiced.errors import AsrError
@@ -151,7 +152,7 @@ def test_a_worker_killed_during_reload_keeps_the_old_grammar(pool: PooledTranscr
 
 
 def test_a_killed_worker_fails_its_utterances_and_is_replaced(pool: PooledTranscriber) -> None:
-    victim: _Worker = pool._workers[0]
+    victim: Worker = pool._workers[0]
     pid = victim.process.pid
     assert pid is not None
     waiting = pool.start_stream()   # an utterance on the victim, between two feeds
@@ -204,7 +205,7 @@ def test_a_hung_worker_is_replaced(pool: PooledTranscriber,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that stops answering (SIGSTOP: alive, but hung) fails the request after
     the call timeout instead of blocking it forever, and is replaced."""
-    import voiced.asr.workers as workers
+    import voiced.asr.worker_handle as workers
 
     monkeypatch.setattr(workers, "CALL_TIMEOUT_S", 1.0)
     stuck = pool._workers[0]
@@ -365,7 +366,7 @@ def test_a_request_in_flight_at_stop_fails_without_a_new_process(
     """voiced stopping while a worker is hung mid-request: `stop()` kills the process
     after its grace; the request fails with `asr_closed` and no replacement process is
     started after shutdown (its error path used to spawn one)."""
-    import voiced.asr.workers as workers
+    import voiced.asr.worker_handle as workers
 
     monkeypatch.setattr(workers, "STOP_GRACE_S", 0.5)
     pool = PooledTranscriber(AsrConfig(), asr_intents(intents), processes=1)
