@@ -21,7 +21,7 @@ import yaml
 from support import FIXTURES, REPO, Mosquitto, free_port, make_config, running_daemon
 
 from voiced.audio.wav import build_wav, read_wav_file
-from voiced.satellite import Answer, Satellite, last_speech_offset
+from voiced.satellite import Answer, Satellite, last_speech_offset, room_tone
 from voiced.sessions import STALL_S
 
 pytestmark = pytest.mark.slow
@@ -341,3 +341,46 @@ async def test_a_stall_of_voiced_itself_does_not_cut_the_command(mosquitto: Mosq
     assert "audio stopped mid-utterance" not in caplog.text
     assert [e["reason"] for e in ended] == ["silence"], ended
     assert _check(entry, answer) is None
+
+
+async def test_a_wake_session_times_out_by_the_audio_heard(mosquitto: Mosquitto,
+                                                           tmp_path: Path) -> None:
+    """A wake session ends when `wake_timeout_s` of the site's *audio* passed without
+    speech, not the wall clock: a satellite whose audio comes late (a network gap then a
+    buffered burst, or voiced itself stalled or behind) still has its command heard. The
+    wall clock used to end the session while that audio waited. Silence still times out,
+    and so does a satellite that sends no audio at all."""
+    config = make_config(tmp_path, mosquitto.port,
+                         sites={"overrides": {"porch": {"mode": "wake"}}},
+                         vad={"wake_timeout_s": 0.6})
+    entry = COMMANDS[0]
+    async with running_daemon(config), \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as peer, \
+            Satellite("127.0.0.1", mosquitto.port, "porch") as sat:
+        await peer.subscribe("voiced/events/porch")
+
+        async def next_event(kind: str, session: str | None = None) -> dict[str, Any]:
+            async with asyncio.timeout(20):
+                async for msg in peer.messages:
+                    data = json.loads(msg.payload)  # type: ignore[arg-type]
+                    if data["type"] == kind and session in (None, data["sessionId"]):
+                        return data  # type: ignore[no-any-return]
+            raise AssertionError(f"no {kind}")
+
+        await sat.hotword()
+        await next_event("session_started")
+        # no audio for 1.0 s (past the 0.6 s timeout, short of STALL_S), then the
+        # satellite's buffer arrives at once: 0.2 s of room noise before the command
+        assert 0.6 < 1.0 < STALL_S
+        await asyncio.sleep(1.0)
+        answer = await sat.command(room_tone(_pcm(entry), 200) + _pcm(entry), timeout=20)
+        assert answer.termination != "timeout", answer
+        assert _check(entry, answer) is None
+        # 0.6 s of silence heard: timed out, however fast it came
+        answer = await sat.command(bytes(32_000), timeout=30, hotword=True)
+        assert answer.termination == "timeout"
+        # no audio at all: the wall clock ends it
+        await sat.hotword()
+        started = await next_event("session_started")
+        ended = await next_event("session_ended", started["sessionId"])
+        assert ended["reason"] == "timeout", ended

@@ -25,7 +25,7 @@ from voiced.asr.service import AsrService
 from voiced.audio.buffers import FrameBuffer
 from voiced.audio.wav import StreamConverter
 from voiced.config import SiteMode, VadConfig
-from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES
+from voiced.const import BYTES_PER_SECOND, VAD_FRAME_BYTES, VAD_FRAME_MS
 from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
@@ -53,6 +53,9 @@ YIELD_EVERY = 8
 """Items processed from a backlog before letting other tasks run."""
 STALL_S = 1.5
 """An utterance whose audio stops arriving for this long is ended (satellite gone)."""
+WAKE_WALL_FACTOR = 3.0
+"""A wake session whose audio comes slower than real time (or not at all while the
+satellite's connection lives) ends by the clock after this many wake timeouts."""
 LEVEL_FLOOR_DBFS = -96.0
 """The quietest level reported (16-bit silence); digital zero reads as this."""
 
@@ -76,6 +79,10 @@ class Listening:
     wakeword_id: str | None = None
     custom_data: str | None = None
     intent_filter: tuple[str, ...] = ()
+    heard_ms: float = 0.0
+    """Audio of the site heard since the start: the wake timeout's clock (the wall clock
+    runs on while the audio of that time still waits unread, when voiced stalled or the
+    site is behind, or when a satellite sends a buffered burst after a network gap)."""
 
 
 UtteranceHandler = Callable[
@@ -231,10 +238,12 @@ class SiteWorker(SiteInbox):
                 if self.contender is not None:
                     self.contender.push(frame, False)  # the noise floor, heard all along
                 continue
-            if self._listening is not None and not self._segmenter.in_speech:
-                await self._check_timeout()
-                if not self.accepting:
-                    continue
+            if self._listening is not None:
+                self._listening.heard_ms += VAD_FRAME_MS
+                if not self._segmenter.in_speech:
+                    await self._check_timeout()
+                    if not self.accepting:
+                        continue
             speech = self._vad.is_speech(frame)
             self._frame_is_speech = speech
             if speech:
@@ -401,7 +410,7 @@ class SiteWorker(SiteInbox):
         listening = self._listening
         if listening is None or self._segmenter.in_speech:
             return
-        if time.monotonic() - listening.started < self._vad_config.wake_timeout_s:
+        if not self._wake_timed_out(listening):
             return
         self._listening = None
         self._segmenter.reset()
@@ -410,6 +419,19 @@ class SiteWorker(SiteInbox):
                  self._vad_config.wake_timeout_s, listening.session_id)
         await self._sink.session_ended(self.site, listening.session_id, Termination.TIMEOUT,
                                        listening.custom_data)
+
+    def _wake_timed_out(self, listening: Listening) -> bool:
+        """No speech within `wake_timeout_s` of the site's audio since the session began.
+        By the wall clock only when the audio does not come: none for STALL_S (a
+        satellite that stopped streaming, or never streams without speech), or less than
+        real time for WAKE_WALL_FACTOR timeouts."""
+        timeout_s = self._vad_config.wake_timeout_s
+        if listening.heard_ms >= timeout_s * 1000:
+            return True
+        now = time.monotonic()
+        waited = now - listening.started
+        silent = now - max(self._last_audio_at, listening.started) > STALL_S
+        return waited >= timeout_s * WAKE_WALL_FACTOR or (waited >= timeout_s and silent)
 
     async def _shutdown(self) -> None:
         for event in self._segmenter.stop(EndReason.SHUTDOWN):

@@ -47,7 +47,8 @@ class VadConfig(Strict):
     """Speech needed within the start window to declare a start."""
     max_utterance_ms: int = Field(10_000, ge=1000)
     wake_timeout_s: float = Field(8.0, gt=0)
-    """Wake-gated sessions end with `timeout` when no speech starts within this."""
+    """Wake-gated sessions end with `timeout` when no speech starts within this much of
+    the site's audio (voiced.sessions.SiteWorker._wake_timed_out)."""
 
     @property
     def silence_ms(self) -> int:
