@@ -15,6 +15,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from support import FIXTURES, REPO, Mosquitto, free_port
 
 from voiced.audio.wav import read_wav_file
@@ -24,13 +26,14 @@ from voiced.transport import native
 pytestmark = pytest.mark.slow
 
 
-def _serve(port: int, tmp_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _serve(port: int, tmp_path: Path, *extra: str,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "voiced.cli", "serve", "--mqtt-host", "127.0.0.1",
          "--mqtt-port", str(port), "--state-dir", str(tmp_path / "state"), "--http-port", "0",
          *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 async def _wait_ready(port: int) -> None:
@@ -141,3 +144,45 @@ def test_make_run_reaches_the_demo(tmp_path: Path) -> None:
     assert any(f.name == "voiced.db" for f in files)
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {
         f.name: oct(0o600) for f in files}
+
+
+async def test_sigterm_during_start_up_stops_at_once(mosquitto: Mosquitto,
+                                                      tmp_path: Path) -> None:
+    """SIGTERM while start-up waits (here for a Home Assistant that takes the request and
+    never answers, within a 60 s timeout) stops voiced at once, cleanly: it used to finish
+    starting first (or never, with a load that does not return)."""
+    asked = asyncio.Event()
+
+    async def states(request: web.Request) -> web.Response:
+        asked.set()
+        await asyncio.Event().wait()  # never answers; closed with the server
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_get("/api/states", states)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    config = tmp_path / "voiced.yaml"
+    config.write_text(yaml.safe_dump({"intents": {"home_assistant": {
+        "url": str(server.make_url("")).rstrip("/"), "token_env": "HA_TOKEN",
+        "timeout_s": 60}}}))
+    proc = _serve(mosquitto.port, tmp_path, "--config", str(config),
+                  env={"HA_TOKEN": "x"})
+    try:
+        async with asyncio.timeout(120):
+            await asked.wait()
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = await asyncio.to_thread(proc.wait, 30)
+        assert time.monotonic() - signalled < 20  # not the 60 s of the import
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode()
+        assert code == 0, output
+        assert "stopping during start-up (loading intents)" in output, output
+        assert "voiced stopped" in output and " ready " not in output, output
+        assert "Traceback" not in output, output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await server.close()

@@ -55,8 +55,14 @@ def ready(status_text: str | None = None) -> bool:
     return notify(message)
 
 
+last_status: str | None = None
+"""The last text given to `status()` (what start-up was doing, for the log)."""
+
+
 def status(text: str) -> bool:
     """Set the one-line status shown by `systemctl status`."""
+    global last_status
+    last_status = text
     return notify("STATUS=" + _one_line(text))
 
 

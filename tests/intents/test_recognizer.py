@@ -3,6 +3,8 @@ words, context gating and introspection (real hassil, inline YAML and the exampl
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from voiced.errors import IntentError
 from voiced.intents.recognizer import IntentRecognizer
+from voiced.watch import snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "config" / "intents"
@@ -125,6 +128,39 @@ def test_references_resolve_across_files(tmp_path: Path) -> None:
 def test_missing_path_is_an_intents_error(tmp_path: Path) -> None:
     with pytest.raises(IntentError, match="no such intent file"):
         IntentRecognizer.load([tmp_path / "missing.yaml"])
+
+
+def test_what_editors_and_tools_leave_in_the_folder_is_not_an_intent_file(
+        tmp_path: Path) -> None:
+    """Hidden entries are left out: Emacs's lock link `.#x.yaml` (a link to nothing), a
+    git checkout's `.github/workflows/ci.yml`; a folder named like a file is searched."""
+    _write(tmp_path, "base.yaml", BASE)
+    (tmp_path / ".#base.yaml").symlink_to("root@host.1234:1700000000")
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    _write(tmp_path / ".github" / "workflows", "ci.yml", "on: push\njobs: {}\n")
+    (tmp_path / "more.yaml").mkdir()
+    _write(tmp_path / "more.yaml", "extra.yaml", EXTRA)
+    recognizer = IntentRecognizer.load([tmp_path], fuzzy=False)
+    assert recognizer.files == (tmp_path / "base.yaml", tmp_path / "more.yaml" / "extra.yaml")
+    assert snapshot([tmp_path]).keys() == set(recognizer.files)
+
+
+def test_an_intent_file_that_is_not_a_plain_file_is_named(tmp_path: Path) -> None:
+    """A named pipe would block the load for ever (start-up, or a reload holding the
+    reload lock, without a word); a link to nothing is named as one."""
+    _write(tmp_path, "base.yaml", BASE)
+    os.mkfifo(tmp_path / "pipe.yaml")
+    with pytest.raises(IntentError) as info:
+        IntentRecognizer.load([tmp_path])
+    assert info.value.message == (f"{tmp_path / 'pipe.yaml'}: not a plain file (a named "
+                                  "pipe); intent files must be regular files")
+    with pytest.raises(IntentError, match=re.escape("not a plain file (a named pipe)")):
+        IntentRecognizer.load([tmp_path / "pipe.yaml"])
+    (tmp_path / "pipe.yaml").unlink()
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    with pytest.raises(IntentError, match=re.escape(
+            "gone.yaml: no such intent file or folder (a link to nothing)")):
+        IntentRecognizer.load([tmp_path])
 
 
 def test_slots_carry_values_entities_and_offsets(tmp_path: Path) -> None:

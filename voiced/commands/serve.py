@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from voiced import systemd
 from voiced.config import Config, load_config
 from voiced.errors import VoicedError
 
@@ -114,8 +115,23 @@ async def serve(config: Config, demo: Path | None = None,
             task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    starting = asyncio.create_task(daemon.start(), name="start")
+    stopped = asyncio.create_task(stop.wait(), name="stop-wait")
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not starting.done():
+        # SIGTERM while loading (a model, a grammar, a file that does not answer): stop
+        # now instead of after a start-up that may never end; a model call still running
+        # is left to the bounded stop of the inference engine (`stuck`)
+        log.warning("stopping during start-up (%s)", systemd.last_status or "starting")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await daemon.stop()
+        if stuck is not None:
+            stuck += daemon.stuck
+        return 0
     try:
-        await daemon.start()
+        starting.result()
     except VoicedError as exc:
         print(f"voiced: cannot start: {exc.message}", file=sys.stderr)
         await daemon.stop()

@@ -8,6 +8,7 @@ all files are merged, since one file may use a list another defines.
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from hassil.expression import Expression, Group, ListReference, RuleReference
 
 from voiced.errors import IntentError
 from voiced.languages import language_code
+from voiced.watch import folder_intent_files
 from voiced.yamlfile import read_yaml
 
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
@@ -33,16 +35,31 @@ def file_language(document: Mapping[str, Any], default: str) -> str:
 
 
 def intent_files(paths: Sequence[Path]) -> list[Path]:
-    """Every *.yaml/*.yml file under `paths`, in load order; IntentError for a missing one."""
+    """Every *.yaml/*.yml file under `paths`, in load order (hidden ones left out:
+    voiced.watch.folder_intent_files); IntentError for a missing one, or one that is not
+    a plain file (a FIFO, a socket, a device: reading one could wait for ever)."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise IntentError("intents_invalid", f"{path}: no such intent file or folder")
+        found = list(folder_intent_files(path)) if path.is_dir() else [path]
+        for file in found:
+            if not file.exists():
+                raise IntentError("intents_invalid", f"{file}: no such intent file or folder"
+                                  + (" (a link to nothing)" if file.is_symlink() else ""))
+            if not file.is_file():
+                raise IntentError("intents_invalid",
+                                  f"{file}: not a plain file ({_kind(file)}); intent files "
+                                  "must be regular files")
+        files.extend(found)
     return files
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def read_file(path: Path) -> tuple[dict[str, Any], list[Reference]]:
