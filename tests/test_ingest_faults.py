@@ -349,3 +349,34 @@ async def test_refusals_are_rate_limited_and_counted() -> None:
     assert await registry.stop_site("one") and registry.workers == {}
     await registry.close()
     await supervisor.stop()
+
+
+async def test_a_message_voiced_fails_to_handle_is_answered_and_the_next_one_read(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A failure inside ingest (a bug of voiced's: here, making a site's worker fails)
+    is answered with `internal` on the error path, counted, its traceback logged once per
+    kind and place, and the next message is handled."""
+    from voiced.config import SitesConfig
+    from voiced.ingest import Ingest
+    from voiced.sites import SiteRegistry
+    from voiced.supervise import Supervisor
+
+    def broken_factory(site: str) -> Any:
+        raise RuntimeError(f"cannot make {site}")
+
+    supervisor = Supervisor()
+    registry = SiteRegistry(SitesConfig(), broken_factory, supervisor)
+    errors: list[tuple[str, str, str, str | None]] = []
+    ingest = Ingest(registry, lambda *report: errors.append(report))
+    frame = build_wav(bytes(640))
+    for site in ("den", "hall", "den"):
+        ingest(f"hermes/audioServer/{site}/audioFrame", frame)
+    ingest("hermes/audioServer/bad site/audioFrame", frame)  # still refused as before
+    assert ingest.failures == 3
+    assert [e[:2] for e in errors[:3]] == [("transport", "internal")] * 3
+    assert "hermes/audioServer/hall/audioFrame" in errors[1][2]
+    assert "RuntimeError: cannot make hall" in errors[1][2]
+    assert errors[3][1] == "site_id_invalid"
+    assert caplog.text.count("Traceback") == 1
+    await registry.close()
+    await supervisor.stop()

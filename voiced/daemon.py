@@ -26,7 +26,7 @@ from voiced.enrollment import VoiceEnrollment
 from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
-from voiced.ingest import route
+from voiced.ingest import Ingest
 from voiced.intents.api import PluginContext
 from voiced.intents.catalog import import_home_assistant_lists, load_catalog
 from voiced.intents.plugins import PluginHost
@@ -94,6 +94,7 @@ class Daemon:
         self.site_registry = SiteRegistry(config.sites, self._worker, self.supervisor,
                                           error_interval_s=config.error_rate_limit_s)
         self.sites: dict[str, SiteWorker] = self.site_registry.workers  # owned by the registry
+        self.ingest = Ingest(self.site_registry, self._error)
         self.arbitration = Arbitration(config.sites, config.vad, self.sink, self._utterance)
         """Which satellite of a room group answers (voiced.arbiter_service)."""
         self.site_registry.observers.append(self.arbitration.site_changed)
@@ -338,7 +339,7 @@ class Daemon:
                           contender=self.arbitration.contender(site))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        route(topic, payload, self.site_registry, self._error)
+        self.ingest(topic, payload)
 
     # ---- pipeline hooks ----------------------------------------------------------------
     async def _utterance(self, utt: Utterance, decode: StreamingFeed[AsrStream] | None,

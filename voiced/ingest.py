@@ -11,6 +11,7 @@ such errors carry `siteId: null`. The rules are listed in docs/ingest.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from voiced.audio.wav import parse_wav
@@ -22,6 +23,8 @@ from voiced.sites import SITE_ID_MAX, SiteRefused, SiteRegistry, is_valid_id, sa
 from voiced.transport import hermes, native
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
 
+log = logging.getLogger(__name__)
+
 ErrorReporter = Callable[[str, str, str, str | None], None]
 """`error(component, code, message, site)`; `site` is None unless it is a valid id."""
 
@@ -29,6 +32,41 @@ AUDIO = "audioServer"
 """Error component for audio topics."""
 CONTROL = "transport"
 """Error component for control topics."""
+
+
+class Ingest:
+    """`route` for the MQTT reader, guarded: a message whose handling raises (a bug of
+    voiced's, not the sender's) is answered like any refused one, on
+    `hermes/error/transport` with code `internal` (rate limited, so a flood of the same
+    message cannot flood the log), its traceback logged once per kind and place; every
+    other message is still read."""
+
+    def __init__(self, sites: SiteRegistry, error: ErrorReporter) -> None:
+        self._sites = sites
+        self._error = error
+        self.failures = 0
+        """Messages dropped because handling them raised."""
+        self._seen: set[tuple[str, str]] = set()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        try:
+            route(topic, payload, self._sites, self._error)
+        except Exception as exc:
+            self.failures += 1
+            where = (type(exc).__name__, _raised_at(exc))
+            if where not in self._seen:
+                self._seen.add(where)
+                log.exception("ingest failed on %s", ascii(topic[:120]))
+            self._error(CONTROL, "internal",
+                        f"{safe_text(topic)}: voiced failed to handle this message "
+                        f"({type(exc).__name__}: {safe_text(str(exc))}); it was dropped", None)
+
+
+def _raised_at(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
 
 
 def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter) -> None:

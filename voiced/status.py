@@ -125,6 +125,7 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
         "handlers": [s.as_dict() for s in daemon.router.statuses] if daemon.router else [],
         "plugins": [s.as_dict() for s in daemon.host.statuses.values()] if daemon.host else [],
         "tasks": daemon.supervisor.stats(),
+        "ingest_failures": daemon.ingest.failures,
         "events": {"emitted": daemon.sink.emitted, "subscriber_failures": daemon.sink.failures,
                    "errors_suppressed": daemon.sink.errors_suppressed},
         "health": daemon.health.as_dict(),

@@ -141,6 +141,11 @@ def test_a_hotwords_optional_score_is_read_and_checked() -> None:
         assert exc.code == "wake_score_invalid" and exc.site == "hall"
     exc = _refusal(HOTWORD, b'{"siteId": "hall", "score": NaN}')
     assert exc.code == "wake_score_invalid"
+    # JSON integers have no bound (under the 4300-digit limit): one too big for a float
+    # used to raise OverflowError out of the parser instead of being refused
+    for big in (b"1" + b"0" * 400, b"-" + b"9" * 400, b"2"):
+        exc = _refusal(HOTWORD, b'{"siteId": "hall", "score": ' + big + b"}")
+        assert exc.code == "wake_score_invalid", big
 
 
 @pytest.mark.parametrize(

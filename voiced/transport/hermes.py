@@ -164,8 +164,10 @@ def _wake_score(topic: str, value: object, site: str) -> float | None:
     """A hotword's `score`: null/absent, or a number from 0 to 1 (not a boolean)."""
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool) \
-            and math.isfinite(value) and 0.0 <= value <= 1.0:
+    # an int is compared as it is: a JSON integer of 400 digits is valid JSON, and
+    # math.isfinite() would raise OverflowError converting it
+    if (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1) or \
+            (isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0):
         return float(value)
     raise PayloadError("wake_score_invalid", f"{safe_text(topic)}: score {safe_repr(value)} "
                        f"is not valid; expected null or a number from 0 to 1", site)
