@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 import wave
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from voiced.audio.wav import (
     convert_wav,
     parse_wav,
     read_wav_file,
+    to_int16,
     write_wav_file,
 )
 from voiced.const import MAX_AUDIO_PAYLOAD, SAMPLE_RATE, SAMPLE_WIDTH, SUPPORTED_RATES
@@ -206,6 +208,23 @@ def test_widths_and_downmix_convert_to_int16(width: int, float_format: bool) -> 
     tolerance = 260 if width == 1 else 1.5  # 8-bit has ~256 steps of int16 per level
     assert len(got) == len(left)
     assert np.max(np.abs(got - want)) <= tolerance
+
+
+def test_float_nan_and_infinity_become_silence_and_the_extremes() -> None:
+    # a satellite or an upload may send any bits as float samples; NaN used to cast to an
+    # undefined int16 and, through the resampler's history, spoil the rest of the stream
+    bad = np.array([np.nan, np.inf, -np.inf, 0.5], dtype="<f4").tobytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "invalid value encountered in cast"
+        out = StreamConverter().convert(bad, SAMPLE_RATE, 4, 1, True)
+        assert np.frombuffer(out, dtype="<i2").tolist() == [0, 32767, -32768, 16384]
+        assert np.frombuffer(to_int16(np.array([np.nan, np.inf, -np.inf])),
+                             dtype="<i2").tolist() == [0, 32767, -32768]
+        resampling = StreamConverter()
+        rate = 48000
+        resampling.convert(np.full(480, np.nan, dtype="<f4").tobytes(), rate, 4, 1, True)
+        later = resampling.convert(encode(tone(500, rate, 0.2), 4, True), rate, 4, 1, True)
+    assert np.max(np.abs(np.frombuffer(later, dtype="<i2"))) > 10000  # not NaN → 0
 
 
 def test_internal_format_passes_through_unchanged() -> None:

@@ -230,7 +230,8 @@ def to_float(pcm: bytes, width: int, channels: int, float_format: bool = False) 
     """Samples as float64 on the int16 scale (-32768..32767), downmixed to mono."""
     if float_format:
         samples = np.frombuffer(pcm, dtype="<f4" if width == 4 else "<f8").astype(np.float64)
-        samples *= 32768.0
+        # NaN would poison a resampler's history for the rest of the stream
+        samples = np.nan_to_num(samples * 32768.0, nan=0.0, posinf=32767.0, neginf=-32768.0)
     elif width == 1:
         samples = (np.frombuffer(pcm, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0
     elif width == 2:
@@ -250,8 +251,10 @@ def to_float(pcm: bytes, width: int, channels: int, float_format: bool = False) 
 
 
 def to_int16(samples: FloatArray) -> bytes:
-    """Round and clip float samples on the int16 scale to 16-bit little-endian PCM."""
-    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+    """Round and clip float samples on the int16 scale to 16-bit little-endian PCM (NaN
+    becomes 0, infinities the extremes)."""
+    finite = np.nan_to_num(samples, nan=0.0, posinf=32767.0, neginf=-32768.0)
+    return np.clip(np.rint(finite), -32768, 32767).astype("<i2").tobytes()
 
 
 class StreamConverter:
