@@ -35,7 +35,7 @@ from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router
 from voiced.models import NO_SPEAKER, EventType, Outcome, SpeakerMatch, Transcript
 from voiced.pipeline import Pipeline
-from voiced.protect import CONFIRM_MARK, PLACEHOLDER, Protector
+from voiced.protect import CONFIRM_MARK, CONFIRM_TURN, PLACEHOLDER, Protector
 from voiced.recorder import HistoryWriter
 from voiced.storage import History
 from voiced.transport.outputs import HermesBridge, NativeEvents
@@ -119,7 +119,7 @@ class Rig:
     speakers: FakeSpeakers
     heard: Script
     broker: aiomqtt.Client
-    followed: list[tuple[str, str, tuple[str, ...], str | None]]
+    followed: list[tuple[str, str, tuple[str, ...], str | None, str | None]]
     clock: list[float]
 
     async def say(self, text: str, who: SpeakerMatch = NO_SPEAKER, site: str = "hall",
@@ -129,9 +129,9 @@ class Rig:
         self.speakers.match = who
         utt = utterance(site=site, session_id=session)
         if follow_up:
-            _site, sid, intent_filter, custom = self.followed[-1]
+            _site, sid, intent_filter, custom, turn = self.followed[-1]
             utt = replace(utt, session_id=sid, intent_filter=intent_filter,
-                          custom_data=custom)
+                          custom_data=custom, turn=turn)
         return await self.pipeline.process(utt)
 
     async def published(self) -> tuple[str, Any]:
@@ -169,7 +169,7 @@ async def rig(tmp_path: Path, mosquitto: Mosquitto, catalog: IntentRecognizer,
                         lambda i: catalog.slot_names(i) if i in catalog.intent_names() else None,
                         host=host, protector=protector)
         await router.start()
-        followed: list[tuple[str, str, tuple[str, ...], str | None]] = []
+        followed: list[tuple[str, str, tuple[str, ...], str | None, str | None]] = []
         heard = Script()
         speakers = FakeSpeakers(NO_SPEAKER)
         pipeline = Pipeline(config, engine, AsrService(FakeTranscriber(heard), engine),
@@ -294,7 +294,7 @@ async def test_spoken_confirmation(tmp_path: Path, mosquitto: Mosquitto,
     async with rig(tmp_path, mosquitto, catalog, [rule], {"doors": PIN}) as r:
         asked = await r.say("unlock the front door", ALICE)
         assert asked.outcome == Outcome.CONFIRMING and asked.termination is None
-        assert r.followed[-1] == ("hall", "s1", (), CONFIRM_MARK)
+        assert r.followed[-1] == ("hall", "s1", (), CONFIRM_MARK, CONFIRM_TURN)
         assert r.events.of(EventType.INTENT) == []  # not announced before it is confirmed
         assert r.events.of(EventType.SAY)[-1].data["text"] == "Say the PIN."
         wrong = await r.say("two five eight one", ALICE, follow_up=True)

@@ -348,11 +348,11 @@ class Daemon:
         await self.pipeline.submit(utt, decode, speaker)
 
     def _continue_session(self, site: str, session_id: str, intent_filter: tuple[str, ...],
-                          custom_data: str | None) -> None:
+                          custom_data: str | None, turn: str | None) -> None:
         worker = self.sites.get(site)
         if worker is not None:
             worker.offer(Control("continue", session_id=session_id, custom_data=custom_data,
-                                 intent_filter=intent_filter))
+                                 intent_filter=intent_filter, turn=turn))
 
     async def say(self, site: str, text: str, session_id: str | None, lang: str | None) -> None:
         """Speak on a satellite (built-in TTS as playBytes, or hermes/tts/say)."""

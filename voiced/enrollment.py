@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 ENROLL_INTENT = "VoicedEnrollSpeaker"
 ENROLL_MARK = "voiced-enroll"
+ENROLL_TURN = "enroll"
+"""`Utterance.turn` of an enrollment sample (voiced's own follow-up; customData says
+ENROLL_MARK for Hermes clients, but is never what decides)."""
 """customData of the enrollment session's follow-up turns."""
 PROMPTS = (
     "the quick brown fox jumps over the lazy dog",

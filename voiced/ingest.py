@@ -100,6 +100,14 @@ def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter)
     if msg.kind == hermes.Inbound.AUDIO_FRAME:
         _hermes_audio(topic, payload, msg.site, sites, error)
     elif msg.kind in (hermes.Inbound.HOTWORD, hermes.Inbound.START_LISTENING):
+        owner = sites.session_site(msg.session_id) if msg.session_id else None
+        if owner is not None and owner != msg.site:
+            # one session, one site: a client-chosen id that is open elsewhere would make
+            # that session's events (and its answers) ambiguous to everyone downstream
+            error(CONTROL, "session_id_in_use",
+                  f"{safe_text(topic)}: session {safe_text(msg.session_id or '')} is open on "
+                  "another site; a session id names one session on one site", msg.site)
+            return
         worker = _worker(msg.site, CONTROL, sites, error)
         if worker is not None:
             if worker.contender is not None:  # room-group arbitration (voiced.arbiter_service)

@@ -127,6 +127,11 @@ class Utterance:
     custom_data: str | None = None
     intent_filter: tuple[str, ...] = ()
     """Only these intents may match (empty: any)."""
+    turn: str | None = None
+    """A turn voiced itself asked for: `confirm` (the answer to a protected command's
+    prompt) or `enroll` (a voice enrollment sample); None for every other utterance.
+    Set only by voiced's own follow-up, never from what a client sends (customData is
+    the client's)."""
     arbitration_ms: float | None = None
     """Milliseconds the endpointed utterance waited in arbitration for its room group's
     decision before it ran (about 0 when decided before its end); None: its site is in

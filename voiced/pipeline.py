@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ContinueSession = Callable[[str, str, tuple[str, ...], str | None], None]
-"""`continue_session(site, session_id, intent_filter, custom_data)`."""
+ContinueSession = Callable[[str, str, tuple[str, ...], str | None, str | None], None]
+"""`continue_session(site, session_id, intent_filter, custom_data, turn)`; `turn` is
+voiced's own (voiced.models.Utterance.turn), None for a plugin's follow-up question."""
 
 
 class Pipeline:

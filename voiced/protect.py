@@ -43,6 +43,9 @@ from voiced.models import IntentResult, SpeakerMatch
 log = logging.getLogger(__name__)
 
 CONFIRM_MARK = "voiced-confirm"
+CONFIRM_TURN = "confirm"
+"""`Utterance.turn` of the answer to a confirmation prompt (voiced's own follow-up; the
+session's customData says CONFIRM_MARK for Hermes clients, but is never what decides)."""
 """customData of a confirmation turn (the session continued to hear the secret)."""
 CONFIRM_INTENT = "VoicedConfirmation"
 """The internal intent whose sentences are spoken digits: it puts PINs into the embedded

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from voiced.enrollment import ENROLL_INTENT, ENROLL_MARK, Turn
+from voiced.enrollment import ENROLL_INTENT, ENROLL_MARK, ENROLL_TURN, Turn
 from voiced.errors import VoicedError
 from voiced.feeds import StreamingFeed
 from voiced.intents.router import HandlerOutcome, Prepared
@@ -31,7 +31,7 @@ from voiced.models import (
     Transcript,
     Utterance,
 )
-from voiced.protect import CONFIRM_INTENT, CONFIRM_MARK, PLACEHOLDER
+from voiced.protect import CONFIRM_INTENT, CONFIRM_MARK, CONFIRM_TURN, PLACEHOLDER
 from voiced.redact import redact
 from voiced.teach import NOT_WHAT_I_SAID
 
@@ -140,14 +140,14 @@ class UtteranceRun:
     async def _stages(self) -> None:
         site = self.utt.site
         protector = self.p.router.protector
-        if self.utt.custom_data == CONFIRM_MARK:
+        if self.utt.turn == CONFIRM_TURN:
             await self._confirm()
             return
         if protector is not None and protector.waiting(site):
             protector.cancel(site)  # the conversation moved on: the command is dropped
         enrollment = self.p.enrollment
         if enrollment is not None and enrollment.active(site):
-            if self.utt.custom_data == ENROLL_MARK:
+            if self.utt.turn == ENROLL_TURN:
                 await self._enroll_sample()
                 return
             enrollment.cancel(site)
@@ -318,7 +318,7 @@ class UtteranceRun:
         follow = response.continue_session if response else None
         if follow is not None and self.p.continue_session is not None:
             await self.p.sink.say(site, follow.text, sid, language)
-            self.p.continue_session(site, sid, follow.intent_filter, follow.custom_data)
+            self.p.continue_session(site, sid, follow.intent_filter, follow.custom_data, None)
             self.termination = None
 
     async def _ask_confirmation(self, result: IntentResult, prepared: Prepared) -> None:
@@ -335,7 +335,7 @@ class UtteranceRun:
             "intent": result.name, "outcome": outcome.outcome, "code": outcome.code,
             "rules": list(prepared.verdict.confirm)}))
         await self.p.sink.say(site, prepared.verdict.prompt, sid, self.transcript.language)
-        self.p.continue_session(site, sid, (), CONFIRM_MARK)
+        self.p.continue_session(site, sid, (), CONFIRM_MARK, CONFIRM_TURN)
         self.intent = result
         self.outcome, self.detail = Outcome.CONFIRMING, f"waiting for confirmation: {rules}"
         self.termination = None
@@ -421,7 +421,8 @@ class UtteranceRun:
         await self.p.sink.say(self.utt.site, turn.text, self.utt.session_id, None)
         self.outcome, self.detail = turn.outcome, turn.text
         if turn.more and self.p.continue_session is not None:
-            self.p.continue_session(self.utt.site, self.utt.session_id, (), ENROLL_MARK)
+            self.p.continue_session(self.utt.site, self.utt.session_id, (), ENROLL_MARK,
+                                    ENROLL_TURN)
             self.termination = None
         else:
             self.termination = (Termination.NOMINAL if turn.outcome == Outcome.ENROLLED

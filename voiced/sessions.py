@@ -30,7 +30,7 @@ from voiced.events import EventSink
 from voiced.feeds import StreamingFeed
 from voiced.inference import InferenceEngine
 from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utterance
-from voiced.protect import CONFIRM_MARK
+from voiced.protect import CONFIRM_TURN
 from voiced.site_feeds import UtteranceFeeds
 from voiced.site_inbox import Audio, Control, SiteInbox
 from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
@@ -79,6 +79,8 @@ class Listening:
     wakeword_id: str | None = None
     custom_data: str | None = None
     intent_filter: tuple[str, ...] = ()
+    turn: str | None = None
+    """voiced's own follow-up turn (voiced.models.Utterance.turn)."""
     heard_ms: float = 0.0
     """Audio of the site heard since the start: the wake timeout's clock (the wall clock
     runs on while the audio of that time still waits unread, when voiced stalled or the
@@ -207,6 +209,13 @@ class SiteWorker(SiteInbox):
             log.exception("site %s: could not report the failure", self.site)
 
     @property
+    def open_sessions(self) -> tuple[str, ...]:
+        """The session listening here and the one whose utterance is in progress."""
+        listening = self._listening.session_id if self._listening is not None else None
+        current = self._current_session if self._segmenter.in_speech else None
+        return tuple(s for s in (listening, current) if s)
+
+    @property
     def needs_tick(self) -> bool:
         """True while something on this site can time out (a session waiting for speech,
         speech whose audio may stop arriving): its owner then calls `tick()` every
@@ -283,7 +292,7 @@ class SiteWorker(SiteInbox):
         # the answer to a confirmation prompt (a PIN) is never shown, not even as partial
         # transcripts (voiced.protect)
         listening = self._listening
-        self._feeds.open(audio, listening is not None and listening.custom_data == CONFIRM_MARK)
+        self._feeds.open(audio, listening is not None and listening.turn == CONFIRM_TURN)
 
     async def _contend(self, contender: Contender) -> None:
         """Carry out arbitration's verdict on the utterance in progress."""
@@ -335,6 +344,7 @@ class SiteWorker(SiteInbox):
             wakeword_id=listening.wakeword_id if listening else None,
             custom_data=listening.custom_data if listening else None,
             intent_filter=listening.intent_filter if listening else (),
+            turn=listening.turn if listening else None,
         )
         decode, speaker = self._feeds.take()
         judged, self._judged = self._judged, None
@@ -365,7 +375,8 @@ class SiteWorker(SiteInbox):
                 return
             session_id = item.session_id or _new_id()
             self._listening = Listening(session_id, time.monotonic(), item.wakeword_id,
-                                        item.custom_data, item.intent_filter)
+                                        item.custom_data, item.intent_filter,
+                                        item.turn if item.kind == "continue" else None)
             # speech in progress before the start is abandoned: its streams are released
             # here (forgetting them leaked a decoder per cycle in the worker processes)
             self._segmenter.reset()

@@ -37,6 +37,8 @@ class Control:
     wakeword_id: str | None = None
     custom_data: str | None = None
     intent_filter: tuple[str, ...] = ()
+    turn: str | None = None
+    """"continue" from voiced itself: the turn it asks for (voiced.models.Utterance.turn)."""
 
 
 @dataclass(slots=True)

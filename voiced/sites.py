@@ -161,6 +161,14 @@ class SiteRegistry:
         self.refused = 0
         """Site creations refused (not allowed, or the cap was reached)."""
 
+    def session_site(self, session_id: str) -> str | None:
+        """The site where session `session_id` is open (listening, or its utterance in
+        progress), if any."""
+        for site, worker in self.workers.items():
+            if session_id in worker.open_sessions:
+                return site
+        return None
+
     def get(self, site: str) -> SiteWorker | None:
         """The live worker of `site` (marked as just seen), or None (also for a site
         claimed by a stream: it is not reachable through the registry)."""

@@ -11,8 +11,13 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from support import Mosquitto, make_config, running_daemon
+import yaml
+from support import FIXTURES, Mosquitto, make_config, running_daemon
 
+from voiced.audio.wav import read_wav_file
+from voiced.enrollment import ENROLL_MARK
+from voiced.protect import CONFIRM_MARK
+from voiced.satellite import Satellite
 from voiced.transport import hermes, native
 
 
@@ -105,3 +110,56 @@ def test_a_bad_control_message_is_refused_by_name(topic: str, payload: object,
     if code == "site_mismatch":
         assert refused.value.site == "kitchen" and "not the site the topic names" in \
             refused.value.message
+
+
+async def test_a_session_id_names_one_session_on_one_site(mosquitto: Mosquitto,
+                                                          tmp_path: Path) -> None:
+    """A client-chosen session id already open on another site is refused: two live
+    sessions with one id made every event and answer about it ambiguous."""
+    config = make_config(tmp_path, mosquitto.port, sites={"default_mode": "wake"},
+                         vad={"wake_timeout_s": 60})
+    async with running_daemon(config), \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.subscribe("voiced/events/+", qos=1)
+        await client.publish("hermes/asr/startListening",
+                             json.dumps({"siteId": "kitchen", "sessionId": "s-1"}), qos=1)
+        await client.publish("voiced/control/den/listen", json.dumps({"sessionId": "s-1"}),
+                             qos=1)
+        await client.publish("hermes/asr/stopListening",
+                             json.dumps({"siteId": "kitchen", "sessionId": "s-1"}), qos=1)
+        events = await next_events(client, 3)
+        assert [(e["type"], e["site"], e.get("code") or e.get("reason")) for e in events] == [
+            ("session_started", "kitchen", None),
+            ("error", "den", "session_id_in_use"),
+            ("session_ended", "kitchen", "abortedByUser")]
+        # once it ended there, the id is free again
+        await client.publish("voiced/control/den/listen", json.dumps({"sessionId": "s-1"}),
+                             qos=1)
+        [started] = await next_events(client, 1)
+        assert (started["type"], started["site"], started["sessionId"]) == (
+            "session_started", "den", "s-1")
+
+
+async def test_customdata_is_the_clients_and_never_a_turn_of_voiceds(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """customData equal to voiced's own marks (`voiced-confirm`, `voiced-enroll`) is only
+    data: the command is heard, shown and run as any other. It used to make the command a
+    PIN answer: hidden as `[confirmation]`, its audio not kept, and refused."""
+    manifest = yaml.safe_load((FIXTURES / "commands.yaml").read_text())
+    entry = next(e for e in manifest["commands"] if e["intent"] == "HassTurnOn")
+    pcm = read_wav_file(FIXTURES / entry["file"])
+    config = make_config(tmp_path, mosquitto.port, sites={"default_mode": "wake"},
+                         vad={"wake_timeout_s": 60})
+    async with running_daemon(config), \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as client, \
+            Satellite("127.0.0.1", mosquitto.port, "kitchen") as sat:
+        await client.subscribe("hermes/asr/textCaptured", qos=1)
+        await client.subscribe(f"hermes/intent/{entry['intent']}", qos=1)
+        for i, mark in enumerate((CONFIRM_MARK, ENROLL_MARK)):
+            await client.publish("hermes/asr/startListening", json.dumps(
+                {"siteId": "kitchen", "sessionId": f"c-{i}", "customData": mark}), qos=1)
+            answer = await sat.command(pcm, timeout=60)
+            assert answer.intent == entry["intent"], (mark, answer)
+            got = await next_events(client, 2)
+            captured = next(e for e in got if "text" in e and "intent" not in e)
+            assert captured["text"] == entry["text"], (mark, captured)
