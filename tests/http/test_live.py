@@ -248,6 +248,33 @@ async def test_websockets_are_bounded(daemon: Any, monkeypatch: pytest.MonkeyPat
         await third.close()
 
 
+async def test_sockets_waiting_for_a_hello_count_against_the_limit(
+        daemon: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "MAX_CLIENTS", 3)
+    base = _base(daemon)
+    hub = _hub(daemon)
+    async with aiohttp.ClientSession() as http:
+        # three streams that never say hello take every slot
+        waiting = [await http.ws_connect(f"{base}/api/stream") for _ in range(3)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{base}/api/events")
+        assert refused.value.status == 503
+        await waiting[0].close()
+        await _wait_for(lambda: hub.open == 2, "the closed stream's slot given back")
+        # upgrades at once cannot pass the check together: one of eight gets the slot
+        tried = await asyncio.gather(*(http.ws_connect(f"{base}/api/events")
+                                       for _ in range(8)), return_exceptions=True)
+        opened = [t for t in tried if isinstance(t, aiohttp.ClientWebSocketResponse)]
+        assert len(opened) == 1, tried
+        assert all(isinstance(t, aiohttp.WSServerHandshakeError) and t.status == 503
+                   for t in tried if t not in opened), tried
+        async with http.get(f"{base}/metrics") as resp:
+            assert "voiced_websocket_clients 3.0" in await resp.text()
+        for ws in (*waiting[1:], *opened):
+            await ws.close()
+        await _wait_for(lambda: hub.open == 0, "every slot given back")
+
+
 async def test_status_changes_are_sent(daemon: Any, mosquitto: Mosquitto) -> None:
     async with aiohttp.ClientSession() as http, \
             http.ws_connect(f"{_base(daemon)}/api/events?type=status") as ws:
@@ -344,6 +371,9 @@ async def test_browser_stream_refusals(daemon: Any) -> None:
                 ({"site": "ok", "rate": 12345}, "rate_unsupported"),
                 ({"site": "ok", "format": "mp3"}, "format_invalid"),
                 ({"site": "ok", "mode": "sometimes"}, "mode_invalid"),
+                # not strings: refused alike (a TypeError and a 500 on the socket before)
+                ({"site": "ok", "format": ["s16le"]}, "format_invalid"),
+                ({"site": "ok", "mode": {"x": 1}}, "mode_invalid"),
                 ({"site": "ok", "volume": 11}, "hello_invalid"),
                 ([1, 2], "hello_invalid")):
             async with http.ws_connect(f"{base}/api/stream") as ws:

@@ -209,6 +209,8 @@ class LiveHub:
         """Clients closed because they did not read."""
         self.refused = 0
         """Websockets refused because MAX_CLIENTS were open."""
+        self.open = 0
+        """Websockets open or being opened (slots taken by `reserve`)."""
         self.dropped_closed = 0
         """Messages dropped for clients that are gone."""
         self._connected = 0
@@ -238,7 +240,22 @@ class LiveHub:
     @property
     def full(self) -> bool:
         """True when no more websockets may open."""
-        return len(self.clients) >= MAX_CLIENTS
+        return self.open >= MAX_CLIENTS
+
+    def reserve(self) -> bool:
+        """Take a slot for a websocket about to be upgraded (False, counted as refused,
+        when all MAX_CLIENTS are taken). Checked and taken at once, before the upgrade,
+        so concurrent upgrades cannot pass the check together, and a `/api/stream`
+        socket still waiting for its hello counts."""
+        if self.full:
+            self.refused += 1
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot that `reserve` took, when its socket has ended."""
+        self.open -= 1
 
     def add(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
             **filters: Any) -> LiveClient:
@@ -262,7 +279,7 @@ class LiveHub:
 
     def stats(self) -> dict[str, float]:
         """Counters for /metrics."""
-        return {"clients": len(self.clients), "messages": self.messages,
+        return {"clients": self.open, "messages": self.messages,
                 "dropped": self.dropped_closed + sum(c.dropped for c in self.clients),
                 "closed_slow": self.closed_slow, "refused": self.refused}
 

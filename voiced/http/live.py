@@ -109,15 +109,20 @@ def parse_filters(query: Any) -> dict[str, Any]:
 
 async def _open(request: web.Request, hub: LiveHub,
                 max_msg_size: int) -> web.WebSocketResponse | web.Response:
-    if hub.full:
-        hub.refused += 1
+    """The upgraded websocket, holding one of the hub's slots (the caller gives it back
+    with `hub.release()` when the socket ends), or 503 when none is free."""
+    if not hub.reserve():
         return error_response(503, "too_many_websockets",
-                              f"{len(hub.clients)} websockets are open, the most voiced serves "
+                              f"{hub.open} websockets are open, the most voiced serves "
                               "at once; close one and retry", headers={"Retry-After": "5"})
     # no compression: every client would deflate the same messages again
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, compress=False,
                                max_msg_size=max_msg_size)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        hub.release()
+        raise
     return ws
 
 
@@ -154,6 +159,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     ws = await _open(request, hub, MAX_CONTROL_BYTES)
     if not isinstance(ws, web.WebSocketResponse):
         return ws
+    try:
+        await _events(ws, request, hub, filters)
+    finally:
+        hub.release()
+    return ws
+
+
+async def _events(ws: web.WebSocketResponse, request: web.Request, hub: LiveHub,
+                  filters: dict[str, Any]) -> None:
     status = hub.refresh_status()  # before adding: a change goes to the others only
     client = hub.add(ws, request.transport, **filters)
     wanted = filters["sites"]
@@ -171,7 +185,6 @@ async def events(request: web.Request) -> web.StreamResponse:
         return WSCloseCode.OK, ""
 
     await _serve(hub, client, read)
-    return ws
 
 
 # ---- /api/stream -------------------------------------------------------------------------
@@ -211,11 +224,11 @@ def parse_hello(text: str, default_mode: SiteMode) -> tuple[str, int, str, SiteM
     except VoicedError as exc:
         raise StreamError(exc.code, exc.message) from None
     fmt = hello.get("format", "s16le")
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise StreamError("format_invalid", f"format must be one of {', '.join(FORMATS)} "
                           f"(mono, little-endian), got {safe_repr(fmt)}")
     mode = hello.get("mode", str(default_mode))
-    if mode not in {str(m) for m in SiteMode}:
+    if not isinstance(mode, str) or mode not in {str(m) for m in SiteMode}:
         raise StreamError("mode_invalid", f"mode must be one of "
                           f"{', '.join(str(m) for m in SiteMode)}, got {safe_repr(mode)}")
     return site, rate, fmt, SiteMode(mode)
@@ -246,10 +259,19 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """A browser tab as a satellite: hello, then PCM frames; its site's events come back."""
     hub = request.app[HUB]
     daemon = request.app[DAEMON]
-    registry = daemon.site_registry
     ws = await _open(request, hub, MAX_AUDIO_PAYLOAD)
     if not isinstance(ws, web.WebSocketResponse):
         return ws
+    try:
+        await _stream(ws, request, hub, daemon)
+    finally:
+        hub.release()
+    return ws
+
+
+async def _stream(ws: web.WebSocketResponse, request: web.Request, hub: LiveHub,
+                  daemon: Any) -> None:
+    registry = daemon.site_registry
     try:
         text = await _hello(ws)
         site, rate, fmt, mode = parse_hello(text, daemon.config.sites.default_mode)
@@ -260,7 +282,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 await ws.send_str(_stream_error(exc.code, exc.message))
         await close_ws(ws, WSCloseCode.POLICY_VIOLATION, f"{exc.code}: {exc.message}",
                        request.transport)
-        return ws
+        return
     width, is_float = FORMATS[fmt]
     pcm_format = PcmFormat(rate, width, 1)
     client = hub.add(ws, request.transport, sites=frozenset({site}))
@@ -315,4 +337,3 @@ async def stream(request: web.Request) -> web.StreamResponse:
         # stopping: the daemon drains every site itself, this one included
         await registry.release(site, RELEASE_TIMEOUT_S, stop=not daemon.supervisor.stopping)
         log.info("site %s: the browser stream closed", site)
-    return ws
