@@ -380,3 +380,38 @@ async def test_a_message_voiced_fails_to_handle_is_answered_and_the_next_one_rea
     assert caplog.text.count("Traceback") == 1
     await registry.close()
     await supervisor.stop()
+
+
+def test_a_full_queue_never_loses_a_start_or_a_stop() -> None:
+    """Audio and controls share a site's bounded queue. On a full queue audio is dropped
+    (and answered on hermes/error at the 1st, 10th, 100th... chunk), but a control takes
+    the oldest audio chunk's place, in order behind the rest: a satellite flushing its
+    buffer right before its hotword used to lose the hotword without a word."""
+    from voiced.ingest import _offer
+    from voiced.site_inbox import Audio, Control, SiteInbox
+    from voiced.transport.native import INTERNAL_FORMAT
+
+    inbox = SiteInbox("den", 10)
+    errors: list[tuple[str, str, str, str | None]] = []
+
+    def report(*args: Any) -> None:
+        errors.append(args)
+
+    chunks = [Audio(bytes([i]) * 640, INTERNAL_FORMAT, False) for i in range(12)]
+    for chunk in chunks:
+        _offer(inbox, chunk, "voiced/audio/den/pcm", report)  # type: ignore[arg-type]
+    assert inbox.dropped == 2 and [e[1] for e in errors] == ["queue_full"]
+    assert "this audio was dropped; 1 audio chunks dropped so far" in errors[0][2]
+    for kind in ("listen", "stop"):
+        _offer(inbox, Control(kind), f"hermes/asr/{kind}", report)  # type: ignore[arg-type]
+    queued = [inbox.queue.get_nowait() for _ in range(inbox.queue.qsize())]
+    # the two oldest chunks made room; everything else in the order it came
+    assert queued == [*chunks[2:10], Control("listen"), Control("stop")]
+    assert inbox.dropped == 4 and len(errors) == 1  # counted, answered at 1, 10, 100...
+    # a queue of nothing but controls refuses the next one, and says so
+    for _ in range(10):
+        assert inbox.offer(Control("stop"))
+    _offer(inbox, Control("listen"), "hermes/asr/startListening", report)  # type: ignore[arg-type]
+    assert errors[-1][:2] == ("transport", "queue_full") and errors[-1][3] == "den"
+    assert "full of control messages; this listen was dropped" in errors[-1][2]
+    assert inbox.dropped == 4

@@ -32,7 +32,7 @@ from voiced.intents.catalog import import_home_assistant_lists, load_catalog
 from voiced.intents.plugins import PluginHost
 from voiced.intents.recognizer import IntentRecognizer
 from voiced.intents.router import Router, slots_of
-from voiced.models import Utterance
+from voiced.models import Termination, Utterance
 from voiced.pipeline import Pipeline
 from voiced.protect import Protector, warn_unknown_people
 from voiced.recorder import HistoryWriter
@@ -350,9 +350,18 @@ class Daemon:
     def _continue_session(self, site: str, session_id: str, intent_filter: tuple[str, ...],
                           custom_data: str | None, turn: str | None) -> None:
         worker = self.sites.get(site)
-        if worker is not None:
-            worker.offer(Control("continue", session_id=session_id, custom_data=custom_data,
-                                 intent_filter=intent_filter, turn=turn))
+        if worker is not None and worker.offer(Control(
+                "continue", session_id=session_id, custom_data=custom_data,
+                intent_filter=intent_filter, turn=turn)):
+            return
+        # the site is gone (stopping, expired) or its queue holds only controls: the
+        # session cannot go on, and must still end once
+        why = (f"site {site}: the follow-up turn of session {session_id} could not be "
+               "queued (the site is " + ("stopping or its queue is full)" if worker else
+                                          "gone)"))
+        self._error("dialogue", "queue_full" if worker else "site_gone", why, site)
+        self.supervisor.spawn(self.sink.session_ended(site, session_id, Termination.ERROR,
+                                                      custom_data, why), name="session-end")
 
     async def say(self, site: str, text: str, session_id: str | None, lang: str | None) -> None:
         """Speak on a satellite (built-in TTS as playBytes, or hermes/tts/say)."""

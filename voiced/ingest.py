@@ -112,13 +112,37 @@ def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter)
         if worker is not None:
             if worker.contender is not None:  # room-group arbitration (voiced.arbiter_service)
                 worker.contender.woke(msg.wake_score)
-            worker.offer(Control("listen", session_id=msg.session_id,
-                                 wakeword_id=msg.wakeword_id, custom_data=msg.custom_data))
+            _offer(worker, Control("listen", session_id=msg.session_id,
+                                   wakeword_id=msg.wakeword_id, custom_data=msg.custom_data),
+                   topic, error)
     elif msg.kind == hermes.Inbound.STOP_LISTENING:
         # nothing to stop on a site that does not exist: never create one for this
         existing = sites.get(msg.site)
         if existing is not None:  # the worker checks the sessionId against its session
-            existing.offer(Control("stop", session_id=msg.session_id))
+            _offer(existing, Control("stop", session_id=msg.session_id), topic, error)
+
+
+def _offer(worker: SiteWorker, item: Audio | Control, topic: str,
+           error: ErrorReporter) -> None:
+    """Queue `item` on its site; a refusal is answered: a control message always (it
+    is refused only when the queue holds nothing but controls), dropped audio at the
+    1st, 10th, 100th and every 1000th chunk (the log counts the same)."""
+    dropped = worker.dropped
+    if worker.offer(item) and worker.dropped == dropped:
+        return
+    if isinstance(item, Control):
+        if worker.dropped == dropped:  # refused: the queue holds only controls
+            error(CONTROL, "queue_full", f"{safe_text(topic)}: site {worker.site}'s queue is "
+                  f"full of control messages; this {item.kind} was dropped", worker.site)
+            return
+        item_said = f"the oldest queued audio chunk was dropped for this {item.kind}"
+    else:
+        item_said = "this audio was dropped"
+    count = worker.dropped
+    if count in (1, 10, 100) or count % 1000 == 0:
+        error(AUDIO, "queue_full", f"{safe_text(topic)}: site {worker.site}'s queue is full "
+              f"(voiced is behind, or the satellite sends faster than real time): "
+              f"{item_said}; {count} audio chunks dropped so far", worker.site)
 
 
 def _topic_site(topic: str) -> str | None:
@@ -162,8 +186,8 @@ def _hermes_audio(topic: str, payload: bytes, site: str, sites: SiteRegistry,
         return
     worker = _worker(site, AUDIO, sites, error)
     if worker is not None:
-        worker.offer(Audio(wav.pcm, PcmFormat(wav.rate, wav.width, wav.channels),
-                           wav.float_format))
+        _offer(worker, Audio(wav.pcm, PcmFormat(wav.rate, wav.width, wav.channels),
+                             wav.float_format), topic, error)
 
 
 def _native_format(topic: str, payload: bytes, site: str, sites: SiteRegistry,
@@ -195,4 +219,4 @@ def _native_pcm(topic: str, payload: bytes, site: str, sites: SiteRegistry,
         return
     worker = existing or _worker(site, AUDIO, sites, error)
     if worker is not None:
-        worker.offer(Audio(payload, fmt, False))
+        _offer(worker, Audio(payload, fmt, False), topic, error)

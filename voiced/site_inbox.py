@@ -73,7 +73,11 @@ class SiteInbox:
 
     # ---- called from the MQTT callback (synchronous) --------------------------------
     def offer(self, item: Audio | Control) -> bool:
-        """Enqueue without blocking; False (and counted) when the queue is full."""
+        """Enqueue without blocking; False when it was refused. On a full queue audio is
+        refused (counted in `dropped`), but a control message (a start, a stop, a
+        follow-up turn: few and small, and losing one loses a whole session) takes the
+        place of the oldest queued audio chunk (counted the same), so it is refused only
+        when the queue holds nothing but controls."""
         if self._stopping:
             return False
         if isinstance(item, Audio):
@@ -81,12 +85,31 @@ class SiteInbox:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            self.dropped += 1
-            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("site %s: ingest queue full, %d chunks dropped", self.site,
-                            self.dropped)
+            if isinstance(item, Control):
+                if not self._evict_oldest_audio():
+                    return False  # nothing but controls queued: the caller answers
+                self.queue.put_nowait(item)
+                self._count_drop()
+                return True
+            self._count_drop()
             return False
         return True
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+            log.warning("site %s: ingest queue full, %d audio chunks dropped", self.site,
+                        self.dropped)
+
+    def _evict_oldest_audio(self) -> bool:
+        """Drop the oldest queued audio chunk, keeping everything else in order."""
+        items = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        oldest = next((i for i, entry in enumerate(items) if isinstance(entry, Audio)), None)
+        if oldest is not None:
+            del items[oldest]
+        for entry in items:
+            self.queue.put_nowait(entry)
+        return oldest is not None
 
     def _arrived(self, item: Audio) -> None:
         fmt = item.fmt
