@@ -161,6 +161,44 @@ async def test_off_loopback_needs_the_token_or_the_login_cookie(
             assert resp.status == 401
 
 
+# what a browser makes of each: tab/CR/LF dropped, a backslash read as a slash
+OTHER_SITES = ("//evil.example/x", "/\t/evil.example/phish", "/\t\t/evil.example",
+               "/\\evil.example", "/\r\n/evil.example", "/%0a/x\n", "/\r\nX-Injected: 1",
+               "/\nX-Injected: 1", "/ /evil.example", "/\u2028/evil.example",
+               "https://evil.example/", "evil.example", "")
+
+
+async def test_login_goes_only_to_this_server(mosquitto: Mosquitto, tmp_path: Path,
+                                              monkeypatch: Any) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    # on loopback /login goes on at once
+    async with _serving(tmp_path, mosquitto.port) as (_, base), \
+            aiohttp.ClientSession() as http:
+        for target in OTHER_SITES:
+            async with http.get(base + "/login", params={"next": target},
+                                allow_redirects=False) as resp:
+                assert resp.status == 302, (target, resp.status)
+                assert resp.headers["Location"] == "/", target
+        async with http.get(base + "/login", params={"next": "/api/history?q=a%20b"},
+                            allow_redirects=False) as resp:
+            assert resp.headers["Location"] == "/api/history?q=a%20b"
+    # with a token, after a good login; and a form that cannot be read is a 400 page
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    async with _serving(tmp_path / "2", mosquitto.port, host="0.0.0.0") as (_, base), \
+            aiohttp.ClientSession() as http:
+        for target in OTHER_SITES:
+            async with http.post(base + "/login", data={"token": TOKEN, "next": target},
+                                 allow_redirects=False) as resp:
+                assert resp.status == 302 and resp.headers["Location"] == "/", target
+        async with http.post(base + "/login", data=b"\xff\xfe", headers={
+                "Content-Type": "multipart/form-data; boundary=zz"}) as resp:
+            assert resp.status == 400 and resp.content_type == "text/html"
+            assert "The form could not be read." in await resp.text()
+        async with http.post(base + "/login", data=b"token=x", headers={
+                "Content-Type": "application/x-www-form-urlencoded; charset=bogus"}) as resp:
+            assert resp.status == 400
+
+
 async def test_loopback_needs_no_token_but_checks_host_and_origin(
         mosquitto: Mosquitto, tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)

@@ -213,7 +213,11 @@ class HttpAuth:
         """POST /login (form field `token`, optional `next`): set the session cookie."""
         if not self.required:
             return _redirect("/")
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, LookupError, AssertionError, web.RequestPayloadError) as exc:
+            log.info("HTTP login from %s: the form could not be read (%s)", request.remote, exc)
+            return _login_html("/", "The form could not be read.", status=400)
         given, target = form.get("token"), _next(str(form.get("next") or "/"))
         if not isinstance(given, str) or not self.check_token(given):
             log.warning("HTTP login with a wrong token from %s", request.remote)
@@ -241,8 +245,13 @@ def _redirect(target: str) -> web.Response:
 
 
 def _next(value: str | None) -> str:
-    """A local path to go to after logging in (never another site)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """A local path to go to after logging in (never another site): "/" unless `value` is
+    a path on this server. A browser drops tabs and line breaks from a URL and reads a
+    backslash as a slash, so `/<tab>/evil.example` would be `//evil.example`, another site:
+    any control character, space or backslash refuses the value, as does `//` at the
+    start."""
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(c.isspace() or not c.isprintable() for c in value)):
         return "/"
     return value
 
