@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import pytest
 from support import FIXTURES, Mosquitto, make_config, running_daemon
 
@@ -415,3 +416,44 @@ def test_a_full_queue_never_loses_a_start_or_a_stop() -> None:
     assert errors[-1][:2] == ("transport", "queue_full") and errors[-1][3] == "den"
     assert "full of control messages; this listen was dropped" in errors[-1][2]
     assert inbox.dropped == 4
+
+
+async def test_retained_control_is_not_replayed_but_a_retained_format_is_kept(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A broker replays retained messages at every subscription: a hotword published with
+    retain used to open a stale session each time voiced (re)connected. Replayed audio
+    and session control are refused (`retained`); a native `format` published retained
+    is a standing fact, taken, so the satellite's format survives voiced's restarts."""
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as publisher:
+        await publisher.publish(HOTWORD, json.dumps({"siteId": "porch", "sessionId": "stale"}),
+                                qos=1, retain=True)
+        await publisher.publish("voiced/audio/deck/format",
+                                json.dumps({"rate": 16000, "width": 2, "channels": 2}),
+                                qos=1, retain=True)
+    config = make_config(tmp_path, mosquitto.port,
+                         sites={"overrides": {"porch": {"mode": "wake"}}},
+                         vad={"wake_timeout_s": 60})
+    async with observer(mosquitto.port, "hermes/error/#", "voiced/events/porch",
+                        "hermes/intent/#") as client, \
+            running_daemon(config) as daemon:
+        [refused] = await errors(client, 1)
+        assert refused["code"] == "retained" and refused["topic"] == "hermes/error/transport"
+        assert HOTWORD in refused["error"]
+        await client.publish("hermes/asr/startListening",
+                             json.dumps({"siteId": "porch", "sessionId": "live"}), qos=1)
+        # the command in the retained format: stereo, each sample twice
+        samples = np.frombuffer(COMMAND + bytes(32_000), dtype="<i2")
+        stereo = np.repeat(samples, 2).astype("<i2").tobytes()
+        for offset in range(0, len(stereo), 2560):
+            await client.publish("voiced/audio/deck/pcm", stereo[offset:offset + 2560])
+        seen: list[tuple[str, str]] = []
+        async with asyncio.timeout(60):
+            async for msg in client.messages:
+                data = json.loads(msg.payload)  # type: ignore[arg-type]
+                if msg.topic.value.startswith("voiced/events/porch"):
+                    seen.append((data["type"], data["sessionId"]))
+                elif msg.topic.value.startswith("hermes/intent/") and data["siteId"] == "deck":
+                    assert data["input"] == "turn on the kitchen lights", data
+                    break
+        assert seen[0] == ("session_started", "live"), seen
+        assert daemon.ingest.retained_refused == 1

@@ -178,7 +178,8 @@ class Daemon:
         self.reader = MqttReader(cfg.mqtt, subscriptions,
                                  self._on_message, self._on_oversized,
                                  client_id=f"{self.link.client_id}-in",
-                                 on_connect=self._on_connect)
+                                 on_connect=self._on_connect,
+                                 on_retained=self.ingest.retained)
         self._subscribe_outputs(self.link)
         context = PluginContext(publish=self.link.publish, state_dir=cfg.state_dir,
                                 say=self._say_simple, people=cfg.speakers.people)

@@ -46,6 +46,8 @@ class Ingest:
         self._error = error
         self.failures = 0
         """Messages dropped because handling them raised."""
+        self.retained_refused = 0
+        """Retained audio and control messages the broker replayed, not taken."""
         self._seen: set[tuple[str, str]] = set()
 
     def __call__(self, topic: str, payload: bytes) -> None:
@@ -60,6 +62,25 @@ class Ingest:
             self._error(CONTROL, "internal",
                         f"{safe_text(topic)}: voiced failed to handle this message "
                         f"({type(exc).__name__}: {safe_text(str(exc))}); it was dropped", None)
+
+
+    def retained(self, topic: str, payload: bytes) -> None:
+        """A message the broker replayed from its retained store (published with retain
+        before voiced subscribed). A native `format` is a standing fact and is taken;
+        audio and session control are old news replayed at every (re)connect (a stale
+        session opened each time voiced starts), so they are refused, `retained` on the
+        error path, and counted."""
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[:2] == ["voiced", "audio"] and parts[3] == "format":
+            self(topic, payload)
+            return
+        self.retained_refused += 1
+        audio = topic.startswith(("hermes/audioServer/", "voiced/audio/"))
+        self._error(AUDIO if audio else CONTROL, "retained",
+                    f"{safe_text(topic)}: a retained message, replayed by the broker at every "
+                    "(re)connect, was ignored; publish audio and session control without "
+                    "retain (clear this one: publish an empty retained message on the topic)",
+                    _topic_site(topic) if audio else None)
 
 
 def _raised_at(exc: BaseException) -> str:

@@ -126,6 +126,7 @@ def build_status(daemon: Daemon) -> dict[str, Any]:
         "plugins": [s.as_dict() for s in daemon.host.statuses.values()] if daemon.host else [],
         "tasks": daemon.supervisor.stats(),
         "ingest_failures": daemon.ingest.failures,
+        "retained_refused": daemon.ingest.retained_refused,
         "events": {"emitted": daemon.sink.emitted, "subscriber_failures": daemon.sink.failures,
                    "errors_suppressed": daemon.sink.errors_suppressed},
         "health": daemon.health.as_dict(),

@@ -165,7 +165,7 @@ class _Protocol(asyncio.Protocol):
                     packet_id = bytes(buffer[topic_end:topic_end + 2])
                     topic_end += 2
                     self._ack(qos, packet_id)
-                on_publish(topic, bytes(buffer[topic_end:start]))
+                on_publish(topic, bytes(buffer[topic_end:start]), bool(kind & 1))
             elif packet_type == 2:
                 if not self.connack.done():
                     self.connack.set_result(buffer[body_start + 1] if length >= 2 else 255)
@@ -189,12 +189,16 @@ class MqttReader:
                  on_message: Callable[[str, bytes], None],
                  on_oversized: Callable[[str, int], None] | None = None,
                  client_id: str | None = None,
-                 on_connect: Callable[[], None] | None = None) -> None:
+                 on_connect: Callable[[], None] | None = None,
+                 on_retained: Callable[[str, bytes], None] | None = None) -> None:
+        """`on_retained`: where messages the broker replays from its retained store (the
+        RETAIN flag: sent before this subscription) go instead of `on_message`."""
         self._config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_oversized = on_oversized
         self._on_connect = on_connect
+        self._on_retained = on_retained
         self.client_id = client_id or f"{config.client_id or default_client_id()}-in"
         self._rng = random.Random()
         self._paused = False
@@ -208,14 +212,17 @@ class MqttReader:
         self.failed_attempts = 0
         self.last_error: str | None = None
 
-    def deliver(self, topic: str, payload: bytes) -> None:
+    def deliver(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """One PUBLISH from the broker (called by the protocol, on the loop)."""
         if self._paused:
             self.discarded += 1
             return
         self.received += 1
         try:
-            self._on_message(topic, payload)
+            if retained and self._on_retained is not None:
+                self._on_retained(topic, payload)
+            else:
+                self._on_message(topic, payload)
         except Exception:
             log.exception("error handling message on %s", ascii(topic[:120]))
 
