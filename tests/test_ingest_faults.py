@@ -457,3 +457,31 @@ async def test_retained_control_is_not_replayed_but_a_retained_format_is_kept(
                     break
         assert seen[0] == ("session_started", "live"), seen
         assert daemon.ingest.retained_refused == 1
+
+
+async def test_a_native_satellites_format_outlives_its_idle_site(mosquitto: Mosquitto,
+                                                                 tmp_path: Path) -> None:
+    """A native satellite states its PCM format once per stream. When its site was
+    forgotten for being idle, its audio used to be read as 16 kHz mono: wrong words,
+    without an error."""
+    config = make_config(tmp_path, mosquitto.port, sites={"idle_expiry_s": 1})
+    samples = np.frombuffer(COMMAND + bytes(32_000), dtype="<i2")
+    stereo = np.repeat(samples, 2).astype("<i2").tobytes()
+    async with running_daemon(config) as daemon, \
+            observer(mosquitto.port, "hermes/intent/#",
+                     "hermes/nlu/intentNotRecognized") as client:
+        await client.publish("voiced/audio/deck/format",
+                             json.dumps({"rate": 16000, "width": 2, "channels": 2}), qos=1)
+        await client.publish("voiced/audio/deck/pcm", bytes(2560), qos=1)
+        async with asyncio.timeout(10):
+            while "deck" not in daemon.sites:
+                await asyncio.sleep(0.05)
+            while "deck" in daemon.sites:  # idle: forgotten
+                await asyncio.sleep(0.05)
+        for offset in range(0, len(stereo), 2560):
+            await client.publish("voiced/audio/deck/pcm", stereo[offset:offset + 2560])
+        async with asyncio.timeout(60):
+            msg = await anext(client.messages)
+        data = json.loads(msg.payload)  # type: ignore[arg-type]
+        assert msg.topic.value == "hermes/intent/HassTurnOn", (msg.topic.value, data)
+        assert data["siteId"] == "deck" and data["input"] == "turn on the kitchen lights"

@@ -218,15 +218,14 @@ def _native_format(topic: str, payload: bytes, site: str, sites: SiteRegistry,
     except VoicedError as exc:
         error(AUDIO, exc.code, exc.message, site)
         return
-    worker = _worker(site, AUDIO, sites, error)
-    if worker is not None:
-        worker.pcm_format = fmt
+    if _worker(site, AUDIO, sites, error) is not None:
+        sites.set_pcm_format(site, fmt)
 
 
 def _native_pcm(topic: str, payload: bytes, site: str, sites: SiteRegistry,
                 error: ErrorReporter) -> None:
     existing = sites.get(site)
-    fmt = existing.pcm_format if existing is not None else INTERNAL_FORMAT
+    fmt = sites.pcm_format(site) or INTERNAL_FORMAT
     frame = fmt.width * fmt.channels
     if len(payload) % frame:
         error(AUDIO, "pcm_partial_frame",

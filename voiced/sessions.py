@@ -33,7 +33,6 @@ from voiced.models import EndReason, EventType, PipelineEvent, Termination, Utte
 from voiced.protect import CONFIRM_TURN
 from voiced.site_feeds import UtteranceFeeds
 from voiced.site_inbox import Audio, Control, SiteInbox
-from voiced.transport.native import INTERNAL_FORMAT, PcmFormat
 from voiced.vad.detectors import new_detector
 from voiced.vad.segmenter import (
     EndpointCheck,
@@ -106,7 +105,6 @@ class SiteWorker(SiteInbox):
         self._sink = sink
         self._on_utterance = on_utterance
         self._feeds = UtteranceFeeds(site, engine, asr, speakers, self._partial)
-        self.pcm_format: PcmFormat = INTERNAL_FORMAT
         self._converter = StreamConverter()
         self._framer = FrameBuffer(VAD_FRAME_BYTES)
         self._vad = new_detector(vad)

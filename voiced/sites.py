@@ -26,6 +26,7 @@ import logging
 import re
 import string
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,9 +35,12 @@ from voiced.errors import TransportError
 if TYPE_CHECKING:
     from voiced.config import SiteMode, SitesConfig
     from voiced.sessions import SiteWorker
+    from voiced.transport.native import PcmFormat
 
 log = logging.getLogger(__name__)
 
+FORMATS_KEPT = 4096
+"""Native satellites' stated PCM formats remembered (the newest; a few bytes each)."""
 SITE_ID_MAX = 64
 """Longest site id (characters)."""
 SESSION_ID_MAX = 128
@@ -160,6 +164,21 @@ class SiteRegistry:
         """Sites stopped because they were idle."""
         self.refused = 0
         """Site creations refused (not allowed, or the cap was reached)."""
+        self.pcm_formats: OrderedDict[str, PcmFormat] = OrderedDict()
+        """The raw PCM format each native satellite stated (`voiced/audio/<site>/format`),
+        kept when its idle site is forgotten: it states it once per stream, and its audio
+        read in the default format would be heard wrong. The newest FORMATS_KEPT."""
+
+    def pcm_format(self, site: str) -> PcmFormat | None:
+        """The format `site`'s raw PCM is in; None: it never said (16 kHz 16-bit mono)."""
+        return self.pcm_formats.get(site)
+
+    def set_pcm_format(self, site: str, fmt: PcmFormat) -> None:
+        """Remember `site`'s stated format (the oldest one beyond FORMATS_KEPT goes)."""
+        self.pcm_formats.pop(site, None)
+        self.pcm_formats[site] = fmt
+        while len(self.pcm_formats) > FORMATS_KEPT:
+            self.pcm_formats.popitem(last=False)
 
     def session_site(self, session_id: str) -> str | None:
         """The site where session `session_id` is open (listening, or its utterance in
