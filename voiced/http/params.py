@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,8 +111,18 @@ def text(value: Any, field: str, *, required: bool = False, max_len: int = MAX_T
 
 
 def name(value: Any, field: str, *, required: bool = False) -> str | None:
-    """A person's name as given (enrollment checks it further)."""
-    return text(value, field, required=required, max_len=NAME_MAX)
+    """A person's name as given (enrollment checks it further). Invisible format
+    characters (Unicode category Cf: bidi overrides such as U+202E, zero-width joiners)
+    are refused: they make one name look like another, or `\u202egnp.exe` like
+    `exe.png`."""
+    found = text(value, field, required=required, max_len=NAME_MAX)
+    if found is not None:
+        hidden = next((c for c in found if unicodedata.category(c) == "Cf"), None)
+        if hidden is not None:
+            raise invalid(field, f"contains the invisible format character "
+                                 f"U+{ord(hidden):04X} ({unicodedata.name(hidden, 'unnamed')})"
+                                 "; a name is letters, digits, spaces and punctuation")
+    return found
 
 
 def language(value: Any, field: str = "language") -> str | None:
@@ -131,6 +142,13 @@ async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str
                        "; expected application/json", field="Content-Type")
     try:
         body = await request.json(loads=_strict_loads)
+    except LookupError:  # an unknown charset
+        raise ApiError(415, "unsupported_media_type",
+                       f"charset {safe_repr(request.charset)} is not a known text encoding; "
+                       "send JSON as UTF-8", field="Content-Type") from None
+    except web.RequestPayloadError as exc:
+        raise ApiError(400, "body_invalid", f"the body cannot be read: {exc}",
+                       field="body") from None
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "json_invalid", f"the body is not valid JSON: {exc}",
                        field="body") from None

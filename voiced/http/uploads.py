@@ -94,10 +94,14 @@ async def _read_all(stream: object, limit: int, used: int = 0,
     out = bytearray()
     read = stream.read_chunk if isinstance(stream, BodyPartReader) else None
     while True:
-        if read is not None:
-            chunk = await read(CHUNK)
-        else:
-            chunk = await stream.read(CHUNK)  # type: ignore[attr-defined]
+        try:
+            if read is not None:
+                chunk = await read(CHUNK)
+            else:
+                chunk = await stream.read(CHUNK)  # type: ignore[attr-defined]
+        except web.RequestPayloadError as exc:  # e.g. broken chunked framing
+            raise ApiError(400, "body_invalid", f"the body cannot be read: {exc}",
+                           field="body") from None
         if not chunk:
             return bytes(out)
         out += chunk
@@ -150,7 +154,7 @@ async def _read_multipart(request: web.Request, limit: int) -> Upload:
                                    field=name) from None
     except ApiError:
         raise
-    except (ValueError, AssertionError, KeyError) as exc:
+    except (ValueError, AssertionError, KeyError, web.RequestPayloadError) as exc:
         raise ApiError(400, "multipart_invalid", f"the multipart body cannot be read: {exc}",
                        field="body") from None
     return upload
