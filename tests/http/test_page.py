@@ -204,6 +204,45 @@ async def test_live_shows_a_satellite_and_history_plays_it(
         assert not p.errors, p.errors
 
 
+@pytest.mark.slow
+async def test_live_shows_claimed_names_and_odd_site_ids_as_they_are(
+        mosquitto: Mosquitto, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    config = make_config(tmp_path, mosquitto.port)
+    async with running_daemon(config) as daemon, chromium() as browser, \
+            open_page(browser, _url(daemon, "live"), _shots(tmp_path, request), DESKTOP) as p, \
+            aiohttp.ClientSession() as http:
+        page = p.page
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+        # a name given with the text is claimed, never shown as recognised by voice;
+        # sites named after Object.prototype keys are sites like any other
+        for site in ("constructor", "toString"):
+            async with http.post(f"{_url(daemon)}api/text-to-intent", json={
+                    "text": "what time is it", "site": site, "speaker": "alice"}) as r:
+                assert r.status == 200, await r.text()
+        claimed = page.locator(".card.site[data-site='constructor'] .speaker")
+        await expect(claimed).to_have_text("claimed: alice")
+        await expect(claimed).to_have_attribute("title", "claimed, not identified by voice")
+        # audio from another site: only that one is "audio arriving"
+        rng = np.random.default_rng(1)
+        async with http.ws_connect(f"{_url(daemon)}api/stream") as ws:
+            await ws.send_json({"site": "lvl-1"})
+            assert (await ws.receive_json(timeout=20))["type"] == "ready"
+            streaming = page.locator(".card.site[data-site='lvl-1'] .dot")
+            for _ in range(30):
+                await ws.send_bytes((rng.normal(0, 3000, 1600)).astype("<i2").tobytes())
+                await asyncio.sleep(0.1)
+                if await streaming.get_attribute("title") == "audio arriving":
+                    break
+            await expect(streaming).to_have_attribute("title", "audio arriving")
+            # (the same level message set every card)
+            for site in ("constructor", "toString"):
+                card = page.locator(f".card.site[data-site='{site}']")
+                await expect(card).to_have_count(1)
+                await expect(card.locator(".dot[title='audio arriving']")).to_have_count(0)
+        await p.shot("live-claimed")
+        assert not p.errors, p.errors
+
+
 def _flite_voice(tmp_path: Path) -> bytes:
     """A flite voice reading the enrollment sentences, with pauses between them."""
     wavs, _ = voices.enrollment_and_test(voices.ALL_VOICES["flite-awb"], tmp_path / "voices", 3, 0)

@@ -126,7 +126,7 @@ export class LiveView {
         }
         for (const site of Object.keys(levels)) this.card(site);
         for (const [site, card] of this.cards) {
-          const heard = site in levels;
+          const heard = Object.hasOwn(levels, site);  // not `in`: "constructor" is a site id
           card.level(heard ? levels[site] : null);
           if (!!card.info.connected !== heard) card.update({ connected: heard });
         }

@@ -105,9 +105,13 @@ export class UtteranceView {
     }
     if (this.speaker && this.speaker.name) {
       const who = this.speaker.name === "unknown" ? "unknown voice" : this.speaker.name;
-      const conf = this.speaker.confidence ? ` ${percent(this.speaker.confidence)}` : "";
-      parts.push(h("span", { class: "speaker", title: this.speaker.claimed ? "claimed, not identified" : "identified by voice" },
-                   `voice: ${who}${conf}`));
+      // events say verified: false, REST answers claimed: true, for a name only given
+      // with the text: never shown as a recognised voice
+      const claimed = this.speaker.verified === false || this.speaker.claimed === true;
+      const conf = this.speaker.confidence && !claimed ? ` ${percent(this.speaker.confidence)}` : "";
+      parts.push(h("span", { class: claimed ? "speaker claimed" : "speaker",
+                             title: claimed ? "claimed, not identified by voice" : "identified by voice" },
+                   `${claimed ? "claimed" : "voice"}: ${who}${conf}`));
     }
     this.intentLine.hidden = !parts.length;
     fill(this.intentLine, parts);
