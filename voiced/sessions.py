@@ -370,7 +370,18 @@ class SiteWorker(SiteInbox):
             if self._listening is not None and item.kind == "listen":
                 log.info("site %s: already listening (session %s); ignoring a new start",
                          self.site, self._listening.session_id)
+                if item.session_id not in (None, self._listening.session_id):
+                    await self._sink.error(
+                        "transport", "session_busy",
+                        f"start of session {item.session_id} on site {self.site}: session "
+                        f"{self._listening.session_id} is open there; nothing was started",
+                        self.site, item.session_id)
                 return
+            if self._segmenter.in_speech and self._listening is None:
+                # an always-listening site in the middle of an utterance: it ends here and
+                # is processed, as a stop would (it was abandoned without a trace before)
+                for event in self._segmenter.stop(EndReason.STOP_LISTENING):
+                    await self._segment_event(event)
             session_id = item.session_id or _new_id()
             self._listening = Listening(session_id, time.monotonic(), item.wakeword_id,
                                         item.custom_data, item.intent_filter,
@@ -388,17 +399,19 @@ class SiteWorker(SiteInbox):
                 await self._sink.session_started(self.site, session_id, item.custom_data)
         elif item.kind == "stop":
             listening = self._listening
-            if listening is None:
+            if listening is None and self._segmenter.in_speech:
+                # an always-listening site: the stop ends the utterance in progress (the
+                # one it names, or any)
+                if item.session_id in (None, self._current_session):
+                    for event in self._segmenter.stop(EndReason.STOP_LISTENING):
+                        await self._segment_event(event)
+                    return
+            if listening is None:  # nothing open (a dialogue manager's stop after the end)
                 return
             if item.session_id is not None and item.session_id != listening.session_id:
                 # a stop names the session it stops: one for another (or an older) session
                 # must not end this one (docs/security.md: session ownership)
-                log.warning("site %s: refused a stop for session %s, which is not the one "
-                            "open here", self.site, item.session_id)
-                await self._sink.error("transport", "session_mismatch",
-                                       f"stopListening for session {item.session_id} on site "
-                                       f"{self.site}: that is not the session open there; "
-                                       "nothing was stopped", self.site, item.session_id)
+                await self._stop_refused(item.session_id)
                 return
             events = self._segmenter.stop(EndReason.STOP_LISTENING)
             ended = [e for e in events if isinstance(e, SpeechEnded)]
@@ -409,6 +422,16 @@ class SiteWorker(SiteInbox):
                 await self._sink.session_ended(self.site, listening.session_id,
                                                Termination.ABORTED_BY_USER,
                                                listening.custom_data)
+
+    async def _stop_refused(self, session_id: str) -> None:
+        # a stop names the session it stops: one for another (or an older) session must
+        # not end this one (docs/security.md: session ownership)
+        log.warning("site %s: refused a stop for session %s, which is not the one open here",
+                    self.site, session_id)
+        await self._sink.error("transport", "session_mismatch",
+                               f"stopListening for session {session_id} on site {self.site}: "
+                               "that is not the session open there; nothing was stopped",
+                               self.site, session_id)
 
     async def _check_timeout(self) -> None:
         if self._segmenter.in_speech and time.monotonic() - self._last_audio_at > STALL_S:

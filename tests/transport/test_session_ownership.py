@@ -163,3 +163,63 @@ async def test_customdata_is_the_clients_and_never_a_turn_of_voiceds(
             got = await next_events(client, 2)
             captured = next(e for e in got if "text" in e and "intent" not in e)
             assert captured["text"] == entry["text"], (mark, captured)
+
+
+@pytest.mark.parametrize("control", ["start", "stop"])
+async def test_a_start_or_stop_mid_utterance_on_an_always_site_ends_it_visibly(
+        mosquitto: Mosquitto, tmp_path: Path, control: str) -> None:
+    """On an always-listening site, a start (a dialogue manager's startListening) or a
+    stop in the middle of an utterance ends it there, and it is processed like any
+    stopped utterance: one `speech_ended` (`stop_listening`), one outcome. A start used to
+    drop it without a trace; a stop did nothing."""
+    manifest = yaml.safe_load((FIXTURES / "commands.yaml").read_text())
+    entry = next(e for e in manifest["commands"] if e["intent"] == "HassTurnOn")
+    pcm = read_wav_file(FIXTURES / entry["file"])
+    config = make_config(tmp_path, mosquitto.port, vad={"wake_timeout_s": 60})
+    async with running_daemon(config), \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as client, \
+            Satellite("127.0.0.1", mosquitto.port, "hall") as sat:
+        await client.subscribe("voiced/events/hall", qos=1)
+        await sat.stream(pcm[:len(pcm) // 2], realtime=False, trailing_silence_ms=0)
+        [started] = await next_events(client, 1)
+        assert started["type"] == "speech_started"
+        first = started["sessionId"]
+        if control == "start":
+            await client.publish("hermes/asr/startListening",
+                                 json.dumps({"siteId": "hall", "sessionId": "dm-1"}), qos=1)
+        else:
+            await client.publish("hermes/asr/stopListening",
+                                 json.dumps({"siteId": "hall", "sessionId": first}), qos=1)
+        seen: list[tuple[str, str, str | None]] = []
+        async with asyncio.timeout(30):
+            async for message in client.messages:
+                event = json.loads(message.payload)  # type: ignore[arg-type]
+                seen.append((event["type"], event["sessionId"], event.get("reason")))
+                if event["type"] == "session_ended" and event["sessionId"] == first:
+                    break
+        ours = [s for s in seen if s[1] == first]
+        assert ("speech_ended", first, "stop_listening") in ours, seen
+        assert [s[0] for s in ours].count("outcome") == 1, seen
+        if control == "start":  # then the new session opens
+            while ("session_started", "dm-1", None) not in seen:
+                [event] = await next_events(client, 1)
+                seen.append((event["type"], event["sessionId"], event.get("reason")))
+
+
+async def test_a_second_start_is_answered(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A start while another session is open is ignored, and now says so (`session_busy`)
+    to whoever sent it; the same start again (a retry) is ignored quietly."""
+    config = make_config(tmp_path, mosquitto.port, sites={"default_mode": "wake"},
+                         vad={"wake_timeout_s": 60})
+    async with running_daemon(config), \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.subscribe("voiced/events/kitchen", qos=1)
+        for session in ("s-1", "s-1", "s-2"):
+            await client.publish("hermes/asr/startListening",
+                                 json.dumps({"siteId": "kitchen", "sessionId": session}), qos=1)
+        await client.publish("hermes/asr/stopListening",
+                             json.dumps({"siteId": "kitchen", "sessionId": "s-1"}), qos=1)
+        events = await next_events(client, 3)
+        assert [(e["type"], e["sessionId"], e.get("code") or e.get("reason")) for e in events] \
+            == [("session_started", "s-1", None), ("error", "s-2", "session_busy"),
+                ("session_ended", "s-1", "abortedByUser")]
