@@ -141,3 +141,25 @@ def test_floor_follows_the_speech_level(gain_db: float) -> None:
         assert got == pytest.approx(want, abs=1.5)
     # digital silence always gets some noise
     assert np.count_nonzero(out[:lead]) > lead // 2
+
+
+def test_the_grammars_files_go_with_the_recognizer(intents: IntentRecognizer, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process and in worker processes, a recognizer's grammar folder is removed when
+    it closes: worker processes end with os._exit, which runs no finalizer, and each used
+    to leave its `voiced-ps-*` folder behind in /tmp."""
+    import tempfile
+
+    from voiced.asr.workers import PooledTranscriber
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again, here too
+    single = PocketsphinxTranscriber(AsrConfig(), asr_intents(intents))
+    single.load()
+    pool = PooledTranscriber(AsrConfig(), asr_intents(intents), processes=2)
+    pool.load()
+    folders = sorted(p.name for p in tmp_path.glob("voiced-ps-*"))
+    assert len(folders) == 3, folders  # this process's and each worker's
+    single.close()
+    pool.close()
+    assert sorted(p.name for p in tmp_path.glob("voiced-ps-*")) == []

@@ -285,6 +285,14 @@ class PocketsphinxTranscriber(Transcriber):
         self._build(self._intents)
         self.transcribe(bytes(SAMPLE_RATE // 5 * SAMPLE_WIDTH))
 
+    def close(self) -> None:
+        """Drop the idle decoders and remove the grammar's files (its temporary folder:
+        a worker process ends with os._exit, which runs no finalizer, so each one used to
+        leave its folder behind)."""
+        with self._lock:
+            self._pool.clear()
+        self._tmp.cleanup()
+
     def reload(self, intents: AsrIntents) -> None:
         """Recompile the grammar for new intents; idle decoders are discarded and streams
         already running finish on their old decoder."""

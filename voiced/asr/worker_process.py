@@ -62,46 +62,51 @@ def serve(conn: Connection, config: AsrConfig, portable: Portable) -> None:
     conn.send((True, os.getpid()))
     streams: dict[int, AsrStream] = {}
     staged: PocketsphinxTranscriber | None = None
-    while True:
-        try:
-            op, key, arg = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            result: Any = None
-            if op == "feed":
-                site, cmn, pcm, hurried = arg
-                stream = streams.get(key)
-                if stream is None:
-                    stream = streams[key] = _open(transcriber, site, cmn)
-                if hurried:
-                    stream.hurry()
-                stream.feed(pcm)
-                # the judgement goes back with every feed: at the silence it is known
-                result = stream.partial(), stream.completion()
-            elif op == "finish":
-                site, cmn = arg
-                stream = streams.pop(key, None) or _open(transcriber, site, cmn)
-                result = stream.finish(), None if site is None else transcriber.site_cmn(site)
-            elif op == "cancel":
-                stream = streams.pop(key, None)
-                if stream is not None:
-                    stream.finish()
-            elif op == "transcribe":
-                result = transcriber.transcribe(arg)
-            elif op == "prepare":
-                staged = None
-                staged = _transcriber(config, arg)
-            elif op == "commit" and staged is not None:
-                # streams already running finish on the old decoders; with nothing staged
-                # this process was started with the committed grammar already
-                staged.cmn, staged.sites = transcriber.cmn, transcriber.sites
-                transcriber, staged = staged, None
-            elif op == "abort":
-                staged = None
-            elif op == "stop":
-                conn.send((True, None))
+    try:
+        while True:
+            try:
+                op, key, arg = conn.recv()
+            except (EOFError, OSError):
                 return
-            conn.send((True, result))
-        except Exception as exc:
-            conn.send((False, f"{type(exc).__name__}: {exc}"))
+            try:
+                result: Any = None
+                if op == "feed":
+                    site, cmn, pcm, hurried = arg
+                    stream = streams.get(key)
+                    if stream is None:
+                        stream = streams[key] = _open(transcriber, site, cmn)
+                    if hurried:
+                        stream.hurry()
+                    stream.feed(pcm)
+                    # the judgement goes back with every feed: at the silence it is known
+                    result = stream.partial(), stream.completion()
+                elif op == "finish":
+                    site, cmn = arg
+                    stream = streams.pop(key, None) or _open(transcriber, site, cmn)
+                    result = stream.finish(), None if site is None else transcriber.site_cmn(site)
+                elif op == "cancel":
+                    stream = streams.pop(key, None)
+                    if stream is not None:
+                        stream.finish()
+                elif op == "transcribe":
+                    result = transcriber.transcribe(arg)
+                elif op == "prepare":
+                    staged = None
+                    staged = _transcriber(config, arg)
+                elif op == "commit" and staged is not None:
+                    # streams already running finish on the old decoders; with nothing staged
+                    # this process was started with the committed grammar already
+                    staged.cmn, staged.sites = transcriber.cmn, transcriber.sites
+                    transcriber, staged = staged, None
+                elif op == "abort":
+                    staged = None
+                elif op == "stop":
+                    conn.send((True, None))
+                    return
+                conn.send((True, result))
+            except Exception as exc:
+                conn.send((False, f"{type(exc).__name__}: {exc}"))
+    finally:
+        for held in (transcriber, staged):
+            if held is not None:
+                held.close()
