@@ -57,3 +57,17 @@ def test_broker_drops_are_counted_from_start() -> None:
     health.on_broker_message("$SYS/other", b"9999")
     health.on_broker_message(BROKER_DROPPED, b"not a number")
     assert health.broker_dropped == 55 and health.as_dict()["broker_dropped"] == 55
+
+
+def test_the_audio_budget_takes_a_burst_then_ten_times_real_time() -> None:
+    from voiced.arrival import AudioBudget
+
+    budget = AudioBudget(burst_s=60, rate=10)
+    # a buffer flushed after a gap: 60 s of audio at once is taken, the next second not
+    assert all(budget.take(2.0, 0.0) for _ in range(30))
+    assert not budget.take(1.0, 0.0)
+    # then ten seconds of audio per wall second
+    assert budget.take(5.0, 0.5) and not budget.take(0.5, 0.5)
+    assert budget.take(10.0, 1.5) and not budget.take(0.1, 1.5)
+    # a long quiet spell refills it to the burst, never beyond
+    assert budget.take(60.0, 100.0) and not budget.take(0.1, 100.0)

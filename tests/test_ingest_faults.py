@@ -463,7 +463,7 @@ async def test_a_native_satellites_format_outlives_its_idle_site(mosquitto: Mosq
                                                                  tmp_path: Path) -> None:
     """A native satellite states its PCM format once per stream. When its site was
     forgotten for being idle, its audio used to be read as 16 kHz mono: wrong words,
-    without an error."""
+    without an error. A stop sent to it now and then does not keep it alive either."""
     config = make_config(tmp_path, mosquitto.port, sites={"idle_expiry_s": 1})
     samples = np.frombuffer(COMMAND + bytes(32_000), dtype="<i2")
     stereo = np.repeat(samples, 2).astype("<i2").tobytes()
@@ -477,6 +477,8 @@ async def test_a_native_satellites_format_outlives_its_idle_site(mosquitto: Mosq
             while "deck" not in daemon.sites:
                 await asyncio.sleep(0.05)
             while "deck" in daemon.sites:  # idle: forgotten
+                # stops do not keep a site alive (they are not the site being heard)
+                await client.publish("hermes/asr/stopListening", b'{"siteId": "deck"}')
                 await asyncio.sleep(0.05)
         for offset in range(0, len(stereo), 2560):
             await client.publish("voiced/audio/deck/pcm", stereo[offset:offset + 2560])
@@ -485,3 +487,23 @@ async def test_a_native_satellites_format_outlives_its_idle_site(mosquitto: Mosq
         data = json.loads(msg.payload)  # type: ignore[arg-type]
         assert msg.topic.value == "hermes/intent/HassTurnOn", (msg.topic.value, data)
         assert data["siteId"] == "deck" and data["input"] == "turn on the kitchen lights"
+
+
+async def test_a_site_sending_far_faster_than_real_time_is_held_to_a_budget(
+        mosquitto: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One client sending 200 s of 192 kHz stereo audio at once: the first minute (a
+    buffer flushed after a gap) is taken, the rest refused (`too_fast`, counted) instead
+    of costing voiced's loop seconds that every other site waits for."""
+    config = make_config(tmp_path, mosquitto.port)
+    second = wav_header(192_000, 2, 2, bytes(192_000 * 4 * 2 // 2))  # 1 s of silence
+    async with running_daemon(config) as daemon, observer(mosquitto.port) as peer:
+        for _ in range(200):
+            await peer.publish("hermes/audioServer/flood/audioFrame", second)
+        [refused] = await errors(peer, 1)
+        assert refused["code"] == "too_fast" and refused["siteId"] == "flood"
+        assert "far faster than real time" in refused["error"]
+        await assert_still_serving(daemon, mosquitto.port)
+        flood = daemon.sites["flood"]
+        assert flood.too_fast >= 200 - 60 - 60, flood.status()  # < 6 s to publish them
+        assert flood.status()["too_fast"] == flood.too_fast
+    no_tracebacks(caplog)

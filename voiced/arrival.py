@@ -18,6 +18,36 @@ BEHIND_RATIO = 0.9
 T = TypeVar("T")
 
 
+FAST_BURST_S = 60.0
+"""Audio seconds a site may send at once (a satellite flushing its buffer after a gap, a
+test or a tool streaming a file faster than real time)."""
+FAST_RATE = 10.0
+"""Audio seconds per wall second a site may send beyond the burst."""
+
+
+class AudioBudget:
+    """A token bucket of audio seconds: what one site may make voiced decode. Every
+    audio chunk costs voiced's event loop its conversion (a 192 kHz stereo second is
+    ~25 ms), so one client sending far faster than real time (260 s of audio in 0.6 s)
+    delayed every other site by seconds; beyond the budget its audio is refused."""
+
+    def __init__(self, burst_s: float = FAST_BURST_S, rate: float = FAST_RATE) -> None:
+        self._burst_s = burst_s
+        self._rate = rate
+        self.tokens = burst_s
+        self._last: float | None = None
+
+    def take(self, seconds: float, now: float) -> bool:
+        """Spend `seconds` of audio arriving at `now` (monotonic); False: over budget."""
+        if self._last is not None:
+            self.tokens = min(self._burst_s, self.tokens + (now - self._last) * self._rate)
+        self._last = now
+        if seconds > self.tokens:
+            return False
+        self.tokens -= seconds
+        return True
+
+
 class ArrivalMeter:
     """Audio seconds received per wall second over windows of continuous streaming."""
 

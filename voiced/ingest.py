@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from voiced.arrival import FAST_BURST_S, FAST_RATE
 from voiced.audio.wav import parse_wav
 from voiced.const import MAX_AUDIO_PAYLOAD, MAX_MESSAGE_AUDIO_MS
 from voiced.errors import AudioFormatError, VoicedError
@@ -138,7 +139,8 @@ def route(topic: str, payload: bytes, sites: SiteRegistry, error: ErrorReporter)
                    topic, error)
     elif msg.kind == hermes.Inbound.STOP_LISTENING:
         # nothing to stop on a site that does not exist: never create one for this
-        existing = sites.get(msg.site)
+        # nor keep one alive: a stop is not the site being heard (idle expiry)
+        existing = sites.get(msg.site, touch=False)
         if existing is not None:  # the worker checks the sessionId against its session
             _offer(existing, Control("stop", session_id=msg.session_id), topic, error)
 
@@ -148,8 +150,16 @@ def _offer(worker: SiteWorker, item: Audio | Control, topic: str,
     """Queue `item` on its site; a refusal is answered: a control message always (it
     is refused only when the queue holds nothing but controls), dropped audio at the
     1st, 10th, 100th and every 1000th chunk (the log counts the same)."""
-    dropped = worker.dropped
+    dropped, too_fast = worker.dropped, worker.too_fast
     if worker.offer(item) and worker.dropped == dropped:
+        return
+    if worker.too_fast > too_fast:
+        count = worker.too_fast
+        if count in (1, 10, 100) or count % 1000 == 0:
+            error(AUDIO, "too_fast", f"{safe_text(topic)}: site {worker.site} sends audio far "
+                  f"faster than real time (over {FAST_BURST_S:.0f} s at once, then "
+                  f"{FAST_RATE:.0f} s a second): this audio was refused; {count} chunks so "
+                  "far", worker.site)
         return
     if isinstance(item, Control):
         if worker.dropped == dropped:  # refused: the queue holds only controls

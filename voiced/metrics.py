@@ -203,6 +203,9 @@ class DaemonCollector(Collector):
             "shed": CounterMetricFamily("voiced_site_shed_chunks", "Stale audio messages an "
                                         "idle site dropped to catch up (overload)",
                                         labels=["site"]),
+            "too_fast": CounterMetricFamily("voiced_site_too_fast_chunks", "Audio messages "
+                                            "refused because the site sent far faster than "
+                                            "real time", labels=["site"]),
             "queued": GaugeMetricFamily("voiced_site_queue_depth", "Messages waiting in the "
                                         "site's ingest queue", labels=["site"]),
             "crashes": CounterMetricFamily("voiced_site_crashes", "Times processing failed "

@@ -134,6 +134,7 @@ class SiteWorker(SiteInbox):
     def status(self) -> dict[str, Any]:
         """For voiced/status."""
         return {"frames": self.frames, "dropped": self.dropped, "shed": self.shed,
+                "too_fast": self.too_fast,
                 "queued": self.queue.qsize(),
                 "mode": str(self.mode), "realtime": round(self.arrival.realtime, 3),
                 "behind": self.arrival.behind, "crashes": self.crashes}

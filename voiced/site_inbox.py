@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from voiced.arrival import ArrivalMeter, shed_stale
+from voiced.arrival import ArrivalMeter, AudioBudget, shed_stale
 from voiced.transport.native import PcmFormat
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ class SiteInbox:
         """Stale audio chunks an idle site dropped to catch up (overload)."""
         self.arrival = ArrivalMeter()
         """Is this site's audio arriving in real time?"""
+        self.budget = AudioBudget()
+        self.too_fast = 0
+        """Audio chunks refused because the site sent far faster than real time."""
         self._stopping = False
 
     @property
@@ -81,7 +84,13 @@ class SiteInbox:
         if self._stopping:
             return False
         if isinstance(item, Audio):
-            self._arrived(item)
+            seconds = self._arrived(item)
+            if not self.budget.take(seconds, item.received):
+                self.too_fast += 1
+                if self.too_fast in (1, 10, 100) or self.too_fast % 1000 == 0:
+                    log.warning("site %s: audio far faster than real time; %d chunks "
+                                "refused", self.site, self.too_fast)
+                return False
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -111,16 +120,18 @@ class SiteInbox:
             self.queue.put_nowait(entry)
         return oldest is not None
 
-    def _arrived(self, item: Audio) -> None:
+    def _arrived(self, item: Audio) -> float:
+        """Meter `item`; returns its audio seconds."""
         fmt = item.fmt
-        change = self.arrival.arrived(len(item.pcm) / (fmt.rate * fmt.width * fmt.channels),
-                                      item.received)
+        seconds = len(item.pcm) / (fmt.rate * fmt.width * fmt.channels)
+        change = self.arrival.arrived(seconds, item.received)
         if change:
             # per site at INFO: the daemon warns once for all the sites behind
             log.info("site %s: audio arrives slower than real time (%.0f%%)", self.site,
                      self.arrival.realtime * 100)
         elif change is False:
             log.info("site %s: audio arrives in real time again", self.site)
+        return seconds
 
     def tick(self) -> None:
         """Ask the worker to check its timeouts (never blocks, never counts as a drop)."""

@@ -188,13 +188,14 @@ class SiteRegistry:
                 return site
         return None
 
-    def get(self, site: str) -> SiteWorker | None:
-        """The live worker of `site` (marked as just seen), or None (also for a site
-        claimed by a stream: it is not reachable through the registry)."""
+    def get(self, site: str, *, touch: bool = True) -> SiteWorker | None:
+        """The live worker of `site` (marked as just seen unless `touch` is False), or
+        None (also for a site claimed by a stream: it is not reachable through the
+        registry)."""
         if site in self.claimed:
             return None
         worker = self.workers.get(site)
-        if worker is not None:
+        if worker is not None and touch:
             self._seen[site] = self._clock()
         return worker
 

@@ -105,7 +105,7 @@ SCHEMAS: dict[str, Any] = {
         "audio_bytes": {"type": "integer", "nullable": True}}},
     "Satellite": {"type": "object", "properties": {
         "site": _STR, "live": _BOOL, "connected": _BOOL, "mode": _STR, "area": _NSTR,
-        "frames": _INT, "dropped": _INT, "shed": _INT, "queued": _INT,
+        "frames": _INT, "dropped": _INT, "shed": _INT, "too_fast": _INT, "queued": _INT,
         "last_heard": _NNUM, "last_heard_s": _NNUM, "level_dbfs": _NNUM,
         "realtime": _NUM, "behind": _BOOL, "crashes": _INT}},
     "SampleReport": {"type": "object", "properties": {
