@@ -22,7 +22,7 @@ from support import FIXTURES, REPO, Mosquitto, free_port, make_config, running_d
 
 from voiced.audio.wav import build_wav, read_wav_file
 from voiced.satellite import Answer, Satellite, last_speech_offset, room_tone
-from voiced.sessions import STALL_S
+from voiced.site_sessions import STALL_S
 
 pytestmark = pytest.mark.slow
 
