@@ -36,7 +36,7 @@ from voiced.models import Termination, Utterance
 from voiced.pipeline import Pipeline
 from voiced.protect import Protector, warn_unknown_people
 from voiced.recorder import HistoryWriter
-from voiced.sessions import IDLE_CHECK_S, SiteWorker
+from voiced.sessions import SiteWorker
 from voiced.site_inbox import Control
 from voiced.sites import SiteRegistry
 from voiced.status import BROKER_DROPPED, Health, build_status, farewell
@@ -201,7 +201,8 @@ class Daemon:
         self.supervisor.start("mqtt-reader", reader.run, critical=True)
         self.supervisor.start("stats", self._publish_stats, restart=True)
         self.supervisor.start("loop-lag", self.health.watch_loop, restart=True)
-        self.supervisor.start("timeouts", self._tick_sites, restart=True)
+        self.supervisor.start("timeouts", lambda: self.site_registry.run_ticks(self.health),
+                              restart=True)
         interval = systemd.watchdog_interval()
         if interval is not None:
             self.supervisor.start("watchdog", lambda: self._watchdog(interval), restart=True)
@@ -298,27 +299,6 @@ class Daemon:
             await asyncio.sleep(interval / 3)
             if self.healthy:
                 systemd.watchdog()
-
-    async def _tick_sites(self) -> None:
-        """Timeouts (wake sessions, satellites gone quiet mid-command) for the sites that
-        have something open: one timer for all, not one per frame."""
-        rounds = 0
-        late_before = False
-        while True:
-            due = time.monotonic() + IDLE_CHECK_S
-            await asyncio.sleep(IDLE_CHECK_S)
-            late = time.monotonic() - due > IDLE_CHECK_S
-            if late and not late_before:
-                # voiced itself stalled (the loop was late): the satellites' audio of that
-                # time is still unread, so a check now would end their utterances as
-                # "audio stopped"; the next round checks, behind that audio
-                late_before = True
-                continue
-            late_before = late
-            self.site_registry.tick()
-            rounds += 1
-            if rounds % 20 == 0:  # every 5 s: are the sites' audio arriving in real time?
-                self.health.sites_behind(self.site_registry.behind, len(self.sites))
 
     # ---- ingest (synchronous, on the loop) -------------------------------------------------
     def _error(self, component: str, code: str, message: str, site: str | None) -> None:

@@ -49,8 +49,6 @@ from voiced.vad.segmenter import (
 
 log = logging.getLogger(__name__)
 
-IDLE_CHECK_S = 0.25
-"""How often a site with an open session or speech in progress checks its timeouts."""
 YIELD_EVERY = 8
 """Items processed from a backlog before letting other tasks run."""
 LEVEL_FLOOR_DBFS = -96.0
@@ -198,7 +196,7 @@ class SiteWorker(SessionControl, SiteInbox):
     def needs_tick(self) -> bool:
         """True while something on this site can time out (a session waiting for speech,
         speech whose audio may stop arriving): its owner then calls `tick()` every
-        IDLE_CHECK_S."""
+        voiced.sites.IDLE_CHECK_S."""
         return self._listening is not None or self._segmenter.in_speech
 
     @property

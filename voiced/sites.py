@@ -35,10 +35,13 @@ from voiced.errors import TransportError
 if TYPE_CHECKING:
     from voiced.config import SiteMode, SitesConfig
     from voiced.sessions import SiteWorker
+    from voiced.status import Health
     from voiced.transport.native import PcmFormat
 
 log = logging.getLogger(__name__)
 
+IDLE_CHECK_S = 0.25
+"""How often a site with an open session or speech in progress checks its timeouts."""
 FORMATS_KEPT = 4096
 """Native satellites' stated PCM formats remembered (the newest; a few bytes each)."""
 SITE_ID_MAX = 64
@@ -297,6 +300,28 @@ class SiteRegistry:
     def behind(self) -> int:
         """Sites whose audio arrived slower than real time in their last window."""
         return sum(1 for worker in self.workers.values() if worker.arrival.behind)
+
+    async def run_ticks(self, health: Health) -> None:
+        """Timeouts (wake sessions, satellites gone quiet mid-command) for the sites that
+        have something open, every IDLE_CHECK_S: one timer for all, not one per frame;
+        every 5 s, how many sites' audio arrives slower than real time (`health`)."""
+        rounds = 0
+        late_before = False
+        while True:
+            due = time.monotonic() + IDLE_CHECK_S
+            await asyncio.sleep(IDLE_CHECK_S)
+            late = time.monotonic() - due > IDLE_CHECK_S
+            if late and not late_before:
+                # voiced itself stalled (the loop was late): the satellites' audio of that
+                # time is still unread, so a check now would end their utterances as
+                # "audio stopped"; the next round checks, behind that audio
+                late_before = True
+                continue
+            late_before = late
+            self.tick()
+            rounds += 1
+            if rounds % 20 == 0:
+                health.sites_behind(self.behind, len(self.workers))
 
     def tick(self) -> int:
         """Let every site that can time out check its timeouts; returns how many."""
