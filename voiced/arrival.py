@@ -19,17 +19,19 @@ T = TypeVar("T")
 
 
 FAST_BURST_S = 60.0
-"""Audio seconds a site may send at once (a satellite flushing its buffer after a gap, a
-test or a tool streaming a file faster than real time)."""
-FAST_RATE = 10.0
-"""Audio seconds per wall second a site may send beyond the burst."""
+"""Audio a site may send at once (a satellite flushing its buffer after a gap, a test or
+a tool streaming a file faster than real time), in seconds of 16 kHz mono: what it costs
+to convert grows with the samples (rate × channels), so 192 kHz stereo counts 24 times."""
+FAST_RATE = 20.0
+"""Seconds of 16 kHz mono audio per wall second a site may send beyond the burst."""
 
 
 class AudioBudget:
-    """A token bucket of audio seconds: what one site may make voiced decode. Every
-    audio chunk costs voiced's event loop its conversion (a 192 kHz stereo second is
-    ~25 ms), so one client sending far faster than real time (260 s of audio in 0.6 s)
-    delayed every other site by seconds; beyond the budget its audio is refused."""
+    """A token bucket of audio (seconds of 16 kHz mono): what one site may make voiced
+    convert and decode. Every chunk costs voiced's event loop its conversion (a 192 kHz
+    stereo second is ~25 ms), so one client sending far faster than real time (260 s of
+    audio in 0.6 s) delayed every other site by seconds; beyond the budget its audio is
+    refused."""
 
     def __init__(self, burst_s: float = FAST_BURST_S, rate: float = FAST_RATE) -> None:
         self._burst_s = burst_s

@@ -157,9 +157,9 @@ def _offer(worker: SiteWorker, item: Audio | Control, topic: str,
         count = worker.too_fast
         if count in (1, 10, 100) or count % 1000 == 0:
             error(AUDIO, "too_fast", f"{safe_text(topic)}: site {worker.site} sends audio far "
-                  f"faster than real time (over {FAST_BURST_S:.0f} s at once, then "
-                  f"{FAST_RATE:.0f} s a second): this audio was refused; {count} chunks so "
-                  "far", worker.site)
+                  f"faster than real time (over {FAST_BURST_S:.0f} s of 16 kHz mono at once, "
+                  f"then {FAST_RATE:.0f} s a second): this audio was refused; {count} chunks "
+                  "so far", worker.site)
         return
     if isinstance(item, Control):
         if worker.dropped == dropped:  # refused: the queue holds only controls

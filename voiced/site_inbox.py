@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from voiced.arrival import ArrivalMeter, AudioBudget, shed_stale
+from voiced.const import SAMPLE_RATE
 from voiced.transport.native import PcmFormat
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ class SiteInbox:
         if self._stopping:
             return False
         if isinstance(item, Audio):
-            seconds = self._arrived(item)
-            if not self.budget.take(seconds, item.received):
+            self._arrived(item)
+            cost = len(item.pcm) / (item.fmt.width * SAMPLE_RATE)  # 16 kHz mono seconds
+            if not self.budget.take(cost, item.received):
                 self.too_fast += 1
                 if self.too_fast in (1, 10, 100) or self.too_fast % 1000 == 0:
                     log.warning("site %s: audio far faster than real time; %d chunks "
@@ -120,18 +122,16 @@ class SiteInbox:
             self.queue.put_nowait(entry)
         return oldest is not None
 
-    def _arrived(self, item: Audio) -> float:
-        """Meter `item`; returns its audio seconds."""
+    def _arrived(self, item: Audio) -> None:
         fmt = item.fmt
-        seconds = len(item.pcm) / (fmt.rate * fmt.width * fmt.channels)
-        change = self.arrival.arrived(seconds, item.received)
+        change = self.arrival.arrived(len(item.pcm) / (fmt.rate * fmt.width * fmt.channels),
+                                      item.received)
         if change:
             # per site at INFO: the daemon warns once for all the sites behind
             log.info("site %s: audio arrives slower than real time (%.0f%%)", self.site,
                      self.arrival.realtime * 100)
         elif change is False:
             log.info("site %s: audio arrives in real time again", self.site)
-        return seconds
 
     def tick(self) -> None:
         """Ask the worker to check its timeouts (never blocks, never counts as a drop)."""
