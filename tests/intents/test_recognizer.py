@@ -104,6 +104,14 @@ def test_files_and_folders_mix(tmp_path: Path) -> None:
      "  x:\n    range:\n      from: 9\n      to: 1\n", 8, "range"),
     ('language: en\nintents:\n  Foo:\n    data:\n      - sentences: ["set {x}"]\nlists:\n'
      "  x:\n    colors: [red]\n", 7, "values"),
+    # a range is spelled value by value: 10^8 of them never finished starting
+    ('language: en\nintents:\n  Foo:\n    data:\n      - sentences: ["set {x}"]\nlists:\n'
+     "  x:\n    range:\n      from: 1\n      to: 100000000\n", 8, "at most 10000"),
+    ('language: en\nintents:\n  Foo:\n    data:\n      - sentences: ["set {x}"]\nlists:\n'
+     "  x:\n    range:\n      from: 1\n      to: 9\n      step: x\n", 11, "positive integer"),
+    ('language: en\nintents:\n  Foo:\n    data:\n      - sentences: ["set {x}"]\nlists:\n'
+     "  x:\n    range:\n      from: 1\n      to: 9\n      multiplier: x\n", 11,
+     "`multiplier` must be a number"),
     ('language: en\nintents:\n  Foo:\n    data:\n      - sentences:\n          - "hello"\n'
      '          - "set {nowhere}"\n', 7, "{nowhere} is not defined"),
     ('language: en\nintents:\n  Foo:\n    data:\n      - sentences:\n          - "<greet> you"\n',

@@ -62,7 +62,7 @@ def seq(items: Iterable[Node | None]) -> Node | None:
 
 def alt(items: Iterable[Node | None], optional: bool = False) -> Node | None:
     """Alternatives without duplicates or unsayable items; None when none is left."""
-    kept: list[Node] = []
+    kept: dict[Node, None] = {}  # in order, each once: a range of 10^5 numbers is linear
     for item in items:
         if item is None:
             continue
@@ -74,11 +74,11 @@ def alt(items: Iterable[Node | None], optional: bool = False) -> Node | None:
             parts: Iterable[Node] = item.items
         else:
             parts = (item,)
-        kept.extend(p for p in parts if p not in kept)
+        kept.update(dict.fromkeys(parts))
     if not kept:
         return EMPTY if optional else None
     if len(kept) == 1 and not optional:
-        return kept[0]
+        return next(iter(kept))
     return Alt(tuple(kept), optional)
 
 

@@ -23,6 +23,9 @@ from voiced.languages import language_code
 from voiced.watch import folder_intent_files
 from voiced.yamlfile import read_yaml
 
+MAX_RANGE_VALUES = 10_000
+"""Values one range list may have: each is spelled out for the speech grammar and the fuzzy
+matcher (a range of 86 400 took a minute to start; one of 10^8 never started)."""
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 """A language code as Home Assistant's sentence files use them (en, de, pt-BR, zh-cn)."""
 
@@ -182,8 +185,20 @@ class _Checker:
             start, stop = bounds.get("from"), bounds.get("to")
             if not isinstance(start, int) or not isinstance(stop, int) or start > stop:
                 self.fail((*at, "range"), f"list {name}: `range` needs integers from <= to")
-            if int(bounds.get("step", 1)) <= 0:
-                self.fail((*at, "range", "step"), f"list {name}: `step` must be positive")
+            step = bounds.get("step", 1)
+            if not isinstance(step, int) or isinstance(step, bool) or step <= 0:
+                self.fail((*at, "range", "step"), f"list {name}: `step` must be a positive "
+                          f"integer, got {step!r:.40}")
+            count = (stop - start) // step + 1
+            if count > MAX_RANGE_VALUES:
+                self.fail((*at, "range"), f"list {name}: a range of {count} values; voiced "
+                          f"spells every value of a range (the speech grammar, the fuzzy "
+                          f"matcher), so at most {MAX_RANGE_VALUES}: use a `step`, a smaller "
+                          "range, or two lists (minutes and seconds)")
+            multiplier = bounds.get("multiplier", 1)
+            if not isinstance(multiplier, int | float) or isinstance(multiplier, bool):
+                self.fail((*at, "range", "multiplier"),
+                          f"list {name}: `multiplier` must be a number, got {multiplier!r:.40}")
         elif not spec.get("wildcard"):
             self.fail(at, f"list {name}: needs `values`, `range` or `wildcard: true`")
 
