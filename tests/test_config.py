@@ -41,6 +41,31 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     assert str(bad) in info.value.message
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    (b"mqtt:\n  port: 1883\n\xff\xfe\n", ":3: not UTF-8 text (byte 0xff at offset 19)"),
+    (b"mqtt:\n  port: 1883\nvad: {}\nmqtt:\n  port: 1\n",
+     ":4: YAML syntax error: key 'mqtt' appears twice in one mapping (first on line 1"),
+    (b"x: &a [*a]\n", ":1: a YAML alias refers to a value that contains it"),
+    (b"a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+     + b"".join(b"%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n"
+                % ((ord("b") + i,) * 2 + (ord("a") + i,) * 10) for i in range(6)),
+     "its aliases expand to over 1000000 values"),
+    (b"x: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+])
+def test_yaml_that_readers_would_trip_over_is_refused_by_line(tmp_path: Path, text: bytes,
+                                                              says: str) -> None:
+    """Not UTF-8, a key twice (the second silently replaced the first), an alias loop or
+    a "billion laughs" (the key-line walk never ended), nesting too deep: each is an error
+    naming the file (and line), never a traceback."""
+    bad = tmp_path / "voiced.yaml"
+    bad.write_bytes(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert info.value.code == "config_syntax"
+    assert info.value.message.startswith(str(bad)) and says in info.value.message, \
+        info.value.message
+
+
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("vad: {preset: fast}\n")

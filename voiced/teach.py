@@ -183,7 +183,9 @@ def alias_proposals(recognizer: IntentRecognizer, heard: str, said: str,
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from voiced.yamlfile import read_yaml
+
+    data = read_yaml(path, IntentError, "learned_invalid")[0] or {}
     if not isinstance(data, dict):
         raise IntentError("learned_invalid", f"{path}: expected a mapping")
     return data
