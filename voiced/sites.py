@@ -50,8 +50,9 @@ SESSION_ID_MAX = 128
 """Longest session id (characters); UUIDs are 36."""
 ID_CHARS = frozenset(string.ascii_letters + string.digits + "_-.:@")
 """Characters allowed in site and session ids: ASCII letters, digits and `_-.:@`."""
-ID_CHARS_TEXT = "A-Z a-z 0-9 _ - . : @"
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@]+", re.ASCII)
+ID_CHARS_TEXT = "A-Z a-z 0-9 _ - . : @ (not dots alone)"
+_ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9_\-.:@]+", re.ASCII)
+"""ID_CHARS, and not dots alone: "." and ".." would be path segments in a handler's URL."""
 REPR_MAX = 40
 """Characters of an offending value quoted in an error message."""
 
@@ -75,7 +76,7 @@ def safe_text(text: str, limit: int = 120) -> str:
 
 
 def is_valid_id(value: object, max_len: int) -> bool:
-    """True for a str of 1 to `max_len` characters, all in `ID_CHARS`."""
+    """True for a str of 1 to `max_len` characters, all in `ID_CHARS`, not dots alone."""
     # a regex, not a loop over characters: this runs for every audio message
     return (isinstance(value, str) and 0 < len(value) <= max_len
             and _ID_PATTERN.fullmatch(value) is not None)

@@ -55,7 +55,9 @@ def test_session_ended_reason() -> None:
 
 HOTWORD = "hermes/hotword/porcupine/detected"
 BAD_SITE_IDS = ["#", "+", "/", "a/b", "kitchen#", "\u0001", "\ud800", "x" * 70_000, "a b",
-                "küche", "x" * 65]
+                "küche", "x" * 65,
+                # dots alone: a path segment of their own in a handler's URL ({site})
+                ".", "..", "..."]
 
 
 def _refusal(topic: str, data: object) -> PayloadError:
@@ -72,7 +74,7 @@ def test_bad_site_ids_are_refused_with_no_site(site: str) -> None:
     for topic in (HOTWORD, "hermes/asr/startListening", "hermes/asr/stopListening"):
         exc = _refusal(topic, {"siteId": site})
         assert exc.code == "site_id_invalid" and exc.site is None
-        assert "A-Z a-z 0-9 _ - . : @" in exc.message
+        assert "A-Z a-z 0-9 _ - . : @ (not dots alone)" in exc.message
     if "/" not in site and "#" not in site and "+" not in site:  # a possible topic segment
         exc = _refusal(f"hermes/audioServer/{site}/audioFrame", b"RIFF")
         assert exc.code == "site_id_invalid" and exc.site is None
