@@ -82,3 +82,20 @@ def test_vad_preset_and_override() -> None:
 
     assert VadConfig(preset="fast").silence_ms == 300
     assert VadConfig(preset="fast", end_silence_ms=700).silence_ms == 700
+
+
+def test_check_config_with_intents_checks_the_handlers(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`check-config --intents` makes the handler check `voiced doctor` and start-up make:
+    an unknown plugin, or an option naming no slot, printed OK before."""
+    config = tmp_path / "voiced.yaml"
+    config.write_text(
+        f"intents:\n  paths: [{REPO / 'config' / 'intents'}]\nhandlers:\n"
+        "  - intent: HassTurnOn\n    plugin: nosuchplugin\n"
+        "  - intent: HassTurnOff\n    plugin: mqtt_publish\n"
+        "    options: {topic: 'home/{nme}/set', payload: x}\n")
+    assert main(["check-config", "--intents", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{config}: handlers: unknown plugin 'nosuchplugin'" in err
+    assert "options use {nme}, which is neither a slot of HassTurnOff" in err
+    assert main(["check-config", "--intents", str(REPO / "config" / "voiced.yaml")]) == 0
