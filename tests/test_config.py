@@ -99,3 +99,16 @@ def test_check_config_with_intents_checks_the_handlers(tmp_path: Path,
     assert f"{config}: handlers: unknown plugin 'nosuchplugin'" in err
     assert "options use {nme}, which is neither a slot of HassTurnOff" in err
     assert main(["check-config", "--intents", str(REPO / "config" / "voiced.yaml")]) == 0
+
+
+def test_infinite_or_nan_numbers_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "voiced.yaml"
+    bad.write_text("shutdown_grace_s: .inf\nhandlers:\n  - intent: A\n    plugin: say\n"
+                   "    timeout_s: .inf\nvad:\n  wake_timeout_s: .nan\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    lines = info.value.message.splitlines()
+    assert any(line.startswith(f"{bad}:1: shutdown_grace_s:") and "finite" in line
+               for line in lines), lines
+    assert any(line.startswith(f"{bad}:5: handlers.0.timeout_s:") for line in lines), lines
+    assert any(line.startswith(f"{bad}:7: vad.wake_timeout_s:") for line in lines), lines
