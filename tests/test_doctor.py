@@ -1,11 +1,15 @@
 """`voiced doctor` as a user runs it: a real process, a real mosquitto, real imports.
 
 Broken installs are made for real: a module on PYTHONPATH that shadows the installed one
-and fails to load the way a mismatched binary does, not a stand-in for the check.
+and fails to load the way a mismatched binary does, not a stand-in for the check. Those
+runs, and the example config's, are processes of their own; the others run the same
+command in this process (`_doctor_here`: a doctor process spends ~12 s importing torch).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -41,6 +45,27 @@ def _doctor(*args: str, pythonpath: Path | None = None,
         checks.setdefault(check["check"], []).append(check)
     assert checks, proc.stderr
     return proc.returncode, checks
+
+
+def _doctor_here(*args: str, env: dict[str, str] | None = None
+                 ) -> tuple[int, dict[str, list[dict[str, str]]]]:
+    """`voiced doctor --json ARGS` run by the CLI's own code in this process, with `env`
+    set for it."""
+    from voiced.cli import build_parser
+
+    parsed = build_parser().parse_args(["doctor", "--json", *args])
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        with contextlib.redirect_stdout(out):
+            code = parsed.func(parsed)
+    checks: dict[str, list[dict[str, str]]] = {}
+    for line in out.getvalue().splitlines():
+        check = json.loads(line)
+        checks.setdefault(check["check"], []).append(check)
+    assert checks
+    return code, checks
 
 
 def _status(checks: dict[str, list[dict[str, str]]], name: str) -> str:
@@ -87,7 +112,7 @@ def test_config_faults_are_named(tmp_path: Path) -> None:
     state.chmod(0o755)
     config = _config(tmp_path, intents={"paths": [str(intents)]},
                      mqtt={"host": "127.0.0.1", "port": free_port()})
-    code, checks = _doctor("--config", str(config))
+    code, checks = _doctor_here("--config", str(config))
     # a broker that is not up yet is a warning: voiced retries until it is
     assert _status(checks, "broker") == "warning"
     assert "voiced will keep retrying" in checks["broker"][0]["detail"]
@@ -105,11 +130,13 @@ def test_refused_credentials_are_an_error(tmp_path: Path) -> None:
     try:
         config = _config(tmp_path, mqtt={"host": "127.0.0.1", "port": broker.port,
                                          "username": "voiced", "password_env": "MQTT_PW"})
-        code, checks = _doctor("--config", str(config), env={"MQTT_PW": "wrong-password"})
+        code, checks = _doctor_here("--config", str(config),
+                                    env={"MQTT_PW": "wrong-password"})
         assert _status(checks, "broker") == "error"
         assert "refused" in checks["broker"][0]["detail"]
         assert code == 1
-        code, checks = _doctor("--config", str(config), env={"MQTT_PW": "right-password"})
+        code, checks = _doctor_here("--config", str(config),
+                                    env={"MQTT_PW": "right-password"})
         assert _status(checks, "broker") == "ok"
         assert code == 0
     finally:
@@ -141,8 +168,8 @@ def test_the_mqtt_password_from_a_systemd_credential(tmp_path: Path,
         assert "cannot read the MQTT password from" in broker_check.detail
         # the working setup as a user runs it
         (creds / "mqtt_password").write_text("from-a-credential\n")
-        _, checks = _doctor("--config", str(config),
-                               env={"CREDENTIALS_DIRECTORY": str(creds)})
+        _, checks = _doctor_here("--config", str(config),
+                                 env={"CREDENTIALS_DIRECTORY": str(creds)})
         assert _status(checks, "broker") == "ok", checks["broker"]
         assert "from-a-credential" not in json.dumps(checks)
     finally:
@@ -202,7 +229,7 @@ def test_mismatched_pair_is_an_error_naming_both(tmp_path: Path) -> None:
 
 def test_the_silero_model_is_checked_when_the_config_uses_it(tmp_path: Path) -> None:
     config = _config(tmp_path, vad={"engine": "silero"})
-    code, checks = _doctor("--config", str(config))
+    code, checks = _doctor_here("--config", str(config))
     assert _status(checks, "vad-model") == "ok"
     assert "silero_vad.jit" in checks["vad-model"][0]["detail"]
     # a silero-vad package without its model file (a broken install) is an error
