@@ -6,6 +6,7 @@ Pure functions, no I/O. Slot values arrive as numbers (hassil range lists) or as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,18 +25,21 @@ _FILLER = {"and", "a", "an"}
 def parse_number(value: Any) -> float:
     """A slot value as a number: 10, "10", "1.5", "ten", "twenty-five", "an", "one and a half".
 
-    Raise ValueError when it is not one.
+    Raise ValueError when it is not one, or not a finite number >= 0 ("-5", "nan", "inf",
+    "1e400").
     """
     if isinstance(value, bool):
         raise ValueError(f"not a number: {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip().lower().replace("-", " ")
+    text = str(value).strip().lower()
     try:
-        return float(text)
-    except ValueError:
+        number = float(value) if isinstance(value, int | float) else float(text)
+    except (ValueError, OverflowError):
         pass
-    words = text.split()
+    else:
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"expected a positive number, got {value!r}")
+        return number
+    words = text.replace("-", " ").split()
     if not words:
         raise ValueError("not a number: empty")
     total = 0.0
@@ -71,7 +75,12 @@ def duration_from_slots(slots: Mapping[str, Any]) -> float:
     total = 0.0
     for slot, factor in (("hours", 3600), ("minutes", 60), ("seconds", 1)):
         if slots.get(slot) not in (None, ""):
-            total += parse_number(slots[slot]) * factor
+            try:
+                total += parse_number(slots[slot]) * factor
+            except ValueError as exc:
+                raise ValueError(f"{slot}: {exc}") from None
+    if not math.isfinite(total):
+        raise ValueError("the duration is too large to be a number")
     return total
 
 

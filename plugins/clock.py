@@ -10,8 +10,9 @@ handlers:
 ```
 
 Formats are `strftime` patterns; ``%-I``, ``%-d``, ``%-H``, ``%-m``, ``%-M`` drop the
-leading zero on every platform. Without ``what``, an intent whose name contains "date"
-gets the date, any other the time.
+leading zero on every platform. They may hold ``{slot}``-style fields; an inserted value
+is said as it is (a ``%`` in it is no directive). Without ``what``, an intent whose name
+contains "date" gets the date, any other the time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import field_validator
 
 from voiced.intents.api import Plugin, PluginContext, PluginOptions, Request, Response
+from voiced.intents.templates import render_fields
 
 __all__ = ["ClockOptions", "ClockPlugin", "format_time"]
 
@@ -50,6 +52,7 @@ def format_time(moment: datetime, pattern: str) -> str:
 class ClockOptions(PluginOptions):
     """Options of the ``clock`` plugin."""
 
+    answer_fields: ClassVar[tuple[str, ...]] = ("time_format", "date_format")
     what: Literal["time", "date"] | None = None
     """What to say; default from the intent name ("date" in it → date)."""
     time_format: str = "It is %-I:%M %p."
@@ -88,5 +91,7 @@ class ClockPlugin(Plugin):
             moment = moment.astimezone()
         what = opts.what or ("date" if "date" in (request.intent.name or "").lower() else "time")
         pattern = opts.date_format if what == "date" else opts.time_format
-        text = format_time(moment, pattern)
+        # the pattern is the configuration's: only its own text is a strftime pattern
+        text = render_fields(pattern, request.variables, lambda field, value: value,
+                             lambda literal: format_time(moment, literal))
         return Response(text=text, data={"what": what, "iso": moment.isoformat()})

@@ -32,15 +32,16 @@ from pydantic import Field, field_validator
 from voiced.errors import PluginError
 from voiced.intents.api import Plugin, PluginOptions, Request, Response
 
-from ._render import render_answer
+from ._render import bound_answer, render_answer
 
 __all__ = ["CommandOptions", "CommandPlugin", "run_command"]
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-_MAX_OUTPUT = 64 * 1024
-"""Bytes of stdout/stderr kept."""
+MAX_OUTPUT = 64 * 1024
+"""Bytes of stdout/stderr read; a program that writes more is stopped
+(``command_output_too_large``)."""
 _KILL_GRACE_S = 1.0
 """After SIGTERM, how long the process group gets before SIGKILL."""
 
@@ -49,6 +50,7 @@ class CommandOptions(PluginOptions):
     """Options of the ``command`` plugin."""
 
     argv_fields: ClassVar[tuple[str, ...]] = ("argv",)
+    answer_fields: ClassVar[tuple[str, ...]] = ("answer",)
 
     argv: list[str] = Field(min_length=1)
     """Program and arguments; each element templated on its own."""
@@ -71,6 +73,15 @@ class CommandOptions(PluginOptions):
     def _program(cls, value: list[str]) -> list[str]:
         if not value[0].strip():
             raise ValueError("argv[0] (the program) is empty")
+        return value
+
+    @field_validator("set_env", mode="before")
+    @classmethod
+    def _text_values(cls, value: Any) -> Any:
+        # a number slot ("{level}") renders to a number: the variable gets its text
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                    for k, v in value.items()}
         return value
 
     @field_validator("env")
@@ -102,6 +113,32 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
+async def _read_bounded(stream: asyncio.StreamReader | None, program: str,
+                        what: str) -> bytes:
+    """Up to `MAX_OUTPUT` bytes of a pipe; PluginError one byte beyond."""
+    assert stream is not None
+    data = bytearray()
+    while chunk := await stream.read(MAX_OUTPUT + 1 - len(data)):
+        data += chunk
+        if len(data) > MAX_OUTPUT:
+            raise PluginError("command_output_too_large",
+                              f"{program!r} wrote more than {MAX_OUTPUT} bytes to {what}; "
+                              "it was stopped")
+    return bytes(data)
+
+
+async def _output(proc: asyncio.subprocess.Process, program: str) -> tuple[bytes, bytes]:
+    """The program's stdout and stderr, each bounded, once it has exited."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            out = group.create_task(_read_bounded(proc.stdout, program, "standard output"))
+            err = group.create_task(_read_bounded(proc.stderr, program, "standard error"))
+    except* PluginError as failed:
+        raise failed.exceptions[0] from None
+    await proc.wait()
+    return out.result(), err.result()
+
+
 async def run_command(
     argv: list[str],
     *,
@@ -111,7 +148,8 @@ async def run_command(
 ) -> tuple[int, str, str]:
     """Run `argv` without a shell in a new process group; return (status, stdout, stderr).
 
-    Raise PluginError ``command_not_found``, ``command_timeout`` (the group is killed).
+    Raise PluginError ``command_not_found``, ``command_bad_cwd``, ``command_timeout`` or
+    ``command_output_too_large`` (the group is killed).
     Cancellation (the router's handler timeout) kills the group too.
     """
     program = argv[0]
@@ -120,6 +158,10 @@ async def run_command(
         raise PluginError(
             "command_not_found", f"{program!r} is not an executable file (PATH={env.get('PATH')})"
         )
+    if cwd is not None and not cwd.is_dir():
+        raise PluginError("command_bad_cwd",
+                          f"cannot run {program!r}: the working directory {str(cwd)!r} "
+                          "does not exist (cwd)")
     try:
         proc = await asyncio.create_subprocess_exec(
             resolved,
@@ -135,7 +177,7 @@ async def run_command(
         raise PluginError("command_not_found", f"cannot run {program!r}: {exc}") from exc
     try:
         async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
+            out, err = await _output(proc, program)
     except TimeoutError as exc:
         log.warning("command %r ran past %.3g s; killing its process group", program, timeout_s)
         await _terminate(proc)
@@ -148,8 +190,8 @@ async def run_command(
     assert proc.returncode is not None
     return (
         proc.returncode,
-        out[:_MAX_OUTPUT].decode(errors="replace"),
-        err[:_MAX_OUTPUT].decode(errors="replace"),
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
     )
 
 
@@ -182,12 +224,11 @@ class CommandPlugin(Plugin):
         text: str | None = None
         if opts.answer is not None:
             values: dict[str, Any] = {
-                **request.variables,
                 "stdout": stdout.strip(),
                 "stderr": stderr.strip(),
                 "returncode": status,
             }
-            text = render_answer(opts.answer, values)
+            text = render_answer(opts.answer, request.variables, values)
         elif opts.speak_stdout:
-            text = stdout.strip() or None
+            text = bound_answer(stdout.strip()) or None
         return Response(text=text, data={"argv": list(opts.argv), "returncode": status})

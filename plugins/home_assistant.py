@@ -40,7 +40,7 @@ from voiced.errors import PluginError
 from voiced.intents.api import PluginOptions, Request, Response
 from voiced.redact import plain_http_off_host
 
-from ._client import HttpClientPlugin
+from ._client import HttpClientPlugin, read_body
 from ._render import render_answer
 
 __all__ = [
@@ -59,6 +59,9 @@ _SERVICE = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
 _SECRET_KEYS = ("token", "access_token", "api_key", "password")
 _ENTITY_ID = re.compile(r"[a-z0-9_]+\.[a-z0-9_]+")
 _MAX_ERROR_BODY = 200
+MAX_BODY = 16 * 1024 * 1024
+"""Bytes of an answer read (``/api/states`` of a large home is several MB); a larger one is
+``ha_error``."""
 
 AREAS_TEMPLATE = (
     "[{% for a in areas() %}"
@@ -92,6 +95,7 @@ def read_token(token_env: str = "HA_TOKEN", token_credential: str | None = None)
 class HomeAssistantOptions(PluginOptions):
     """Options of the ``home_assistant`` plugin."""
 
+    answer_fields: ClassVar[tuple[str, ...]] = ("answer",)
     url: str = "http://localhost:8123"
     """Base URL of Home Assistant, without ``/api``."""
     service: str
@@ -117,11 +121,20 @@ class HomeAssistantOptions(PluginOptions):
     def _entity_ids(cls, value: str | list[str] | None) -> str | list[str] | None:
         # a slot value rendered into an entity id must still be one (no other target,
         # no path or query smuggled into the request)
-        for item in [value] if isinstance(value, str) else value or []:
-            # a template ("light.{area}") is checked once rendered
-            if "{" not in item and not _ENTITY_ID.fullmatch(item):
-                raise ValueError(f"entity_id {item[:80]!a} is not a Home Assistant entity id "
-                                 "(domain.object_id: lower-case letters, digits, _)")
+        _check_entity_ids("entity_id", value, allow_all=False)
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_entity_ids(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Home Assistant reads "light.a,lock.b" as two entities: in service data too,
+        # every entity id is one (a protection rule sees each of them)
+        _check_entity_ids("data.entity_id", value.get("entity_id"))
+        target = value.get("target")
+        if isinstance(target, dict):
+            _check_entity_ids("data.target.entity_id", target.get("entity_id"))
+        elif target is not None:
+            raise ValueError(f"data.target must be a mapping (got {target!r:.80})")
         return value
 
     @model_validator(mode="after")
@@ -167,6 +180,26 @@ class HomeAssistantOptions(PluginOptions):
         return value
 
 
+def _check_entity_ids(key: str, value: Any, allow_all: bool = True,
+                      rendered: bool = False) -> None:
+    """ValueError unless `value` is None, one entity id, or a list of them (`all` where
+    Home Assistant takes it); a template ("light.{area}") is checked once `rendered`."""
+    if value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"{key}: {item!r:.80} is not an entity id (a string)")
+        if "{" in item and not rendered:
+            continue
+        if allow_all and item == "all" and not isinstance(value, list):
+            continue
+        if not _ENTITY_ID.fullmatch(item):
+            raise ValueError(f"{key}: {item[:80]!a} is not a Home Assistant entity id "
+                             "(one domain.object_id: lower-case letters, digits, _; "
+                             "a list for several)")
+
+
 def _unreachable(url: str, exc: BaseException) -> PluginError:
     return PluginError("ha_unreachable", f"Home Assistant at {url} is unreachable: {exc}")
 
@@ -192,8 +225,9 @@ async def _call(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             ssl=verify_tls,
         ) as resp:
-            text = await resp.text(errors="replace")
             status = resp.status
+            text = await read_body(resp, MAX_BODY, code="ha_error",
+                                   what=f"Home Assistant at {url}, {method} {path}")
     except TimeoutError as exc:
         raise PluginError(
             "ha_unreachable", f"Home Assistant at {url} did not answer within {timeout_s:g} s"
@@ -221,7 +255,8 @@ class HomeAssistantPlugin(HttpClientPlugin):
     def targets(options: HomeAssistantOptions) -> list[str]:
         """For protection rules: `service:<domain.service>` and every entity id it names
         (`entity_id`, `data.entity_id`, `data.target.entity_id`); a call naming no entity,
-        or `all`, acts on the whole domain (`<domain>.*`)."""
+        `all`, or an area, device or label (`area_id`, `device_id`, `label_id`, in `data`
+        or `data.target`) acts on the whole domain (`<domain>.*`)."""
         domain = options.service.split(".", 1)[0]
         data = options.data
         target = data.get("target")
@@ -229,8 +264,11 @@ class HomeAssistantPlugin(HttpClientPlugin):
         named: list[Any] = []
         for value in (options.entity_id, data.get("entity_id"), target.get("entity_id")):
             named.extend(value if isinstance(value, list) else [value] if value else [])
-        entities = [str(e) for e in named if str(e) != "all"]
-        whole = not entities or len(entities) < len(named)
+        # entity ids are validated (one each); a comma list is split all the same
+        entities = [e.strip() for n in named for e in str(n).split(",") if e.strip() != "all"]
+        grouped = any(key in where for where in (data, target)
+                      for key in ("area_id", "device_id", "label_id", "floor_id"))
+        whole = not entities or "all" in map(str, named) or grouped
         return [f"service:{options.service}", *entities, *([f"{domain}.*"] if whole else [])]
 
     async def handle(self, request: Request) -> Response:
@@ -241,6 +279,17 @@ class HomeAssistantPlugin(HttpClientPlugin):
                 "ha_bad_service", f"service {opts.service!r} is not of the form 'domain.service'"
             )
         domain, service = opts.service.split(".", 1)
+        # the options' validators let templates through at start-up; what goes to Home
+        # Assistant is checked here, after rendering, braces and all
+        target = opts.data.get("target")
+        try:
+            _check_entity_ids("entity_id", opts.entity_id, allow_all=False, rendered=True)
+            _check_entity_ids("data.entity_id", opts.data.get("entity_id"), rendered=True)
+            if isinstance(target, dict):
+                _check_entity_ids("data.target.entity_id", target.get("entity_id"),
+                                  rendered=True)
+        except ValueError as exc:
+            raise PluginError("slot_unsafe", f"home_assistant: {exc}") from None
         token = read_token(opts.token_env, opts.token_credential)
         body: dict[str, Any] = dict(opts.data)
         if opts.entity_id is not None:
@@ -267,12 +316,11 @@ class HomeAssistantPlugin(HttpClientPlugin):
         answer = None
         if opts.answer is not None:
             values = {
-                **request.variables,
                 "service": opts.service,
                 "entity_id": opts.entity_id,
                 "changed": len(changed),
             }
-            answer = render_answer(opts.answer, values)
+            answer = render_answer(opts.answer, request.variables, values)
         return Response(
             text=answer,
             data={"service": opts.service, "entity_id": opts.entity_id, "changed": changed},

@@ -11,8 +11,9 @@ handlers:
 ```
 
 The router renders ``{slot}``-style templates in the URL, headers and JSON body. The
-answer is rendered again after the request with ``response`` (the decoded JSON, or the
-body text), ``status`` and ``body`` (see `voiced_plugins._render`).
+answer is left as written and rendered once after the request, with ``{{response}}``
+(the decoded JSON, or the body text), ``{{status}}`` and ``{{body}}`` (see
+`voiced_plugins._render`). The body is read up to `MAX_BODY` bytes.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote, urlsplit
 
 import aiohttp
+import yarl
 from pydantic import ConfigDict, Field, field_validator
 
 from voiced.errors import PluginError
 from voiced.intents.api import PluginOptions, Request, Response
 
-from ._client import HttpClientPlugin
+from ._client import HttpClientPlugin, read_body
 from ._render import render_answer
 
 __all__ = ["HttpOptions", "HttpPlugin"]
@@ -37,6 +41,24 @@ log = logging.getLogger(__name__)
 
 _MAX_ERROR_BODY = 200
 """Characters of a failed response's body quoted in the error message."""
+MAX_BODY = 1024 * 1024
+"""Bytes of a response body read; a larger one is ``http_body_too_large``."""
+
+
+_URL_SAFE = "/%:@!$&'()*+,;=~?"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def request_url(url: str) -> yarl.URL:
+    """The rendered URL as it is sent: its percent-encoding kept, so a value rendered as
+    `%2E%2E` stays text inside its segment (yarl would decode it and resolve the `..`)."""
+    parsed = yarl.URL(url)
+    raw = urlsplit(url)
+    return yarl.URL.build(
+        scheme=parsed.scheme, authority=parsed.raw_authority,
+        path=quote(raw.path, safe=_URL_SAFE), query_string=quote(raw.query, safe=_URL_SAFE),
+        encoded=True,
+    )
 
 
 class HttpOptions(PluginOptions):
@@ -44,6 +66,7 @@ class HttpOptions(PluginOptions):
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
     url_fields: ClassVar[tuple[str, ...]] = ("url",)
+    answer_fields: ClassVar[tuple[str, ...]] = ("answer",)
 
     url: str
     """``http://`` or ``https://`` URL; templated."""
@@ -97,6 +120,15 @@ class HttpPlugin(HttpClientPlugin):
             await self.start()
         assert self._session is not None
         headers = dict(opts.headers)
+        for header, given in headers.items():
+            # a newline from a slot or a speaker's name must not start a header of its own
+            bad = _CONTROL.search(header + given)
+            if bad:
+                raise PluginError(
+                    "slot_unsafe",
+                    f"headers.{header} is {given[:60]!a}, which holds the control character "
+                    f"{bad.group()!a}",
+                )
         for header, var in opts.headers_env.items():
             value = os.environ.get(var)
             if value is None:
@@ -112,15 +144,16 @@ class HttpPlugin(HttpClientPlugin):
             async with (
                 self._session.request(
                     opts.method,
-                    opts.url,
+                    request_url(opts.url),
                     headers=headers,
                     params=opts.params or None,
                     json=opts.json_body,
                     timeout=aiohttp.ClientTimeout(total=opts.timeout_s),
                 ) as resp,
             ):
-                body = await resp.text(errors="replace")
                 status = resp.status
+                body = await read_body(resp, MAX_BODY, code="http_body_too_large",
+                                       what=target)
         except TimeoutError as exc:
             raise PluginError(
                 "http_timeout", f"{target}: no answer within {opts.timeout_s:g} s"
@@ -137,8 +170,8 @@ class HttpPlugin(HttpClientPlugin):
             response: Any = json.loads(body)
         except ValueError:
             response = body
-        text = None
+        text: str | None = None
         if opts.answer is not None:
-            values = {**request.variables, "response": response, "status": status, "body": body}
-            text = render_answer(opts.answer, values)
+            values = {"response": response, "status": status, "body": body}
+            text = render_answer(opts.answer, request.variables, values)
         return Response(text=text, data={"status": status, "url": opts.url})

@@ -52,6 +52,8 @@ Action = Literal["start", "cancel", "cancel_all", "list"]
 _ANNOUNCE_TRIES = 3
 _ANNOUNCE_RETRY_S = 2.0
 """An announcement that fails (MQTT not up yet after a restart) is retried this often."""
+MIN_DURATION_S = 1.0
+"""A shorter timer is refused (it would ring before it was confirmed)."""
 LATE_NOTICE_S = 30.0
 """A timer announced this much after it ran out (voiced was not running) says how late."""
 
@@ -69,6 +71,7 @@ def infer_action(intent: str | None) -> Action:
 class TimerOptions(PluginOptions):
     """Options of the ``timer`` plugin."""
 
+    answer_fields: ClassVar[tuple[str, ...]] = ("announce",)
     action: Action | None = None
     """What to do; default from the intent name (cancel/stop → cancel, status/list → list)."""
     announce: str | None = None
@@ -76,7 +79,8 @@ class TimerOptions(PluginOptions):
     Default: "The pasta timer is done." or "Your 10 minute timer is done." """
     max_timers: int = Field(20, ge=1, le=1000)
     """Running timers allowed per site."""
-    max_duration_s: float = Field(86400.0, gt=0)
+    max_duration_s: float = Field(86400.0, gt=0, allow_inf_nan=False)
+    """Longest timer, in seconds (finite)."""
 
 
 def _label(timer: Timer) -> str:
@@ -204,6 +208,14 @@ class TimerPlugin(Plugin):
             seconds = duration_from_slots(request.slots)
         except ValueError as exc:
             raise PluginError("timer_bad_duration", f"cannot read the duration: {exc}") from exc
+        given = [slot for slot in ("hours", "minutes", "seconds")
+                 if request.slots.get(slot) not in (None, "")]
+        if given and seconds < MIN_DURATION_S:
+            raise PluginError(
+                "timer_bad_duration",
+                f"a timer needs at least {MIN_DURATION_S:g} second (heard "
+                + ", ".join(f"{request.slots[s]!r} {s}" for s in given) + ")",
+            )
         if seconds <= 0:
             return Response(
                 continue_session=ContinueSession(
@@ -224,11 +236,10 @@ class TimerPlugin(Plugin):
         spoken = speak_duration(seconds)
         if opts.announce is not None:
             values: dict[str, Any] = {
-                **request.variables,
                 "name": name or "",
                 "duration": spoken,
             }
-            announcement = render_answer(opts.announce, values)
+            announcement = render_answer(opts.announce, request.variables, values)
         elif name:
             announcement = f"The {name} timer is done."
         else:

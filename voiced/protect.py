@@ -119,11 +119,32 @@ def plugin_targets(plugin: Any, options: Any) -> list[str] | None:
 
 
 def url_target(url: str) -> str:
-    """`http:<scheme>://<host>[:port]<path>`: no user, password, query or fragment."""
+    """`http:<scheme>://<host>[:port]<path>`: no user, password, query or fragment. Dot
+    segments (`..`, `.`, their `%2E` spellings) are resolved, as a client or server that
+    normalises the path would, so `/public/../admin` is caught by a rule on `/admin*`."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
-    return f"http:{parts.scheme}://{host}{port}{parts.path}"
+    return f"http:{parts.scheme}://{host}{port}{_without_dot_segments(parts.path)}"
+
+
+def _without_dot_segments(path: str) -> str:
+    segments = path.split("/")
+    kept: list[str] = []
+    for i, segment in enumerate(segments):
+        dots = re.sub("%2e", ".", segment, flags=re.IGNORECASE)
+        last = i == len(segments) - 1
+        if dots == ".":
+            if last:
+                kept.append("")
+        elif dots == "..":
+            if len(kept) > 1:
+                kept.pop()
+            if last:
+                kept.append("")
+        else:
+            kept.append(segment)
+    return "/".join(kept)
 
 
 def read_secret(rule: ProtectRule) -> str:

@@ -54,7 +54,11 @@ def make_request(
         "session_id": "session-1",
         "lang": language,
     }
-    rendered = templates.render(dict(options), variables)
+    cls = plugin.Options
+    rendered = templates.render_options(
+        dict(options), variables, getattr(cls, "topic_fields", ()),
+        getattr(cls, "argv_fields", ()), getattr(cls, "url_fields", ()),
+        getattr(cls, "answer_fields", ()))
     return Request(
         intent=result,
         site=site,

@@ -77,3 +77,12 @@ def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None
     with pytest.raises(ValidationError) as err:
         ClockPlugin.Options.model_validate(options)
     assert message in str(err.value)
+
+
+async def test_an_inserted_value_is_no_strftime_directive(
+    plugin: ClockPlugin, make_request: Any
+) -> None:
+    request = make_request(plugin, {"time_format": "{name}, it is %H:%M."},
+                           slots={"name": "%c %%"}, intent="HassGetCurrentTime")
+    response = await plugin.handle(request)
+    assert response.text == "%c %%, it is 15:05."

@@ -203,3 +203,74 @@ def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None
     with pytest.raises(ValidationError) as err:
         CommandPlugin.Options.model_validate(options)
     assert message in str(err.value)
+
+
+async def test_answer_values_are_text_never_templates(
+    plugin: CommandPlugin, make_request: Any
+) -> None:
+    """`{name}` is rendered once: a spoken `{stdout}` or a lone `{x` is said as it is."""
+    for said in ("{stdout}{stderr}", "{x", "{text:>300000000}"):
+        request = make_request(plugin, {"argv": ["echo", "ok"],
+                                        "answer": "ran {name}: {{stdout}}"},
+                               slots={"name": said})
+        response = await plugin.handle(request)
+        assert response.text == f"ran {said}: ok"
+
+
+async def test_a_number_slot_is_a_whole_argument(plugin: CommandPlugin,
+                                                 make_request: Any) -> None:
+    """A range slot renders to its text, a negative number included; set_env too."""
+    request = make_request(
+        plugin,
+        {"argv": [sys.executable, "-c", PRINT_ARGV + "; import os; print(os.environ['LEVEL'])",
+                  "{level}"],
+         "set_env": {"LEVEL": "{level}"}},
+        slots={"level": -5},
+    )
+    response = await plugin.handle(request)
+    assert response.data["returncode"] == 0
+    assert request.options.argv[-1] == "-5"
+    assert request.options.set_env == {"LEVEL": "-5"}
+
+
+async def test_an_options_error_names_the_argument(context: PluginContext) -> None:
+    """Through the router: a value that cannot be an argument names argv[1]."""
+    from voiced.config import HandlerConfig
+    from voiced.intents.router import Router
+    from voiced.models import NO_SPEAKER, IntentResult, Slot
+
+    handler = HandlerConfig(intent="Volume", plugin="command",
+                            options={"argv": ["echo", "{level}"]})
+    router = Router([handler], context, slot_names=lambda intent: {"level"})
+    await router.start()
+    try:
+        intent = IntentResult(text="volume", name="Volume", confidence=1.0,
+                              slots=(Slot("level", {"db": 5}, "five", "level", 0, 0),))
+        outcome = await router.handle(intent, site="kitchen", session_id="s1",
+                                      speaker=NO_SPEAKER, area=None, language="en")
+    finally:
+        await router.stop()
+    assert outcome.code == "options_invalid"
+    assert "options.argv.1:" in (outcome.error or "")
+
+
+async def test_output_is_read_with_a_bound(plugin: CommandPlugin, make_request: Any) -> None:
+    """A program that writes 100 MB is stopped after 64 KB + 1: never read whole."""
+    started = time.monotonic()
+    request = make_request(plugin, {"argv": ["head", "-c", "100000000", "/dev/zero"],
+                                    "timeout_s": 20})
+    with pytest.raises(PluginError) as err:
+        await plugin.handle(request)
+    assert err.value.code == "command_output_too_large"
+    assert "standard output" in err.value.message
+    assert time.monotonic() - started < 10
+
+
+async def test_a_missing_working_directory_is_named(
+    plugin: CommandPlugin, make_request: Any, tmp_path: Path
+) -> None:
+    request = make_request(plugin, {"argv": ["pwd"], "cwd": str(tmp_path / "gone")})
+    with pytest.raises(PluginError) as err:
+        await plugin.handle(request)
+    assert err.value.code == "command_bad_cwd"
+    assert "gone" in err.value.message and "working directory" in err.value.message

@@ -338,3 +338,64 @@ def test_a_rendered_entity_id_must_be_one(entity: str) -> None:
     HomeAssistantOptions.model_validate({**base, "entity_id": ["light.kitchen_2", "fan.x"]})
     # a template passes at start-up and is checked once rendered
     HomeAssistantOptions.model_validate({**base, "entity_id": "light.{area}"})
+
+
+@pytest.mark.parametrize("entity", ["light.a,lock.front_door", "light.a lock.b", "Lock.b", ""])
+def test_data_entity_ids_are_checked_like_the_top_level_one(entity: str) -> None:
+    from voiced_plugins.home_assistant import HomeAssistantOptions
+
+    base = {"url": "http://127.0.0.1:8123", "service": "light.turn_on"}
+    for data in ({"entity_id": entity}, {"entity_id": ["light.ok", entity]},
+                 {"target": {"entity_id": entity}}):
+        with pytest.raises(ValidationError, match="entity id"):
+            HomeAssistantOptions.model_validate({**base, "data": data})
+    for fine in ({"entity_id": "all"}, {"entity_id": ["light.a", "lock.b"]},
+                 {"target": {"entity_id": "light.{area}"}}):
+        HomeAssistantOptions.model_validate({**base, "data": fine})
+
+
+def test_targets_name_every_entity_the_call_touches() -> None:
+    from voiced_plugins.home_assistant import HomeAssistantOptions
+
+    base = {"url": "http://127.0.0.1:8123", "service": "homeassistant.turn_on"}
+    targets = HomeAssistantPlugin.targets(HomeAssistantOptions.model_validate(
+        {**base, "data": {"entity_id": ["light.a", "lock.front_door"]}}))
+    assert "lock.front_door" in targets and "light.a" in targets
+    targets = HomeAssistantPlugin.targets(HomeAssistantOptions.model_validate(
+        {**base, "entity_id": "light.a", "data": {"target": {"area_id": "hall"}}}))
+    assert "homeassistant.*" in targets
+
+
+async def test_a_comma_list_in_data_never_reaches_home_assistant(
+    home: tuple[FakeHomeAssistant, str],
+    context: PluginContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`data: {entity_id: "{name}"}` with `light.a,lock.front_door` said: refused before
+    anything is sent; a value with braces is refused after rendering too."""
+    from voiced.config import ProtectRule
+    from voiced.protect import Protector
+
+    fake, url = home
+    monkeypatch.setenv("HA_TOKEN", TOKEN)
+    handler = HandlerConfig(intent="HaData", plugin="home_assistant",
+                            options={"url": url, "service": "light.turn_on",
+                                     "data": {"entity_id": "{name}"}})
+    rule = ProtectRule(name="locks", match=["lock.*"], sites=["nowhere"])
+    router = Router([handler], context, slot_names=lambda intent: {"name"},
+                    protector=Protector([rule]))
+    await router.start()
+    outcomes = []
+    try:
+        assert all(s.ok for s in router.statuses), router.statuses
+        for said in ("light.a,lock.front_door", "light.{x}", "lock.front_door", "light.a"):
+            intent = IntentResult(text=f"hadata {said}", name="HaData", confidence=1.0,
+                                  slots=(Slot("name", said, said, "name", 7, 7 + len(said)),))
+            outcomes.append(await router.handle(intent, site="kitchen", session_id="s1",
+                                                speaker=NO_SPEAKER, area=None, language="en"))
+    finally:
+        await router.stop()
+    assert [o.code for o in outcomes] == ["options_invalid", "slot_unsafe",
+                                          "protected", None], outcomes
+    assert "options.data:" in (outcomes[0].error or "")
+    assert [r["body"] for r in fake.requests] == [{"entity_id": "light.a"}]

@@ -190,3 +190,108 @@ def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None
     with pytest.raises(ValidationError) as err:
         HttpPlugin.Options.model_validate(options)
     assert message in str(err.value)
+
+
+def hostile_app(seen: list[str]) -> web.Application:
+    """Records the raw path of every request; `/secret` answers with a secret, `/big`
+    streams 8 MB."""
+
+    async def anything(request: web.Request) -> web.StreamResponse:
+        seen.append(request.raw_path)
+        if request.path == "/big":
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            chunk = b"x" * 65536
+            for _ in range(128):
+                await resp.write(chunk)
+            return resp
+        return web.json_response({"temperature": 21, "secret": "s3cr3t-from-server"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    return app
+
+
+async def test_answer_values_are_text_never_templates(
+    plugin: HttpPlugin, serve: Any, make_request: Any
+) -> None:
+    """A spoken value is rendered once, as text: it cannot name the response's fields,
+    and a format width in it does not make a huge answer."""
+    url = await serve(hostile_app([]))
+    answer = "It is {{response[temperature]}} degrees in {name}."
+    for said in ("{response[secret]}", "{body}", "{text:>300000000}", "{x"):
+        request = make_request(plugin, {"url": url + "/t", "answer": answer},
+                               slots={"name": said})
+        response = await plugin.handle(request)
+        assert response.text == f"It is 21 degrees in {said}."
+    # the configuration's own fields are bounded too
+    request = make_request(plugin, {"url": url + "/t", "answer": "{{body:>300000000}}"})
+    with pytest.raises(PluginError) as err:
+        await plugin.handle(request)
+    assert err.value.code == "answer_template"
+
+
+async def test_a_dot_segment_value_stays_in_its_segment_and_protect_rules_see_it(
+    context: PluginContext, serve: Any
+) -> None:
+    """Site id `..` in `/public/{site}/{name}` is sent as `%2E%2E` (not resolved to
+    `/admin`), and a rule on `/admin*` still refuses it."""
+    from voiced.config import HandlerConfig, ProtectRule
+    from voiced.intents.router import Router
+    from voiced.models import NO_SPEAKER, IntentResult, Outcome, Slot
+    from voiced.protect import Protector
+
+    seen: list[str] = []
+    url = await serve(hostile_app(seen))
+    handler = HandlerConfig(intent="Fetch", plugin="http",
+                            options={"url": url + "/public/{site}/{name}"})
+
+    async def fetch(protector: Protector | None, site: str) -> Any:
+        router = Router([handler], context, slot_names=lambda intent: {"name"},
+                        protector=protector)
+        await router.start()
+        try:
+            intent = IntentResult(text="fetch admin", name="Fetch",
+                                  slots=(Slot("name", "admin", "admin", "name", 6, 11),),
+                                  confidence=1.0)
+            return await router.handle(intent, site=site, session_id="s1", speaker=NO_SPEAKER,
+                                       area=None, language="en", spoken=False)
+        finally:
+            await router.stop()
+
+    for site in ("..", "."):
+        outcome = await fetch(None, site)
+        assert outcome.outcome == Outcome.HANDLED, outcome
+    assert seen == ["/public/%2E%2E/admin", "/public/%2E/admin"]
+
+    rule = ProtectRule(name="admin", match=[f"http:{url}/admin*"], sites=["nowhere"])
+    outcome = await fetch(Protector([rule]), "..")
+    assert outcome.outcome == Outcome.REFUSED, outcome
+    assert len(seen) == 2
+
+
+async def test_a_control_character_in_a_header_is_slot_unsafe(
+    plugin: HttpPlugin, serve: Any, make_request: Any
+) -> None:
+    seen: list[str] = []
+    url = await serve(hostile_app(seen))
+    request = make_request(plugin, {"url": url + "/t", "headers": {"X-By": "{name}"}},
+                           slots={"name": "a\nX-Evil: 1"})
+    with pytest.raises(PluginError) as err:
+        await plugin.handle(request)
+    assert err.value.code == "slot_unsafe"
+    assert "headers.X-By" in err.value.message and "\\n" in err.value.message
+    assert seen == []
+
+
+async def test_a_huge_body_is_not_read_whole(
+    plugin: HttpPlugin, serve: Any, make_request: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voiced_plugins import http
+
+    monkeypatch.setattr(http, "MAX_BODY", 64 * 1024)
+    url = await serve(hostile_app([]))
+    with pytest.raises(PluginError) as err:
+        await plugin.handle(make_request(plugin, {"url": url + "/big"}))
+    assert err.value.code == "http_body_too_large"
+    assert str(64 * 1024) in err.value.message

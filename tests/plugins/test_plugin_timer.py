@@ -219,3 +219,31 @@ def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None
     with pytest.raises(ValidationError) as err:
         TimerPlugin.Options.model_validate(options)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("said", ["nan", "inf", "1e400", "-5", -5, "0", 0, "0.001", "1e-9"])
+async def test_impossible_durations_are_refused_clearly(
+    plugin: TimerPlugin, make_request: Any, said: Any
+) -> None:
+    from voiced.errors import PluginError
+
+    with pytest.raises(PluginError) as err:
+        await plugin.handle(make_request(plugin, {}, slots={"minutes": said}))
+    assert err.value.code == "timer_bad_duration"
+    assert repr(said) in err.value.message
+    assert plugin.timers() == []
+
+
+async def test_announcement_values_are_text(plugin: TimerPlugin, make_request: Any) -> None:
+    """`{text}` in `announce` is what was said, never a template for the timer's fields."""
+    request = make_request(plugin, {"announce": "{{name}} is ready: {text}"},
+                           slots={"minutes": 5, "name": "pasta"}, text="{name}{duration}")
+    await plugin.handle(request)
+    assert plugin.timers()[0].announcement == "pasta is ready: {name}{duration}"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), "inf"])
+def test_max_duration_must_be_finite(value: Any) -> None:
+    with pytest.raises(ValidationError) as err:
+        TimerPlugin.Options.model_validate({"max_duration_s": value})
+    assert "max_duration_s" in str(err.value) and "finite" in str(err.value)

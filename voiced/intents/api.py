@@ -46,11 +46,15 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     topic_fields: ClassVar[tuple[str, ...]] = ()
     argv_fields: ClassVar[tuple[str, ...]] = ()
-    url_fields: ClassVar[tuple[str, ...]] = ()
-    """Options that are URLs: inserted values are percent-encoded (a slot cannot add a
-    path segment, a query parameter or a fragment)."""
     """Options that are a program's argument list: the program is never a template and an
     inserted value cannot turn an argument into an option (`-...`)."""
+    url_fields: ClassVar[tuple[str, ...]] = ()
+    """Options that are URLs: inserted values are percent-encoded (a slot cannot add a
+    path segment, a dot segment, a query parameter or a fragment)."""
+    answer_fields: ClassVar[tuple[str, ...]] = ()
+    """Templates the plugin renders itself, after it acted (answers): the router leaves
+    them as written, and the plugin fills `{slot}` and its own `{{value}}` fields in one
+    pass, so an inserted value is never read as a template."""
 
 
 @dataclass(frozen=True, slots=True)

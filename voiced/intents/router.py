@@ -295,7 +295,8 @@ class Router:
                 rendered = templates.render_options(
                     cfg.options, variables, getattr(options_cls, "topic_fields", ()),
                     getattr(options_cls, "argv_fields", ()),
-                    getattr(options_cls, "url_fields", ()))
+                    getattr(options_cls, "url_fields", ()),
+                    getattr(options_cls, "answer_fields", ()))
             except ValueError as exc:
                 raise PluginError("slot_unsafe", f"{cfg.plugin}: {exc}") from exc
             options = options_cls.model_validate(rendered)
@@ -304,7 +305,10 @@ class Router:
             return self._outcome(Outcome.ERROR, cfg, started, [], error=exc.message,
                                  code=exc.code)
         except ValidationError as exc:
-            msg = f"{cfg.plugin} options after rendering are invalid: {exc.errors()[0]['msg']}"
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            msg = (f"{cfg.plugin} options after rendering are invalid: "
+                   f"{'options.' + where + ': ' if where else ''}{first['msg']}")
             log.warning("handler %s: %s", cfg.intent, msg)
             return self._outcome(Outcome.ERROR, cfg, started, [], error=msg,
                                  code="options_invalid")

@@ -125,12 +125,15 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
 _UNSAFE_SEGMENT = re.compile(r"[/+#\x00-\x1f\x7f]")
 
 
-def _render_fields(template: str, variables: Mapping[str, Any],
-                   insert: Callable[[str, str], str]) -> str:
-    """Render `template`, passing each inserted value through `insert(field, text)`."""
+def render_fields(template: str, variables: Mapping[str, Any],
+                  insert: Callable[[str, str], str],
+                  literal: Callable[[str], str] = lambda text: text) -> str:
+    """Render `template` once, passing each inserted value through `insert(field, text)`
+    and each literal piece (the configuration's own text, `{{`/`}}` already single)
+    through `literal`. An inserted value is never parsed again."""
     out = []
-    for literal, field, spec, conversion in _FORMATTER.parse(template):
-        out.append(literal)
+    for text, field, spec, conversion in _FORMATTER.parse(template):
+        out.append(literal(text))
         if field is None:
             continue
         obj, _ = _FORMATTER.get_field(field, (), variables)
@@ -151,29 +154,41 @@ def render_topic(template: str, variables: Mapping[str, Any]) -> str:
                              "topic segment")
         return text
 
-    return _render_fields(template, variables, segment)
+    return render_fields(template, variables, segment)
 
 
 def render_url(template: str, variables: Mapping[str, Any]) -> str:
     """Render a URL template with every inserted value percent-encoded (`/`, `?`, `#`,
-    `&` included), so a slot value stays inside its path segment or query value. Values
-    from voiced.yaml (`{speaker.VAR}`) are the configuration's own and go in as they are."""
+    `&` included), so a slot value stays inside its path segment or query value. A value
+    made only of dots (`.`, `..`) is a dot segment: its dots become `%2E`, so it cannot
+    climb out of its segment (send the URL as encoded: a client that re-normalises
+    `%2E%2E` undoes this). Values from voiced.yaml (`{speaker.VAR}`) are the
+    configuration's own and go in as they are."""
     from urllib.parse import quote
 
-    return _render_fields(template, variables, lambda field, text: (
-        text if field.startswith("speaker.") else quote(text, safe="")))
+    def encode(field: str, text: str) -> str:
+        if field.startswith("speaker."):
+            return text
+        if text and not text.strip("."):
+            return "%2E" * len(text)
+        return quote(text, safe="")
+
+    return render_fields(template, variables, encode)
 
 
 def render_argv(argv: Sequence[Any], variables: Mapping[str, Any]) -> list[Any]:
     """Render a program's argument list: the program itself is never a template, and an
     argument whose template does not start with `-` must not start with `-` once
-    rendered (a slot value such as `--delete` must not become an option)."""
+    rendered (a slot value such as `--delete` must not become an option). A number (a
+    range slot) becomes its text, a negative one included."""
     if argv and isinstance(argv[0], str) and is_template(argv[0]):
         raise ValueError("argv[0] (the program) cannot be a template")
     rendered = []
     for item in argv:
         value = render(item, variables)
-        if (isinstance(item, str) and isinstance(value, str) and value.startswith("-")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # a number slot is its text; "-5" is a number, not an option
+        elif (isinstance(item, str) and isinstance(value, str) and value.startswith("-")
                 and not item.startswith("-")):
             raise ValueError(f"{item} is {value[:60]!a}, which would become an option")
         rendered.append(value)
@@ -183,12 +198,16 @@ def render_argv(argv: Sequence[Any], variables: Mapping[str, Any]) -> list[Any]:
 def render_options(options: Mapping[str, Any], variables: Mapping[str, Any],
                    topic_fields: Sequence[str] = (),
                    argv_fields: Sequence[str] = (),
-                   url_fields: Sequence[str] = ()) -> Any:
+                   url_fields: Sequence[str] = (),
+                   answer_fields: Sequence[str] = ()) -> Any:
     """`render` for a plugin's options: topic fields by `render_topic`, argument lists by
-    `render_argv`, the rest as they are."""
+    `render_argv`, URLs by `render_url`, the rest as they are. Answer fields stay as
+    written: the plugin renders them once, later (voiced_plugins._render)."""
     rendered: dict[str, Any] = {}
     for key, value in options.items():
-        if key in topic_fields and isinstance(value, str):
+        if key in answer_fields:
+            rendered[key] = value
+        elif key in topic_fields and isinstance(value, str):
             rendered[key] = render_topic(value, variables)
         elif key in argv_fields and isinstance(value, list | tuple):
             rendered[key] = render_argv(value, variables)
