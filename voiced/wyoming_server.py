@@ -14,23 +14,28 @@ intent recognizer:
 
 Wyoming has no authentication: the server binds to loopback unless told otherwise, and
 offers only recognition (nothing is acted on). Hostile input gets an `error` event naming
-what was wrong and the connection goes on; nothing here stops the server.
+what was wrong and the connection goes on; where the stream cannot be read further (a header
+that is not a JSON object, lengths that are not integers or over the limits below, a
+deadline missed) the `error` is followed by the end of the connection. Nothing here stops
+the server, and each connection is a task the server owns: a client that hangs up is one
+log line, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from wyoming.server import AsyncEventHandler, AsyncTcpServer
+from wyoming.event import Event
+from wyoming.server import AsyncEventHandler
 
 from voiced import __version__
 from voiced.const import SAMPLE_RATE, SAMPLE_WIDTH
 
 if TYPE_CHECKING:
-    from wyoming.event import Event
-
     from voiced.asr.base import AsrStream
     from voiced.asr.service import AsrService
     from voiced.feeds import StreamingFeed
@@ -43,7 +48,88 @@ MAX_AUDIO_S = 60.0
 """Longest utterance accepted on one `transcribe` (seconds)."""
 MAX_TEXT = 2000
 """Longest text accepted by `recognize` (characters)."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Longest header line (bytes, JSON and its newline)."""
+MAX_DATA_BYTES = 64 * 1024
+"""Largest `data_length` (bytes of JSON after the header)."""
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""Largest `payload_length` (bytes): one audio chunk (over 2 minutes at 16 kHz mono 16-bit;
+clients send 20-100 ms)."""
+EVENT_TIMEOUT_S = 30.0
+"""A connection that completes no event for this long is closed (seconds)."""
+AUDIO_GAP_S = 5.0
+"""An utterance (after `audio-start` or audio) whose next event takes longer than this is
+dropped and the connection closed (seconds)."""
+WRITE_TIMEOUT_S = 10.0
+"""A client that takes no reply for this long is disconnected (seconds)."""
+MAX_CONNECTIONS = 32
+"""Connections served at once; more are refused with `error` `overloaded`."""
+LOG_INTERVAL_S = 2.0
+"""Refused input is logged once per code per interval; the rest are counted."""
 URL = "https://github.com/rhasspy/wyoming"
+
+
+class BadEvent(Exception):
+    """An event that cannot be taken: `code`/`text` go into the `error` event; `fatal` when
+    the stream's framing is lost and the connection must end."""
+
+    def __init__(self, code: str, text: str, fatal: bool = True) -> None:
+        super().__init__(text)
+        self.code, self.text, self.fatal = code, text, fatal
+
+
+def _length(header: dict[str, Any], key: str, limit: int) -> int:
+    value = header.get(key)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadEvent("event_invalid", f"{key} must be a non-negative integer")
+    if value > limit:
+        raise BadEvent("event_too_large", f"{key} is over the limit of {limit} bytes")
+    return value
+
+
+async def read_event(reader: asyncio.StreamReader) -> Event | None:
+    """The next event, None at the end of the stream. BadEvent when it is malformed or too
+    large (nothing over the limits is read); IncompleteReadError when the client hung up
+    in the middle of one."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.LimitOverrunError:
+        raise BadEvent("event_too_large",
+                       f"header line over {MAX_HEADER_BYTES} bytes") from None
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise
+        return None
+    try:
+        header = json.loads(line)
+    except (ValueError, RecursionError):
+        raise BadEvent("event_invalid", "the header must be a line of JSON in UTF-8") from None
+    if not isinstance(header, dict):
+        raise BadEvent("event_invalid", "the header must be a JSON object")
+    data_length = _length(header, "data_length", MAX_DATA_BYTES)
+    payload_length = _length(header, "payload_length", MAX_PAYLOAD_BYTES)
+    extra = await reader.readexactly(data_length) if data_length else b""
+    payload = await reader.readexactly(payload_length) if payload_length else None
+    # the stream is framed: what is wrong from here on costs this event, not the connection
+    kind, data = header.get("type"), header.get("data")
+    if not isinstance(kind, str):
+        raise BadEvent("event_invalid", 'the header needs "type", a string', fatal=False)
+    data = {} if data is None else data
+    if extra:
+        try:
+            more = json.loads(extra)
+        except (ValueError, RecursionError):
+            more = None
+        if not isinstance(more, dict) or not isinstance(data, dict):
+            raise BadEvent("event_invalid", f"{kind[:40]!r}: the header's data and the "
+                           "data_length bytes must be JSON objects", fatal=False)
+        data = {**data, **more}
+    if not isinstance(data, dict):
+        raise BadEvent("event_invalid", f"{kind[:40]!r} needs data to be a JSON object",
+                       fatal=False)
+    return Event(type=kind, data=data, payload=payload)
 
 
 class WyomingService:
@@ -58,6 +144,21 @@ class WyomingService:
         self.transcribed = 0
         self.recognized = 0
         self.errors = 0
+        self.logs_suppressed = 0
+        self._logged: dict[str, tuple[float, int]] = {}
+
+    def refused(self, peer: str, code: str, text: str) -> None:
+        """Log refused input or a dropped connection: the first of each code per
+        `LOG_INTERVAL_S`, the rest counted (a client must not flood the log)."""
+        now = time.monotonic()
+        last, skipped = self._logged.get(code, (-LOG_INTERVAL_S, 0))
+        if now - last < LOG_INTERVAL_S:
+            self._logged[code] = (last, skipped + 1)
+            self.logs_suppressed += 1
+            return
+        self._logged[code] = (now, 0)
+        log.info("wyoming: %s: %s: %s%s", peer, code, text,
+                 f" ({skipped} more not logged)" if skipped else "")
 
     def languages(self) -> list[str]:
         if self.recognizer is None:
@@ -105,13 +206,54 @@ class VoicedHandler(AsyncEventHandler):
         self._feed: StreamingFeed[AsrStream] | None = None
         self._converter: Any = None
         self._started = False
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     async def _error(self, code: str, text: str) -> None:
         from wyoming.error import Error
 
         self.service.errors += 1
-        log.info("wyoming: %s: %s", code, text)
+        self.service.refused(self.peer, code, text)
         await self.write_event(Error(text=text, code=code).event())
+
+    async def write_event(self, event: Event) -> None:
+        """Send `event`; TimeoutError when the client takes none of it in time."""
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await super().write_event(event)
+
+    async def run(self) -> None:
+        """Serve events until the client leaves, breaks the framing or misses a deadline
+        (`EVENT_TIMEOUT_S`, `AUDIO_GAP_S` in an utterance); each end is one log line."""
+        try:
+            while True:
+                in_utterance = self._started or bool(self._pcm)
+                wait = AUDIO_GAP_S if in_utterance else EVENT_TIMEOUT_S
+                try:
+                    async with asyncio.timeout(wait):
+                        event = await read_event(self.reader)
+                except TimeoutError:
+                    await self._error(*(("audio_timeout", f"the audio stopped for more than "
+                                         f"{wait:g} s") if in_utterance else
+                                        ("timeout", f"no complete event within {wait:g} s")))
+                    break
+                except BadEvent as exc:
+                    await self._error(exc.code, exc.text)
+                    if exc.fatal:
+                        break
+                    continue
+                if event is None or not await self.handle_event(event):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            self.service.refused(self.peer, "hung_up", f"the client went away ({exc!r})")
+        except TimeoutError:  # from write_event: its replies pile up unread
+            self.service.refused(self.peer, "write_timeout", "the client read no reply for "
+                                 f"{WRITE_TIMEOUT_S:g} s: disconnected")
+            self.writer.transport.abort()
+        except Exception:
+            log.exception("wyoming: connection %s failed", self.peer)
+        finally:
+            await self.disconnect()
+            self.writer.close()
 
     async def handle_event(self, event: Event) -> bool:
         from wyoming.asr import Transcribe
@@ -136,7 +278,7 @@ class VoicedHandler(AsyncEventHandler):
             elif Recognize.is_type(event.type):
                 await self._recognize(event)
             # other events are dropped, as Wyoming servers do
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             await self._error("event_invalid", f"{event.type[:40]!r}: {exc!r}"[:300])
         return True
 
@@ -241,22 +383,30 @@ def _plain(value: Any) -> Any:
 
 
 class WyomingServer:
-    """The TCP server; `await start()`, then `await stop()`."""
+    """The TCP server; `await start()`, then `await stop()`. It owns one task per
+    connection, at most `MAX_CONNECTIONS`."""
 
     def __init__(self, service: WyomingService, host: str, port: int) -> None:
         self.service = service
         self.host = host
         self.port = port
-        self._server = AsyncTcpServer(host, port)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.overloaded = 0
+        """Connections refused because `MAX_CONNECTIONS` were being served."""
         self._zeroconf: Any = None
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now."""
+        return len(self._connections)
 
     async def start(self) -> None:
         """Listen (port 0: any free port, then `port` holds it)."""
-        await self._server.start(
-            lambda reader, writer: VoicedHandler(self.service, reader, writer))
-        listening: Any = self._server._server
-        if listening is not None and listening.sockets:
-            self.port = int(listening.sockets[0].getsockname()[1])
+        self._server = await asyncio.start_server(self._accept, self.host, self.port,
+                                                  limit=MAX_HEADER_BYTES)
+        if self._server.sockets:
+            self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("wyoming: voiced's recognizer on tcp://%s:%d", self.host, self.port)
 
     async def announce(self, name: str | None, host: str | None) -> None:
@@ -267,8 +417,27 @@ class WyomingServer:
         await self._zeroconf.register_server()
         log.info("wyoming: announced over zeroconf as %s", self._zeroconf.name)
 
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = VoicedHandler(self.service, reader, writer)
+        if len(self._connections) >= MAX_CONNECTIONS:
+            self.overloaded += 1
+            text = f"the server is serving {MAX_CONNECTIONS} connections; try again later"
+            self.service.refused(handler.peer, "overloaded", text)
+            # one short line: the socket's buffer takes it, nothing to wait for
+            writer.write(json.dumps({"type": "error", "data": {
+                "text": text, "code": "overloaded"}}).encode() + b"\n")
+            writer.close()
+            return
+        task = asyncio.create_task(handler.run(), name=f"wyoming {handler.peer}")
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
     async def stop(self) -> None:
-        """Close every connection and the listening socket."""
-        await self._server.stop()
+        """Close the listening socket and every connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
         if self._zeroconf is not None:
             await self._zeroconf._aiozc.async_close()
