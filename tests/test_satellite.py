@@ -20,7 +20,7 @@ from voiced.cli import build_parser
 from voiced.commands import satellite as command
 from voiced.errors import ConfigError
 from voiced.satellite import Satellite, Topics
-from voiced.satellite_answers import Answer, take_native
+from voiced.satellite_answers import Answer, take_hermes, take_native
 
 COMMAND = FIXTURES / "commands" / "dim_kitchen_20.wav"
 
@@ -210,3 +210,114 @@ def test_a_refusal_answers_like_hermes_intent_not_recognized() -> None:
     assert ran.intent == "HassTurnOff" and ran.answered_at == 1.0
     assert take_native(ran, "t", {"type": "session_ended", "reason": "abortedByUser"}, 3.0)
     assert ran.termination == "abortedByUser"
+
+
+HUGE = 10**400
+"""A valid JSON integer no float can hold."""
+
+
+def test_numbers_no_float_can_hold_are_left_out() -> None:
+    hermes = Answer()
+    take_hermes(hermes, "hermes/intent/HassTurnOn", {
+        "intent": {"intentName": "HassTurnOn", "confidenceScore": HUGE},
+        "timings": {"processing": HUGE, "asr": float("inf"), "vad": float("nan"), "ok": 3}},
+        1.0)
+    assert hermes.intent == "HassTurnOn" and hermes.confidence is None
+    assert hermes.timings == {"ok": 3.0}
+    native = Answer()
+    take_native(native, "voiced/events/den", {
+        "type": "intent", "intent": "HassTurnOn", "confidence": float("nan"),
+        "timings": {"processing": HUGE}}, 1.0)
+    assert native.intent == "HassTurnOn" and native.confidence is None
+    assert native.timings == {}
+
+
+def test_json_output_is_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    answer = Answer(intent="HassTurnOn", slots={"level": float("nan"), "n": [float("inf")]},
+                    speaker={"name": "ann", "confidence": float("-inf")}, confidence=0.5)
+    command._print("mic", answer, as_json=True)
+    line = capsys.readouterr().out
+
+    def refuse(word: str) -> None:
+        raise ValueError(f"not JSON: {word}")
+
+    printed = json.loads(line, parse_constant=refuse)
+    assert printed["slots"] == {"level": None, "n": [None]} and printed["confidence"] == 0.5
+    assert printed["speaker"] == {"name": "ann", "confidence": None}
+
+
+async def test_a_lost_broker_ends_the_wait_at_once(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    try:
+        async with Satellite("127.0.0.1", broker.port, "den", topics="native") as sat:
+            broker.stop()
+            start = asyncio.get_running_loop().time()
+            with pytest.raises(aiomqtt.MqttError, match="connection lost"):
+                await sat.command(read_wav_file(COMMAND), timeout=30)
+            assert asyncio.get_running_loop().time() - start < 10
+            with pytest.raises(aiomqtt.MqttError, match="connection lost"):
+                await sat.next_answer()
+    finally:
+        broker.stop()
+
+
+async def test_mic_mode_prints_every_answer_and_ends_when_it_cannot(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """`voiced satellite --mic --json` as a process (arecord a script that records
+    nothing): answers with numbers JSON cannot carry are printed as strict JSON, and once
+    its output is closed it says so and exits 1 instead of streaming on without a printer."""
+    import os
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "arecord").write_text("#!/bin/sh\nexec sleep 300\n")
+    (bin_dir / "arecord").chmod(0o755)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voiced", "satellite", "--mic", "--json", "--site", "den",
+        "--topics", "native", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(mosquitto.port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert proc.stdout is not None and proc.stderr is not None
+    topic = "voiced/events/den"
+    hostile = {"type": "intent", "site": "den", "intent": "HassTurnOn", "confidence": HUGE,
+               "slots": {"level": float("nan")}, "timings": {"processing": float("inf")}}
+    ended = {"type": "session_ended", "site": "den", "reason": "nominal"}
+    try:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as server:
+            async def answer() -> None:
+                await server.publish(topic, json.dumps(hostile))
+                await server.publish(topic, json.dumps(ended))
+
+            lines = []
+            async with asyncio.timeout(60):
+                while len(lines) < 2:  # until it is subscribed and has printed two answers
+                    await answer()
+                    try:
+                        async with asyncio.timeout(0.5):
+                            lines.append(await proc.stdout.readline())
+                    except TimeoutError:
+                        pass
+            for line in lines:
+                printed = json.loads(line, parse_constant=lambda word: {}[word])
+                assert printed["intent"] == "HassTurnOn" and printed["confidence"] is None
+                assert printed["slots"] == {"level": None} and printed["timings"] == {}
+            # nobody reads its answers any more
+            proc.stdout.feed_eof()
+            transport: Any = proc._transport  # type: ignore[attr-defined]
+            transport.get_pipe_transport(1).close()
+            async with asyncio.timeout(30):
+                while proc.returncode is None:
+                    await answer()
+                    try:
+                        async with asyncio.timeout(0.5):
+                            await proc.wait()
+                    except TimeoutError:
+                        pass
+        assert proc.returncode != 0
+        assert "Broken pipe" in (await proc.stderr.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

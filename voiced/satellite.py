@@ -126,8 +126,10 @@ class Satellite:
         self.topics = chosen
         """NATIVE or HERMES (AUTO resolved)."""
         self._client: aiomqtt.Client | None = None
-        self._answers: asyncio.Queue[Message] = asyncio.Queue()
+        self._answers: asyncio.Queue[Message | None] = asyncio.Queue()
+        """Answers, then None once the reader ended (`_lost` says why)."""
         self._reader: asyncio.Task[None] | None = None
+        self._lost: Exception | None = None
         self.frames_sent = 0
         self.ignored = 0
         """Messages on this satellite's topics that were not answers it understood."""
@@ -169,6 +171,19 @@ class Satellite:
                 await self._client.__aexit__(None, None, None)
 
     async def _read(self) -> None:
+        """Queue the answers until the connection ends; then `_lost` and a None wake
+        whoever waits for an answer (`next_answer` raises at once)."""
+        try:
+            await self._receive()
+            self._lost = aiomqtt.MqttError("the broker ended the connection")
+        except aiomqtt.MqttError as exc:
+            self._lost = exc
+        except Exception as exc:  # a bug here must not leave the satellite waiting
+            log.exception("satellite %s: reading answers failed", self.site)
+            self._lost = exc
+        self._answers.put_nowait(None)
+
+    async def _receive(self) -> None:
         assert self._client is not None
         plays = f"hermes/audioServer/{self.site}/playBytes/"
         async for message in self._client.messages:
@@ -256,22 +271,38 @@ class Satellite:
             self._answers.get_nowait()
         if hotword:
             await self.hotword()
-        sender = asyncio.create_task(self.stream(pcm, realtime=realtime))
+        sender = asyncio.create_task(self.stream(pcm, realtime=realtime),
+                                     name=f"satellite-{self.site}-send")
         try:
             async with asyncio.timeout(timeout):
                 answer = await self.next_answer()
-        finally:
-            last_speech_at = await sender
+        except TimeoutError:
+            await sender  # the rest of the file still goes out
+            raise
+        except BaseException:  # the connection is lost: its error, not the sender's
+            sender.cancel()
+            await asyncio.wait({sender})
+            if not sender.cancelled():
+                sender.exception()
+            raise
+        last_speech_at = await sender
         if answer.answered_at is not None:
             answer.intent_latency_ms = (answer.answered_at - last_speech_at) * 1000
         return answer
 
     async def _iter_answers(self) -> AsyncIterator[Message]:
         while True:
-            yield await self._answers.get()
+            if self._lost is not None and self._answers.empty():
+                if isinstance(self._lost, aiomqtt.MqttError):
+                    raise aiomqtt.MqttError(f"connection lost: {self._lost}") from self._lost
+                raise RuntimeError(f"reading answers failed: {self._lost!r}") from self._lost
+            message = await self._answers.get()
+            if message is not None:
+                yield message
 
     async def next_answer(self) -> Answer:
-        """Wait for the next session on this site to end (microphone mode)."""
+        """Wait for the next session on this site to end (microphone mode); MqttError at
+        once when the connection to the broker is lost."""
         answer = Answer()
         take = take_native if self.topics == Topics.NATIVE else take_hermes
         async for topic, data, at in self._iter_answers():
@@ -281,7 +312,7 @@ class Satellite:
             try:
                 if take(answer, topic, data, at):
                     break
-            except (TypeError, ValueError, AttributeError) as exc:
+            except (TypeError, ValueError, AttributeError, OverflowError) as exc:
                 # a malformed answer is skipped, never the end of the satellite
                 self.ignored += 1
                 log.warning("satellite %s: ignoring a malformed message on %s: %s",

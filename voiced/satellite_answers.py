@@ -1,12 +1,14 @@
 """What voiced answered a satellite: `Answer`, built from its messages by pure functions,
 one for each way of reading them (voiced.satellite.Topics).
 
-Every field of a message may be anything: a field of the wrong type is left out, and a
-message that cannot be read at all raises TypeError or ValueError for the caller to skip.
+Every field of a message may be anything: a field of the wrong type (or a number that is
+not a finite float) is left out, and a message that cannot be read at all raises TypeError
+or ValueError for the caller to skip.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,8 +71,14 @@ def _text(value: object) -> str | None:
 
 
 def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        else None
+    """A finite float, or None (a bool, a string, NaN, Infinity, 10**400)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def take_hermes(answer: Answer, topic: str, data: dict[str, Any], at: float) -> bool:
@@ -145,5 +153,5 @@ def _say(answer: Answer, text: object) -> None:
 def _timings(value: object) -> dict[str, float]:
     if not isinstance(value, dict):
         return {}
-    return {str(k): float(v) for k, v in value.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+    numbers = {str(k): _number(v) for k, v in value.items()}
+    return {k: v for k, v in numbers.items() if v is not None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import shutil
@@ -225,9 +226,21 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities (which JSON cannot carry) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _print(name: str, answer: Answer, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"file": name, **answer.as_dict()}), flush=True)
+    if as_json:  # strict JSON (RFC 8259): an answer's NaN becomes null
+        print(json.dumps(_finite({"file": name, **answer.as_dict()}), allow_nan=False),
+              flush=True)
     else:
         print(f"{name}: {answer.summary()}", flush=True)
 
@@ -261,19 +274,40 @@ async def _mic(args: argparse.Namespace, satellite: Satellite) -> int:
         stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     async with satellite as sat:
-        printer = asyncio.create_task(_print_answers(sat, args.json))
+        # two tasks, each watched: if either ends, so does the satellite
+        printer = asyncio.create_task(_print_answers(sat, args.json), name="satellite-answers")
+        microphone = asyncio.create_task(_stream_mic(proc.stdout, sat), name="satellite-mic")
+        tasks = {printer, microphone}
         try:
-            while True:
-                frame = await proc.stdout.readexactly(FRAME_BYTES)
-                await sat.send_frame(frame)
-        except asyncio.IncompleteReadError:
-            pass
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if printer.done():  # it never returns: the connection is lost, stdout closed...
+                exc = printer.exception()
+                if isinstance(exc, aiomqtt.MqttError | OSError):
+                    raise exc
+                print(f"voiced satellite: answers can no longer be printed: {exc!r}",
+                      file=sys.stderr)
+                return 1
+            microphone.result()
         finally:
-            printer.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            for task in tasks:  # retrieved: the error that ended it was raised above
+                if not task.cancelled():
+                    task.exception()
             if proc.returncode is None:
                 proc.terminate()
             await proc.wait()
     return 0
+
+
+async def _stream_mic(audio: asyncio.StreamReader, sat: Satellite) -> None:
+    """Send arecord's audio until it ends."""
+    try:
+        while True:
+            await sat.send_frame(await audio.readexactly(FRAME_BYTES))
+    except asyncio.IncompleteReadError:
+        pass
 
 
 async def _print_answers(sat: Satellite, as_json: bool) -> None:
