@@ -20,6 +20,7 @@ whole group is killed. Its environment holds only ``PATH`` and the variables nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -31,12 +32,26 @@ from pydantic import Field, field_validator
 
 from voiced.errors import PluginError
 from voiced.intents.api import Plugin, PluginOptions, Request, Response
+from voiced.intents.templates import is_template
 
 from ._render import bound_answer, render_answer
 
 __all__ = ["CommandOptions", "CommandPlugin", "run_command"]
 
 log = logging.getLogger(__name__)
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
+"""Programs whose `-c` argument is a script: no template may go inside it (nor inside a
+Python `-c`, or a perl, ruby or node `-e`)."""
+
+
+def _script_flag(program: str) -> str | None:
+    """The flag after which `program` takes its code as an argument, if any."""
+    if program in SHELLS or program.startswith("python"):
+        return "-c"
+    if program in ("perl", "ruby", "node", "nodejs"):
+        return "-e"
+    return None
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_OUTPUT = 64 * 1024
@@ -73,6 +88,17 @@ class CommandOptions(PluginOptions):
     def _program(cls, value: list[str]) -> list[str]:
         if not value[0].strip():
             raise ValueError("argv[0] (the program) is empty")
+        if is_template(value[0]):
+            raise ValueError("argv[0] (the program) must be written out: a template there "
+                             "would let what is said choose the program")
+        flag = _script_flag(Path(value[0]).name)
+        if flag is not None and flag in value[1:-1]:
+            script = value[value.index(flag, 1) + 1]
+            if is_template(script):
+                raise ValueError(
+                    f"a template inside the script after {flag} is run as code (what is said "
+                    "could run commands); pass values as arguments after the script: "
+                    "[sh, -c, 'echo \"$1\"', sh, '{name}']")
         return value
 
     @field_validator("set_env", mode="before")
@@ -111,6 +137,15 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
     # children that ignored SIGTERM, or outlived the leader, go too
     _kill_group(proc.pid, signal.SIGKILL)
     await proc.wait()
+    # the pipes' writers died with the group: read what is left to the end so that their
+    # transports close now (left unread they were closed by the garbage collector, maybe
+    # after the loop: "Event loop is closed"); bounded, in case one escaped the group
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(TimeoutError, OSError):
+                async with asyncio.timeout(_KILL_GRACE_S):
+                    while await stream.read(1 << 16):
+                        pass
 
 
 async def _read_bounded(stream: asyncio.StreamReader | None, program: str,

@@ -197,12 +197,26 @@ async def test_working_directory(plugin: CommandPlugin, make_request: Any, tmp_p
         ({"argv": ["ls"], "shell": True}, "Extra inputs are not permitted"),
         ({"argv": "ls -l"}, "valid list"),
         ({"argv": ["ls"], "timeout_s": -1}, "greater than 0"),
+        # what is said must not choose the program, nor become code
+        ({"argv": ["{name}"]}, "must be written out"),
+        ({"argv": ["/bin/sh", "-c", "echo hello {name}"]}, "after -c is run as code"),
+        ({"argv": ["bash", "-x", "-c", "ls {name}"]}, "after -c is run as code"),
+        ({"argv": ["python3", "-c", "print('{name}')"]}, "after -c is run as code"),
+        ({"argv": ["perl", "-e", "print '{name}'"]}, "after -e is run as code"),
     ],
 )
 def test_bad_options_are_rejected(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as err:
         CommandPlugin.Options.model_validate(options)
     assert message in str(err.value)
+
+
+def test_values_after_a_script_are_arguments() -> None:
+    """The safe way to hand a value to a script: as an argument after it ($1)."""
+    for argv in (["sh", "-c", 'echo "hello $1"', "sh", "{name}"],
+                 ["python3", "-c", "import sys; print(sys.argv[1])", "{name}"],
+                 ["echo", "-c", "{name}"]):  # echo takes no script
+        assert CommandPlugin.Options.model_validate({"argv": argv}).argv == argv
 
 
 async def test_answer_values_are_text_never_templates(
