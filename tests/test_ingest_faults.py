@@ -414,8 +414,15 @@ def test_a_full_queue_never_loses_a_start_or_a_stop() -> None:
         assert inbox.offer(Control("stop"))
     _offer(inbox, Control("listen"), "hermes/asr/startListening", report)  # type: ignore[arg-type]
     assert errors[-1][:2] == ("transport", "queue_full") and errors[-1][3] == "den"
-    assert "full of control messages; this listen was dropped" in errors[-1][2]
+    assert "a queue full of control messages; this listen was dropped" in errors[-1][2]
     assert inbox.dropped == 4
+    # a stopping site takes nothing more: a control is answered, audio quietly refused
+    inbox.request_shutdown()
+    count = len(errors)
+    _offer(inbox, chunks[0], "voiced/audio/den/pcm", report)  # type: ignore[arg-type]
+    assert len(errors) == count and inbox.dropped == 4
+    _offer(inbox, Control("listen"), "hermes/asr/startListening", report)  # type: ignore[arg-type]
+    assert errors[-1][1] == "site_stopping" and "den is stopping" in errors[-1][2]
 
 
 async def test_retained_control_is_not_replayed_but_a_retained_format_is_kept(

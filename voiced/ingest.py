@@ -151,7 +151,8 @@ def _offer(worker: SiteWorker, item: Audio | Control, topic: str,
     is refused only when the queue holds nothing but controls), dropped audio at the
     1st, 10th, 100th and every 1000th chunk (the log counts the same)."""
     dropped, too_fast = worker.dropped, worker.too_fast
-    if worker.offer(item) and worker.dropped == dropped:
+    taken = worker.offer(item)
+    if taken and worker.dropped == dropped:
         return
     if worker.too_fast > too_fast:
         count = worker.too_fast
@@ -161,11 +162,17 @@ def _offer(worker: SiteWorker, item: Audio | Control, topic: str,
                   f"then {FAST_RATE:.0f} s a second): this audio was refused; {count} chunks "
                   "so far", worker.site)
         return
+    if not taken and worker.dropped == dropped:
+        # refused with nothing dropped: the site is stopping (voiced's shutdown, an idle
+        # site being forgotten), or its queue holds nothing but controls
+        if isinstance(item, Control):
+            stopping = worker.stopping
+            error(CONTROL, "site_stopping" if stopping else "queue_full",
+                  f"{safe_text(topic)}: site {worker.site} "
+                  + ("is stopping" if stopping else "has a queue full of control messages")
+                  + f"; this {item.kind} was dropped", worker.site)
+        return
     if isinstance(item, Control):
-        if worker.dropped == dropped:  # refused: the queue holds only controls
-            error(CONTROL, "queue_full", f"{safe_text(topic)}: site {worker.site}'s queue is "
-                  f"full of control messages; this {item.kind} was dropped", worker.site)
-            return
         item_said = f"the oldest queued audio chunk was dropped for this {item.kind}"
     else:
         item_said = "this audio was dropped"

@@ -71,6 +71,11 @@ class SiteInbox:
         self._stopping = False
 
     @property
+    def stopping(self) -> bool:
+        """True once the worker was asked to stop: nothing more is taken."""
+        return self._stopping
+
+    @property
     def busy(self) -> bool:
         """True while stale audio must still be processed (speech, an open session)."""
         return False
