@@ -128,3 +128,32 @@ async def test_mqtt_publish_keeps_its_qos_and_retain_options(mosquitto: Mosquitt
     assert message.topic.value == "home/office/light/state"
     assert json.loads(message.payload) == {"state": "on"}  # type: ignore[arg-type]
     assert message.retain and message.qos == 1
+
+
+async def test_a_follow_up_that_cannot_be_heard_still_ends_its_session(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """A handler asks a follow-up question ("For how long?") of text entered for a site
+    that has no satellite listening: the follow-up cannot be queued anywhere, and the
+    session used to stay open for ever (no `session_ended`). It now ends with `error`,
+    saying why."""
+    intents = tmp_path / "intents"
+    intents.mkdir()
+    (intents / "timer.yaml").write_text(
+        "language: en\nintents:\n  HassStartTimer:\n    data:\n"
+        "      - sentences: ['set a timer', 'set a timer for {minutes} minutes']\n"
+        "lists:\n  minutes:\n    range: {from: 1, to: 60}\n")
+    config = make_config(tmp_path, mosquitto.port, intents={"paths": [str(intents)]},
+                         handlers=[{"intent": "HassStartTimer", "plugin": "timer"}])
+    async with running_daemon(config) as daemon, \
+            aiomqtt.Client("127.0.0.1", mosquitto.port) as peer:
+        await peer.subscribe("voiced/events/ghost")
+        result = await daemon.pipeline.handle_text("set a timer", site="ghost",
+                                                    session_id="asked-1")
+        assert result.intent.name == "HassStartTimer" and result.termination is None
+        async with asyncio.timeout(10):
+            async for msg in peer.messages:
+                event = json.loads(msg.payload)  # type: ignore[arg-type]
+                if event["type"] == "session_ended":
+                    break
+        assert event["sessionId"] == "asked-1"
+        assert event["reason"] == "error" and "could not be queued" in event["error"], event
