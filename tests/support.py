@@ -114,6 +114,30 @@ async def running_daemon(config: Config, config_path: Path | None = None) -> Asy
         await daemon.stop()
 
 
+@asynccontextmanager
+async def voiced_wyoming(tmp_path: Path) -> AsyncIterator[Any]:
+    """voiced's Wyoming server (pocketsphinx, example intents) on a free loopback port."""
+    from voiced.asr.service import AsrService
+    from voiced.inference import InferenceEngine
+    from voiced.intents.catalog import load_catalog
+    from voiced.wyoming_server import WyomingServer, WyomingService
+
+    config = make_config(tmp_path, 1883, asr={"processes": 1})
+    engine = InferenceEngine(workers=4)
+    recognizer = await engine.run(load_catalog, config)
+    asr = AsrService.from_config(config.asr, recognizer, config.state_dir, engine)
+    await asr.load()
+    server = WyomingServer(WyomingService(asr, recognizer, engine, "pocketsphinx"),
+                           "127.0.0.1", 0)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        await asr.close()
+        engine.close()
+
+
 def openssl(*args: str, cwd: Path) -> None:
     """Run openssl in `cwd` (the tests make their own certificates)."""
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)

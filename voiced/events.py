@@ -9,6 +9,7 @@ and counted; it never stops the others or the stage that emitted.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -124,3 +125,16 @@ class EventSink:
                                 "message": redact(message)}
         await self.emit(PipelineEvent(EventType.ERROR, site or "", session_id or "", data))
         return True
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and infinities (which JSON cannot carry) as None, in nested dicts
+    and lists too: for JSON that strict parsers read (live events, `voiced satellite
+    --json`)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value

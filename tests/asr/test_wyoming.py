@@ -17,8 +17,6 @@ import io
 import json
 import threading
 import wave
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import aiohttp
 import aiomqtt
 import pytest
 import yaml
-from support import FIXTURES, Mosquitto, make_config, running_daemon
+from support import FIXTURES, Mosquitto, make_config, running_daemon, voiced_wyoming
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -36,35 +34,13 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 from wyoming.intent import Intent, NotRecognized, Recognize
 from wyoming.server import AsyncEventHandler, AsyncTcpServer
 
-from voiced.asr.service import AsrService
 from voiced.audio.wav import read_wav_file
 from voiced.config import AsrConfig, Config
-from voiced.inference import InferenceEngine
 from voiced.intents.catalog import load_catalog
 from voiced.satellite import Satellite
-from voiced.wyoming_server import WyomingServer, WyomingService
 
 COMMANDS = yaml.safe_load((FIXTURES / "commands.yaml").read_text())["commands"]
 KITCHEN = COMMANDS[0]  # "turn on the kitchen lights", HassTurnOn
-
-
-@asynccontextmanager
-async def voiced_wyoming(tmp_path: Path) -> AsyncIterator[WyomingServer]:
-    """voiced's Wyoming server (pocketsphinx, example intents) on a free loopback port."""
-    config = make_config(tmp_path, 1883, asr={"processes": 1})
-    engine = InferenceEngine(workers=4)
-    recognizer = await engine.run(load_catalog, config)
-    asr = AsrService.from_config(config.asr, recognizer, config.state_dir, engine)
-    await asr.load()
-    server = WyomingServer(WyomingService(asr, recognizer, engine, "pocketsphinx"),
-                           "127.0.0.1", 0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        await asr.close()
-        engine.close()
 
 
 async def read_until(client: AsyncTcpClient, *types: str) -> Event:

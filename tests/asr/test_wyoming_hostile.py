@@ -14,41 +14,17 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from support import FIXTURES, make_config
+from support import FIXTURES, voiced_wyoming
 from wyoming.event import Event, async_read_event
 
 from voiced import wyoming_server
-from voiced.asr.service import AsrService
 from voiced.audio.wav import read_wav_file
-from voiced.inference import InferenceEngine
-from voiced.intents.catalog import load_catalog
-from voiced.wyoming_server import WyomingServer, WyomingService
+from voiced.wyoming_server import WyomingServer
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-@asynccontextmanager
-async def server_on(tmp_path: Path) -> AsyncIterator[WyomingServer]:
-    """voiced's Wyoming server (pocketsphinx, example intents) on a free loopback port."""
-    config = make_config(tmp_path, 1883, asr={"processes": 1})
-    engine = InferenceEngine(workers=4)
-    recognizer = await engine.run(load_catalog, config)
-    asr = AsrService.from_config(config.asr, recognizer, config.state_dir, engine)
-    await asr.load()
-    server = WyomingServer(WyomingService(asr, recognizer, engine, "pocketsphinx"),
-                           "127.0.0.1", 0)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        await asr.close()
-        engine.close()
 
 
 async def connect(server: WyomingServer) -> Conn:
@@ -120,7 +96,7 @@ MALFORMED = [
 async def test_malformed_events_get_an_error_naming_what_was_expected(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    async with server_on(tmp_path) as server:
+    async with voiced_wyoming(tmp_path) as server:
         for sent, code, words, ends in MALFORMED:
             conn = await connect(server)
             start = time.monotonic()
@@ -146,7 +122,7 @@ async def test_idle_slow_and_stalled_connections_are_closed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wyoming_server, "EVENT_TIMEOUT_S", 1.0)
     monkeypatch.setattr(wyoming_server, "AUDIO_GAP_S", 0.5)
-    async with server_on(tmp_path) as server:
+    async with voiced_wyoming(tmp_path) as server:
         idle = await connect(server)
         slow = await connect(server)
         start = time.monotonic()
@@ -183,7 +159,7 @@ async def test_connections_are_capped_and_a_client_that_never_reads_is_dropped(
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(wyoming_server, "MAX_CONNECTIONS", 2)
     monkeypatch.setattr(wyoming_server, "WRITE_TIMEOUT_S", 0.5)
-    async with server_on(tmp_path) as server:
+    async with voiced_wyoming(tmp_path) as server:
         first, second = await connect(server), await connect(server)
         for conn in (first, second):  # both served
             conn[1].write(header("describe"))
@@ -229,7 +205,7 @@ async def test_a_client_hanging_up_is_one_log_line(
     monkeypatch.setattr(wyoming_server, "LOG_INTERVAL_S", 0.0)  # each hang-up logged
     pcm = read_wav_file(FIXTURES / "commands" / "on_kitchen.wav")
     chunk = {"rate": 16000, "width": 2, "channels": 1}
-    async with server_on(tmp_path) as server:
+    async with voiced_wyoming(tmp_path) as server:
         # gone in the middle of a payload
         conn = await connect(server)
         conn[1].write(header("audio-chunk", data=chunk, payload_length=1000) + bytes(10))
@@ -256,7 +232,7 @@ async def test_a_client_hanging_up_is_one_log_line(
 async def test_refused_events_are_logged_at_a_bounded_rate(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    async with server_on(tmp_path) as server:
+    async with voiced_wyoming(tmp_path) as server:
         conn = await connect(server)
         bad = header("audio-chunk", data={"rate": 16000, "width": 2, "channels": 1},
                      payload_length=3) + b"\0\0\0"

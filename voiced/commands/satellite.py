@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from voiced.config import Config, MqttTlsConfig, Strict
 from voiced.const import CHANNELS, SAMPLE_RATE
 from voiced.credentials import CredentialError, read_credential
 from voiced.errors import ConfigError, VoicedError
+from voiced.events import finite
 from voiced.satellite import FRAME_BYTES, Answer, Satellite, Topics
 from voiced.sites import ID_CHARS_TEXT, SITE_ID_MAX, is_valid_id
 from voiced.yamlfile import read_yaml
@@ -226,20 +226,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _finite(value: Any) -> Any:
-    """`value` with NaN and infinities (which JSON cannot carry) as None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _print(name: str, answer: Answer, as_json: bool) -> None:
     if as_json:  # strict JSON (RFC 8259): an answer's NaN becomes null
-        print(json.dumps(_finite({"file": name, **answer.as_dict()}), allow_nan=False),
+        print(json.dumps(finite({"file": name, **answer.as_dict()}), allow_nan=False),
               flush=True)
     else:
         print(f"{name}: {answer.summary()}", flush=True)

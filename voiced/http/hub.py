@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from voiced.events import CallbackSubscriber
+from voiced.events import CallbackSubscriber, finite
 from voiced.models import PipelineEvent
 
 log = logging.getLogger(__name__)
@@ -57,17 +56,7 @@ def dumps(message: dict[str, Any]) -> str:
     try:
         return json.dumps(message, separators=(",", ":"), allow_nan=False, default=str)
     except ValueError:
-        return json.dumps(_finite(message), separators=(",", ":"), default=str)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+        return json.dumps(finite(message), separators=(",", ":"), default=str)
 
 
 def message(kind: str, site: str = "", session_id: str = "", data: dict[str, Any] | None = None,
