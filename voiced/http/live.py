@@ -301,10 +301,14 @@ async def _stream(ws: web.WebSocketResponse, request: web.Request, hub: LiveHub,
             check_audio_amount(len(data) // width, rate)
         except VoicedError as exc:
             raise StreamError(exc.code, exc.message) from None
+        too_fast = worker.too_fast
         if not worker.offer(Audio(data, pcm_format, is_float)):
             now = time.monotonic()
             if now - last_full >= QUEUE_FULL_REPORT_S:
                 last_full = now
+                if worker.too_fast > too_fast:
+                    raise StreamError("too_fast", f"site {site}: audio is sent far faster "
+                                      f"than real time; {worker.too_fast} chunks refused")
                 raise StreamError("queue_full", f"site {site}: audio arrives faster than "
                                   f"voiced processes it; {worker.dropped} chunks dropped")
 
