@@ -360,12 +360,31 @@ class HomeAssistantImport:
         }
 
 
+MAX_IMPORTED_NAME = 100
+"""Characters of a name imported from Home Assistant; a longer one is left out (each is
+spelled into the grammar: one 1 MB name cost 330 MB)."""
+_TEMPLATE_SYNTAX = re.compile(r"[()\[\]{}<>|]")
+"""hassil template syntax: in an imported name it is text, not alternatives or slots."""
+_IMPORTED_ENTITY_ID = re.compile(r"[a-z0-9_]+\.[a-z0-9_]+")
+_IMPORTED_AREA_ID = re.compile(r"[a-z0-9_]+")
+
+
 def _entity_name(state: dict[str, Any]) -> str:
-    attrs = state.get("attributes") or {}
-    name = attrs.get("friendly_name")
+    attrs = state.get("attributes")
+    name = attrs.get("friendly_name") if isinstance(attrs, dict) else None
     if isinstance(name, str) and name.strip():
         return name.strip()
     return str(state["entity_id"]).split(".", 1)[-1].replace("_", " ")
+
+
+def _spoken(name: str) -> str | None:
+    """An imported name as plain words for the grammar: hassil's template syntax
+    (`(a|b)`, `[x]`, `{list}`, `<rule>`) becomes spaces (a device named "(ceiling|all)
+    lights" answered to "all lights"; one named "lamp <name>" stopped start-up); None for
+    a name too long or with nothing left."""
+    if len(name) > MAX_IMPORTED_NAME:
+        return None
+    return " ".join(_TEMPLATE_SYNTAX.sub(" ", name).split()) or None
 
 
 async def import_home_assistant(
@@ -417,18 +436,34 @@ async def import_home_assistant(
         raise PluginError("ha_error", f"Home Assistant at {url} sent invalid JSON: {exc}") from exc
     if not isinstance(states, list) or not isinstance(raw_areas, list):
         raise PluginError("ha_error", f"Home Assistant at {url} sent an unexpected answer")
-    entities = []
+    entities, areas, skipped = [], [], 0
     for state in states:
-        if not isinstance(state, dict) or not isinstance(state.get("entity_id"), str):
+        entity_id = state.get("entity_id") if isinstance(state, dict) else None
+        if not isinstance(entity_id, str) or not _IMPORTED_ENTITY_ID.fullmatch(entity_id):
+            skipped += 1
             continue
-        if domains is not None and state["entity_id"].split(".", 1)[0] not in domains:
+        if domains is not None and entity_id.split(".", 1)[0] not in domains:
             continue
-        entities.append(ListValue(_entity_name(state), state["entity_id"]))
-    areas = [
-        ListValue(str(a.get("name") or a["id"]), str(a["id"]))
-        for a in raw_areas
-        if isinstance(a, dict) and a.get("id")
-    ]
+        spoken = _spoken(_entity_name(state))
+        if spoken is None:
+            skipped += 1
+            continue
+        entities.append(ListValue(spoken, entity_id))
+    for area in raw_areas:
+        area_id = area.get("id") if isinstance(area, dict) else None
+        if not isinstance(area_id, str) or not _IMPORTED_AREA_ID.fullmatch(area_id):
+            skipped += 1
+            continue
+        name = area.get("name")
+        spoken = _spoken(name if isinstance(name, str) and name.strip() else area_id)
+        if spoken is None:
+            skipped += 1
+            continue
+        areas.append(ListValue(spoken, area_id))
+    if skipped:
+        log.warning("Home Assistant at %s: %d entities or areas left out (an id that is not "
+                    "lower-case letters, digits and _, or a name over %d characters)", url,
+                    skipped, MAX_IMPORTED_NAME)
     log.info(
         "imported %d areas and %d entities from Home Assistant at %s",
         len(areas),

@@ -88,6 +88,12 @@ async def import_home_assistant_lists(config: Config) -> dict[str, Any] | None:
                   "using the lists from voiced.yaml and the intent files",
                   redact(ha.url), redact(exc.message))
         return None
+    except Exception as exc:  # an answer of a shape no check foresaw: same fallback
+        log.error("could not import areas and devices from Home Assistant at %s (its "
+                  "answer broke the import: %s: %s); using the lists from voiced.yaml and "
+                  "the intent files", redact(ha.url), type(exc).__name__,
+                  redact(str(exc))[:200])
+        return None
     log.info("imported %d areas and %d devices from Home Assistant",
              len(imported.areas), len(imported.entities))
     return dict(imported.to_hassil_lists())
