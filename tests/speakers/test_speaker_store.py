@@ -67,7 +67,8 @@ def test_dimension_mismatch_is_refused(tmp_path: Path) -> None:
         assert err.value.code == "dimension_mismatch"
 
 
-@pytest.mark.parametrize("name", ["", "unknown", "Unknown", "a/b", "x" * 65, " lead"])
+@pytest.mark.parametrize("name", ["", "unknown", "Unknown", "a/b", "x" * 65, " lead",
+                                  "carol\n", "carol ", "carol\t"])
 def test_bad_names_are_refused(tmp_path: Path, name: str) -> None:
     with SpeakerStore.open(tmp_path) as store, pytest.raises(SpeakerError) as err:
         store.add_enrollment(name, MODEL_A, vectors(1))

@@ -35,8 +35,10 @@ from voiced.storage import private_file
 log = logging.getLogger(__name__)
 
 DB_NAME = "speakers.db"
-NAME_RE = re.compile(r"^\w[\w .'-]{0,63}$")
-"""Names: a letter or digit first, then letters, digits, space, dot, apostrophe, dash."""
+NAME_RE = re.compile(r"\w(?:[\w .'-]{0,62}[\w.'-])?")
+"""Names (matched whole): a letter or digit first, then letters, digits, space, dot,
+apostrophe, dash, not ending in a space (`$` let "carol\n" in, and "carol " was a
+person the HTTP API, which strips names, could never remove)."""
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -90,7 +92,7 @@ class PersonInfo:
 
 def check_name(name: str) -> str:
     """`name` if it can be enrolled, else SpeakerError("bad_name")."""
-    if name.strip().lower() == UNKNOWN_SPEAKER or not NAME_RE.match(name):
+    if name.strip().lower() == UNKNOWN_SPEAKER or not NAME_RE.fullmatch(name):
         raise SpeakerError(
             "bad_name",
             f"{name!r} cannot be a speaker name: use letters, digits, space, '.', \"'\" or "
