@@ -81,6 +81,13 @@ def test_enroll_refuses_bad_recordings_and_says_why(
     assert out == ""
     code, out, _ = run(capsys, "speakers", "enroll", "unknown", files[0], *state)
     assert code == 1
+    # a file that is not a recording of a few sentences is refused before it is embedded
+    long = tmp_path / "long.wav"
+    write_wav_file(long, bytes(121 * 32_000))
+    code, _, err = run(capsys, "speakers", "enroll", "awb", long, *state)
+    assert code == 1 and "121 s of audio; at most 120 s per file" in err, err
+    code, _, err = run(capsys, "speakers", "enroll", "awb", Path("/dev/zero"), *state)
+    assert code == 1 and "/dev/zero: not a file" in err, err
 
 
 def test_state_dir_and_backend_come_from_the_config(

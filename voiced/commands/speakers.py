@@ -114,12 +114,33 @@ def _service(args: argparse.Namespace, load: bool = True) -> Any:
     return service
 
 
+ENROLL_MAX_BYTES = 64 * 1024 * 1024
+"""Largest enrollment file read (a minute of 192 kHz 8-channel audio fits; /dev/zero or a
+stray video file does not)."""
+ENROLL_MAX_S = 120.0
+"""Longest enrollment recording: a few sentences, not an hour (embedding it whole took
+~1 GB for a 282 s file)."""
+
+
 def _read(path: Path) -> bytes:
-    from voiced.audio.wav import read_wav_file
+    from voiced.audio.wav import convert_wav
+    from voiced.const import BYTES_PER_SECOND
     from voiced.errors import AudioFormatError, SpeakerError
 
     try:
-        return read_wav_file(path)
+        if not path.is_file():
+            raise SpeakerError("unreadable_file", f"{path}: not a file")
+        with path.open("rb") as f:
+            data = f.read(ENROLL_MAX_BYTES + 1)
+        if len(data) > ENROLL_MAX_BYTES:
+            raise SpeakerError("unreadable_file", f"{path}: over {ENROLL_MAX_BYTES >> 20} MB; "
+                               "an enrollment file is a few sentences of speech")
+        pcm = convert_wav(data, max_bytes=None)
+        if len(pcm) > ENROLL_MAX_S * BYTES_PER_SECOND:
+            raise SpeakerError("unreadable_file", f"{path}: {len(pcm) / BYTES_PER_SECOND:.0f} s "
+                               f"of audio; at most {ENROLL_MAX_S:.0f} s per file (record a few "
+                               "sentences, or cut the file)")
+        return pcm
     except OSError as exc:
         raise SpeakerError("unreadable_file", f"{path}: {exc.strerror}") from exc
     except AudioFormatError as exc:
