@@ -109,9 +109,16 @@ def test_nemo_manifests(state: Path, tmp_path: Path) -> None:
             path = Path(entry["audio_filepath"])
             assert path.is_absolute() and path.parent == (out / "audio").resolve()
             assert abs(soundfile.info(str(path)).duration - entry["duration"]) < 0.01
-    # a line without text breaks the schema
+    # JSON carries U+2028/U+2029/U+0085 raw inside strings (a slot value, a speaker name):
+    # a line is still one line (str.splitlines() cut it in two: "not JSON")
     manifest = out / "train_manifest.json"
-    first = json.loads(manifest.read_text().splitlines()[0])
+    entries = [json.loads(line) for line in manifest.read_text().split("\n") if line]
+    entries[0]["slots"] = json.dumps({"name": "a\u2028b\u2029c\u0085d"}, ensure_ascii=False)
+    manifest.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+    assert "\u2028" in manifest.read_text() and validate(out) == []
+    assert len(read(out)["train"]) == counts["train"]
+    # a line without text breaks the schema
+    first = json.loads(manifest.read_text().split("\n")[0])
     del first["text"]
     manifest.write_text(json.dumps(first) + "\n")
     assert validate(out) == [f"{manifest}:1: needs audio_filepath (text), duration (seconds) "

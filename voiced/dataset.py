@@ -243,7 +243,7 @@ def read(out: Path) -> dict[str, list[Example]]:
             manifest = out / NEMO_MANIFESTS[name]
             if not manifest.is_file():
                 continue
-            for line in manifest.read_text(encoding="utf-8").splitlines():
+            for line in _jsonl_lines(manifest):
                 if line.strip():
                     e = json.loads(line)
                     path = Path(e["audio_filepath"])
@@ -311,7 +311,7 @@ def _check_manifest(manifest: Path) -> list[str]:
     if not manifest.is_file():
         return [f"{manifest}: missing"]
     problems = []
-    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_jsonl_lines(manifest), 1):
         try:
             entry = json.loads(line)
         except ValueError:
@@ -324,3 +324,11 @@ def _check_manifest(manifest: Path) -> list[str]:
             problems.append(f"{manifest}:{number}: needs audio_filepath (text), duration "
                             "(seconds) and text")
     return problems
+
+
+def _jsonl_lines(path: Path) -> list[str]:
+    """A JSON-lines file's lines: split at "\\n" only. str.splitlines() also splits at
+    U+2028, U+2029 and U+0085, which JSON carries raw inside strings (a slot value or a
+    speaker name with one made every line of the export "not JSON")."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
