@@ -9,11 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
-from voiced_plugins.home_assistant import (
-    AREAS_TEMPLATE,
-    HomeAssistantPlugin,
-    import_home_assistant,
-)
+from voiced_plugins._ha_import import import_home_assistant
+from voiced_plugins.home_assistant import AREAS_TEMPLATE, HomeAssistantPlugin
 
 from voiced.config import HandlerConfig
 from voiced.errors import PluginError

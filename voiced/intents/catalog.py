@@ -77,7 +77,7 @@ async def import_home_assistant_lists(config: Config) -> dict[str, Any] | None:
     ha = config.intents.home_assistant
     if ha is None:
         return None
-    from voiced_plugins.home_assistant import import_home_assistant
+    from voiced_plugins._ha_import import import_home_assistant
 
     try:
         imported = await import_home_assistant(
